@@ -1,0 +1,3 @@
+from autoprune.cli import main
+
+main()

@@ -1,0 +1,223 @@
+"""Typed study configuration: one YAML file describes a study.
+
+``load_config(path)`` parses the YAML, validates it once at the edge and returns a
+:class:`StudyConfig`; everything downstream receives plain, validated objects.
+Every error names the file, the key path, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from autoprune.errors import ConfigError
+
+__all__ = [
+    "TaskConfig",
+    "ModelConfig",
+    "GradClipConfig",
+    "TrainConfig",
+    "MeasureConfig",
+    "StudyConfig",
+    "load_config",
+    "config_from_dict",
+    "format_validation_error",
+    "stable_hash",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class TaskConfig(_Strict):
+    """Where the data comes from: a task spec (see ``autoprune tasks``) and loader knobs."""
+
+    name: str = Field(min_length=1, description="task spec, e.g. uea:JapaneseVowels, mnist1d, synthetic:sines")
+    batch_size: int = Field(32, ge=1, le=65536)
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelConfig(_Strict):
+    """The RNN sequence classifier: a stack of single-layer LSTM/GRU modules."""
+
+    cell: Literal["lstm", "gru"] = "lstm"
+    hidden_sizes: list[int] = Field(min_length=1, max_length=3)
+    bidirectional: bool = False
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    pooling: Literal["last", "attention"] = "last"
+    attention_dim: int = Field(32, ge=1, le=4096)
+
+    @field_validator("hidden_sizes")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        for size in v:
+            if size < 1 or size > 8192:
+                raise ValueError(f"every hidden size must be in [1, 8192], got {size}")
+        return v
+
+
+class GradClipConfig(_Strict):
+    """Gradient clipping: threshold and algorithm (Lightning's ``gradient_clip_*``)."""
+
+    value: Optional[float] = Field(1.0, gt=0.0)
+    algorithm: Literal["norm", "value"] = "norm"
+
+
+class TrainConfig(_Strict):
+    """Dense training settings."""
+
+    epochs: int = Field(30, ge=1, le=10000)
+    lr: float = Field(3e-3, gt=0.0, le=10.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    grad_clip: GradClipConfig = Field(default_factory=GradClipConfig)
+    max_seq_len: Optional[int] = Field(None, ge=1, description="random training windows of this length")
+    lr_schedule: Literal["none", "cosine"] = "cosine"
+    threads: int = Field(1, ge=1, le=256, description="torch threads while training (tiny RNNs run best on one)")
+    select: Literal["last", "best_val"] = Field(
+        "last", description="keep the last epoch's weights, or the epoch with the best validation accuracy"
+    )
+
+
+class MeasureConfig(_Strict):
+    """How latency is measured: the deployment setting the budget refers to."""
+
+    batch_size: int = Field(1, ge=1)
+    seq_len: Optional[int] = Field(None, ge=1, description="defaults to the task's longest sequence")
+    threads: int = Field(1, ge=1, le=256)
+    runtime: Literal["torch", "onnxruntime"] = "torch"
+    repeats: int = Field(30, ge=3)
+    warmup: int = Field(5, ge=0)
+
+
+class StudyConfig(_Strict):
+    """A whole study: task, model, dense training, measurement (and later the search)."""
+
+    study: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
+    seed: int = Field(0, ge=0)
+    task: TaskConfig
+    model: ModelConfig
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    measure: MeasureConfig = Field(default_factory=MeasureConfig)
+    source: Optional[str] = Field(None, exclude=True, description="file the config was read from")
+
+    def dense_key(self) -> dict[str, Any]:
+        """Everything that determines the dense checkpoint (the cache key's content)."""
+        return {
+            "task": self.task.model_dump(),
+            "model": self.model.model_dump(),
+            "train": self.train.model_dump(),
+            "seed": self.seed,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude={"source"})
+
+
+def stable_hash(obj: Any, length: int = 12) -> str:
+    """A short content hash of a JSON-serialisable object (key order does not matter)."""
+    blob = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    """One line: file, key path, bad value, what is allowed."""
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "<top level>"
+    kind = first["type"]
+    msg = first["msg"]
+    if kind == "extra_forbidden":
+        model = err.title
+        allowed = _allowed_keys(first["loc"])
+        text = f"{source}: unknown key '{loc}'" + (f"; allowed keys here: {', '.join(allowed)}" if allowed else "")
+    elif kind == "missing":
+        text = f"{source}: missing required key '{loc}'"
+    else:
+        text = f"{source}: {loc}: {msg} (got {first.get('input')!r})"
+    more = len(err.errors()) - 1
+    if more:
+        text += f" (and {more} more problem{'s' if more > 1 else ''})"
+    return text
+
+
+def _allowed_keys(loc: tuple) -> list[str]:
+    model: Any = StudyConfig
+    for part in loc[:-1]:
+        fields = getattr(model, "model_fields", None)
+        if not fields or part not in fields:
+            return []
+        model = fields[part].annotation
+    fields = getattr(model, "model_fields", None)
+    return [k for k in fields if k != "source"] if fields else []
+
+
+def _set_dotted(data: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    cur = data
+    for p in parts[:-1]:
+        nxt = cur.get(p)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            cur[p] = nxt
+        cur = nxt
+    cur[parts[-1]] = value
+
+
+def config_from_dict(data: Any, source: str = "<config>", overrides: Optional[dict[str, Any]] = None) -> StudyConfig:
+    """Validate a parsed config mapping.
+
+    Args:
+        data: the parsed YAML document.
+        source: name shown in error messages (usually the file path).
+        overrides: dotted keys replacing values, e.g. ``{"study": "x", "train.epochs": 2}``.
+
+    Raises:
+        ConfigError: one line naming the source, key path, bad value and what is allowed.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of keys (study, task, model, ...), got {type(data).__name__}")
+    data = json.loads(json.dumps(data, default=str))  # deep copy, plain types
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(data, key, value)
+    try:
+        return StudyConfig.model_validate({**data, "source": source})
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source)) from None
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Read a YAML file; malformed YAML raises ConfigError with file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{where}: malformed YAML: {problem}") from None
+
+
+def load_config(path: str | Path, overrides: Optional[dict[str, Any]] = None) -> StudyConfig:
+    """Load and validate a study YAML file.
+
+    Args:
+        path: the YAML file.
+        overrides: dotted keys replacing values before validation.
+
+    Returns:
+        The validated :class:`StudyConfig`.
+
+    Raises:
+        ConfigError: malformed YAML (file and line) or an invalid value (file and key path).
+    """
+    return config_from_dict(read_yaml(path), source=str(path), overrides=overrides)

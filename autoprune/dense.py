@@ -1,0 +1,218 @@
+"""Dense training, cached by content hash under ``runs/<study>/dense/<key>/``.
+
+Everything that determines the dense model goes into the key: task, model and
+training settings, seed, the versions of torch/lightning/autoprune's checkpoint
+format, and for local data (``.ts`` files, a user's module) a fingerprint of the
+files. A second run with the same config loads the stored checkpoint and metrics
+without importing Lightning or loading the data again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from autoprune.config import StudyConfig, stable_hash
+from autoprune.models.arch import ArchSpec
+
+__all__ = ["DenseResult", "ensure_dense", "load_dense_model", "dense_cache_key", "study_dir", "DENSE_FORMAT"]
+
+log = logging.getLogger(__name__)
+
+#: bump when the checkpoint layout or the training procedure changes meaning
+DENSE_FORMAT = 1
+
+
+def study_dir(runs_dir: str | os.PathLike, study: str) -> Path:
+    return Path(runs_dir) / study
+
+
+@dataclass
+class DenseResult:
+    """The dense reference model of a study."""
+
+    checkpoint: Path
+    arch: ArchSpec
+    metrics: dict[str, Any]
+    cached: bool
+    key: str
+    history: list[dict] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self.metrics,
+            "checkpoint": str(self.checkpoint),
+            "cached": self.cached,
+            "key": self.key,
+            "hidden_sizes": self.arch.hidden_sizes,
+        }
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"dense_format": str(DENSE_FORMAT)}
+    for pkg in ("torch", "lightning"):
+        try:
+            out[pkg] = version(pkg).split("+")[0]
+        except PackageNotFoundError:  # pragma: no cover - lightning is a dependency
+            out[pkg] = "missing"
+    return out
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def _source_fingerprint(task_name: str) -> Optional[str]:
+    """Content of local data behind a task spec (``uea:<path>``, ``module:function``), if any."""
+    if task_name.startswith("uea:"):
+        target = Path(task_name[4:])
+        if target.exists():
+            files = sorted(target.glob("*.ts")) if target.is_dir() else sorted(target.parent.glob(target.name.rsplit("_", 1)[0] + "_*.ts"))
+            return ",".join(f"{p.name}={_file_digest(p)}" for p in files) or None
+        return None
+    if ":" in task_name and not task_name.split(":", 1)[0] in ("mnist1d", "synthetic", "uea"):
+        module = task_name.split(":", 1)[0]
+        try:
+            spec = importlib.util.find_spec(module)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is not None and spec.origin and os.path.isfile(spec.origin):
+            return _file_digest(Path(spec.origin))
+    return None
+
+
+def dense_cache_key(config: StudyConfig) -> str:
+    """The content hash naming a study's dense checkpoint."""
+    content = {**config.dense_key(), "versions": _versions(), "source": _source_fingerprint(config.task.name)}
+    return stable_hash(content, 16)
+
+
+def load_dense_model(checkpoint: str | os.PathLike):
+    """Rebuild the dense :class:`RNNClassifier` from a stored checkpoint; returns (model, stored payload)."""
+    import torch
+
+    from autoprune.models.rnn import RNNClassifier
+
+    payload = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    model = RNNClassifier(ArchSpec.from_dict(payload["arch"]))
+    model.load_state_dict(payload["state_dict"])
+    model.eval()
+    return model, payload
+
+
+def build_datamodule(config: StudyConfig):
+    """The study's data module, set up (lazy import: it pulls in Lightning)."""
+    from autoprune.tasks import build_task
+
+    dm = build_task(
+        config.task.name,
+        seed=config.seed,
+        batch_size=config.task.batch_size,
+        val_fraction=config.task.val_fraction,
+        options=dict(config.task.options),
+    )
+    dm.setup("fit")
+    return dm
+
+
+def ensure_dense(
+    config: StudyConfig,
+    runs_dir: str | os.PathLike = "runs",
+    progress: bool = False,
+    force: bool = False,
+) -> DenseResult:
+    """Return the study's dense model, training it only when no cached checkpoint matches.
+
+    Args:
+        config: the validated study config.
+        runs_dir: output root (``runs/`` by default).
+        progress: show Lightning's progress bar while training.
+        force: retrain even when a cached checkpoint exists.
+
+    Raises:
+        TaskError: the data cannot be loaded.
+        PruningError: training diverged (NaN loss).
+    """
+    key = dense_cache_key(config)
+    out_dir = study_dir(runs_dir, config.study) / "dense" / key
+    ckpt = out_dir / "checkpoint.pt"
+    if ckpt.is_file() and not force:
+        meta = json.loads((out_dir / "metrics.json").read_text())
+        log.info("reusing dense checkpoint %s", ckpt)
+        return DenseResult(ckpt, ArchSpec.from_dict(meta["arch"]), meta["metrics"], True, key, meta.get("history", []))
+
+    import lightning.pytorch as pl
+    import torch
+
+    from autoprune.models.module import RNNModule, evaluate
+    from autoprune.models.rnn import RNNClassifier
+    from autoprune.training import BestValidation, make_trainer
+
+    torch.set_num_threads(config.train.threads)
+    pl.seed_everything(config.seed, workers=True, verbose=False)
+    dm = build_datamodule(config)
+    arch = ArchSpec.from_config(config.model, dm.n_channels, dm.n_classes)
+    model = RNNClassifier(arch)
+    module = RNNModule(
+        model,
+        lr=config.train.lr,
+        weight_decay=config.train.weight_decay,
+        optimizer=config.train.optimizer,
+        lr_schedule=config.train.lr_schedule,
+        max_seq_len=config.train.max_seq_len,
+        seed=config.seed,
+    )
+    best = BestValidation(from_epoch=0 if config.train.select == "best_val" else config.train.epochs - 1)
+    clip = config.train.grad_clip
+    trainer = make_trainer(
+        config.train.epochs,
+        callbacks=[best],
+        grad_clip_value=clip.value,
+        grad_clip_algorithm=clip.algorithm,
+        progress=progress,
+    )
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=dm)
+    train_time = time.perf_counter() - start
+    if any(not torch.isfinite(p).all() for p in model.parameters()):
+        from autoprune.errors import PruningError
+
+        raise PruningError(f"dense training of study '{config.study}' diverged (non-finite weights); lower train.lr or set train.grad_clip")
+    val = evaluate(model, *dm.tensors("val"))
+    test = evaluate(model, *dm.tensors("test"))
+    metrics = {
+        "val_accuracy": val["accuracy"],
+        "val_loss": val["loss"],
+        "test_accuracy": test["accuracy"],
+        "test_loss": test["loss"],
+        "params": sum(p.numel() for p in model.parameters()),
+        "best_epoch": best.best_epoch,
+        "epochs": config.train.epochs,
+        "train_time_s": round(train_time, 3),
+        "n_train": dm.n_train,
+        "n_val": dm.n_val,
+        "n_test": dm.n_test,
+        "n_channels": dm.n_channels,
+        "n_classes": dm.n_classes,
+        "max_length": dm.max_length,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / "checkpoint.pt.tmp"
+    torch.save({"format": DENSE_FORMAT, "arch": arch.to_dict(), "state_dict": model.state_dict(), "metrics": metrics}, tmp)
+    meta = {"arch": arch.to_dict(), "metrics": metrics, "history": module.history, "config": config.to_dict(), "versions": _versions()}
+    (out_dir / "metrics.json").write_text(json.dumps(meta, indent=2))
+    os.replace(tmp, ckpt)  # the checkpoint appears last, atomically: a killed run leaves no half cache
+    return DenseResult(ckpt, arch, metrics, False, key, module.history)

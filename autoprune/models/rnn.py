@@ -1,0 +1,233 @@
+"""RNN sequence classifier built as a stack of single-layer LSTM/GRU modules.
+
+``nn.LSTM(num_layers=k)`` forces one hidden size on every layer; after hidden-unit
+pruning each layer (and each direction) keeps its own, so the stack holds one
+single-layer ``nn.LSTM``/``nn.GRU`` per layer and direction. Sequences are padded
+at the end and come with their lengths; padding never changes a prediction:
+the forward direction reads valid steps first, the backward direction runs on
+each sequence reversed within its own length, ``last`` pooling gathers the last
+valid step and attention pooling masks padded steps.
+
+Everything here is TorchScript- and ONNX-exportable (no packed sequences).
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import torch
+from torch import Tensor, nn
+
+from autoprune.errors import ConfigError
+from autoprune.models.arch import GATES, ArchSpec
+
+__all__ = [
+    "ArchSpec",
+    "RNNLayer",
+    "RNNStack",
+    "RNNClassifier",
+    "GATES",
+    "reverse_padded",
+    "convert_torch_rnn",
+]
+
+_CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
+
+
+def reverse_padded(x: Tensor, lengths: Tensor) -> Tensor:
+    """Reverse each sequence of a batch-first padded batch within its own length.
+
+    Positions past a sequence's length stay where they are, so applying it twice is
+    the identity.
+    """
+    t = x.size(1)
+    steps = torch.arange(t, device=x.device).unsqueeze(0)  # [1, T]
+    lens = lengths.to(x.device).unsqueeze(1)  # [B, 1]
+    idx = torch.where(steps < lens, lens - 1 - steps, steps)  # [B, T]
+    return x.gather(1, idx.unsqueeze(2).expand(-1, -1, x.size(2)))
+
+
+class RNNLayer(nn.Module):
+    """One layer: a single-layer LSTM/GRU per direction (``dirs[0]`` forward, ``dirs[1]`` backward)."""
+
+    def __init__(self, cell: str, input_size: int, hidden_sizes: List[int]) -> None:
+        super().__init__()
+        if cell not in _CELLS:
+            raise ConfigError(f"cell must be one of {sorted(_CELLS)}, got {cell!r}")
+        if len(hidden_sizes) not in (1, 2):
+            raise ConfigError(f"a layer has 1 or 2 directions, got {len(hidden_sizes)}")
+        for h in hidden_sizes:
+            if h < 1:
+                raise ConfigError(f"every layer keeps at least one hidden unit, got hidden size {h}")
+        self.cell = cell
+        self.hidden_sizes = list(hidden_sizes)
+        self.dirs = nn.ModuleList([_CELLS[cell](input_size, h, num_layers=1, batch_first=True) for h in hidden_sizes])
+
+    @property
+    def output_size(self) -> int:
+        return sum(self.hidden_sizes)
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        outs: List[Tensor] = []
+        for i, rnn in enumerate(self.dirs):
+            if i == 0:
+                out = rnn(x)[0]
+            else:
+                out = reverse_padded(rnn(reverse_padded(x, lengths))[0], lengths)
+            outs.append(out)
+        if len(outs) == 1:
+            return outs[0]
+        return torch.cat(outs, dim=2)
+
+
+class RNNStack(nn.Module):
+    """A stack of :class:`RNNLayer` with dropout between layers; returns the last layer's outputs."""
+
+    def __init__(self, cell: str, input_size: int, hidden_sizes: List[List[int]], dropout: float = 0.0) -> None:
+        super().__init__()
+        layers = []
+        size = input_size
+        for layer_sizes in hidden_sizes:
+            layer = RNNLayer(cell, size, layer_sizes)
+            layers.append(layer)
+            size = layer.output_size
+        self.layers = nn.ModuleList(layers)
+        self.dropout = nn.Dropout(dropout)
+        self.output_size = size
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        n = len(self.layers)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, lengths)
+            if i < n - 1:
+                x = self.dropout(x)
+        return x
+
+
+class RNNClassifier(nn.Module):
+    """Sequence classifier: RNN stack → pooling (``last`` | ``attention``) → dropout → linear head.
+
+    ``forward(x, lengths)`` takes a batch-first padded float tensor ``[B, T, C]`` and
+    the int64 lengths ``[B]`` and returns logits ``[B, n_classes]``.
+    """
+
+    def __init__(self, spec: ArchSpec) -> None:
+        super().__init__()
+        if spec.pooling not in ("last", "attention"):
+            raise ConfigError(f"pooling must be 'last' or 'attention', got {spec.pooling!r}")
+        self.spec = spec
+        self.rnn = RNNStack(spec.cell, spec.input_size, spec.hidden_sizes, spec.dropout).layers
+        self.dropout = nn.Dropout(spec.dropout)
+        self.pooling = spec.pooling
+        last = spec.hidden_sizes[-1]
+        self.fwd_size = last[0]
+        self.bidirectional = len(last) == 2
+        out_size = sum(last)
+        if spec.pooling == "attention":
+            self.attn_proj = nn.Linear(out_size, spec.attention_dim)
+            self.attn_score = nn.Linear(spec.attention_dim, 1, bias=False)
+        else:
+            self.attn_proj = None
+            self.attn_score = None
+        self.head = nn.Linear(out_size, spec.n_classes)
+
+    def features(self, x: Tensor, lengths: Tensor) -> Tensor:
+        """The last RNN layer's outputs ``[B, T, D]``."""
+        n = len(self.rnn)
+        for i, layer in enumerate(self.rnn):
+            x = layer(x, lengths)
+            if i < n - 1:
+                x = self.dropout(x)
+        return x
+
+    def pool(self, h: Tensor, lengths: Tensor) -> Tensor:
+        if self.attn_proj is not None and self.attn_score is not None:
+            scores = self.attn_score(torch.tanh(self.attn_proj(h))).squeeze(2)  # [B, T]
+            steps = torch.arange(h.size(1), device=h.device).unsqueeze(0)
+            valid = steps < lengths.to(h.device).unsqueeze(1)
+            scores = scores.masked_fill(~valid, -1e9)
+            weights = torch.softmax(scores, dim=1)
+            return (weights.unsqueeze(2) * h).sum(1)
+        idx = (lengths.to(h.device) - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, h.size(2))
+        last = h.gather(1, idx).squeeze(1)
+        if self.bidirectional:
+            # the backward direction has seen the whole sequence at step 0
+            return torch.cat([last[:, : self.fwd_size], h[:, 0, self.fwd_size :]], dim=1)
+        return last
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        h = self.features(x, lengths)
+        return self.head(self.dropout(self.pool(h, lengths)))
+
+    @property
+    def hidden_sizes(self) -> List[List[int]]:
+        return [list(layer.hidden_sizes) for layer in self.rnn]
+
+    @classmethod
+    def from_torch(
+        cls,
+        rnn: nn.Module,
+        head: nn.Linear,
+        pooling: str = "last",
+        attention: Optional[tuple[nn.Linear, nn.Linear]] = None,
+    ) -> "RNNClassifier":
+        """Build a classifier from a user's multi-layer ``nn.LSTM``/``nn.GRU`` and linear head.
+
+        Args:
+            rnn: the user's recurrent module (any ``num_layers``, uni- or bidirectional,
+                ``batch_first`` either way; the classifier is always batch-first).
+            head: the linear layer applied to the pooled features.
+            pooling: ``last`` or ``attention``.
+            attention: with attention pooling, the (projection, score) linear layers.
+        """
+        stack = convert_torch_rnn(rnn)
+        dirs = 2 if rnn.bidirectional else 1
+        spec = ArchSpec(
+            cell="lstm" if isinstance(rnn, nn.LSTM) else "gru",
+            input_size=rnn.input_size,
+            hidden_sizes=[[rnn.hidden_size] * dirs for _ in range(rnn.num_layers)],
+            n_classes=head.out_features,
+            pooling=pooling,
+            attention_dim=attention[0].out_features if attention else 32,
+            dropout=float(rnn.dropout),
+        )
+        model = cls(spec)
+        model.rnn.load_state_dict(stack.layers.state_dict())
+        model.head.load_state_dict(head.state_dict())
+        if attention is not None:
+            if model.attn_proj is None or model.attn_score is None:
+                raise ConfigError("attention layers given but pooling is not 'attention'")
+            model.attn_proj.load_state_dict(attention[0].state_dict())
+            model.attn_score.load_state_dict(attention[1].state_dict())
+        return model
+
+
+def convert_torch_rnn(rnn: nn.Module) -> RNNStack:
+    """Convert a multi-layer ``nn.LSTM``/``nn.GRU`` into an :class:`RNNStack` with identical outputs.
+
+    The stack is batch-first; for full-length inputs ``stack(x, lengths)`` equals
+    ``rnn(x)[0]`` (with ``x`` transposed if the original is not batch-first).
+
+    Raises:
+        ConfigError: for modules other than nn.LSTM/nn.GRU, ``proj_size``, or no bias.
+    """
+    if isinstance(rnn, nn.LSTM):
+        cell = "lstm"
+        if rnn.proj_size:
+            raise ConfigError("nn.LSTM with proj_size > 0 is not supported; got proj_size=%d" % rnn.proj_size)
+    elif isinstance(rnn, nn.GRU):
+        cell = "gru"
+    else:
+        raise ConfigError(f"expected nn.LSTM or nn.GRU, got {type(rnn).__name__}")
+    if not rnn.bias:
+        raise ConfigError(f"{type(rnn).__name__}(bias=False) is not supported: autoprune's layers carry biases")
+    dirs = 2 if rnn.bidirectional else 1
+    stack = RNNStack(cell, rnn.input_size, [[rnn.hidden_size] * dirs for _ in range(rnn.num_layers)], float(rnn.dropout))
+    with torch.no_grad():
+        for layer in range(rnn.num_layers):
+            for d in range(dirs):
+                suffix = f"_l{layer}" + ("_reverse" if d == 1 else "")
+                target = stack.layers[layer].dirs[d]
+                for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                    getattr(target, f"{name}_l0").copy_(getattr(rnn, name + suffix))
+    return stack

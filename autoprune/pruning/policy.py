@@ -1,0 +1,179 @@
+"""PruningPolicy: one plain, serialisable description of how to prune a model.
+
+```yaml
+method: magnitude            # magnitude | taylor | confidence | l1 | group_lasso | random
+granularity: unstructured    # unstructured | hidden_unit
+sparsity: 0.9                # or a mapping {rnn.0.ih: 0.8, rnn.0.hh: 0.95, head: 0.5, ...}
+schedule: {kind: agp, start_epoch: 0, end_epoch: 6, frequency: 1}
+grad_clip: {value: 1.0, algorithm: norm}
+finetune: {epochs: 8, lr: 0.001}
+```
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from autoprune.config import GradClipConfig, format_validation_error, read_yaml, stable_hash
+from autoprune.errors import ConfigError
+from autoprune.pruning.methods import GRANULARITIES, METHODS, get_method
+from autoprune.pruning.schedules import SCHEDULES, make_schedule
+
+__all__ = ["ScheduleConfig", "FinetuneConfig", "PruningPolicy", "load_policy", "policy_from_dict"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class ScheduleConfig(_Strict):
+    """When to prune: ``kind`` (one_shot | linear | agp | dynamic) and its epochs."""
+
+    kind: str = "agp"
+    start_epoch: int = Field(0, ge=0)
+    end_epoch: Optional[int] = Field(None, ge=0, description="default: two epochs before the last fine-tune epoch")
+    frequency: int = Field(1, ge=1)
+    initial_sparsity: float = Field(0.0, ge=0.0, lt=1.0)
+    tolerance: float = Field(0.05, ge=0.0, description="dynamic only: allowed relative rise of validation loss")
+
+    @field_validator("kind")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in SCHEDULES:
+            raise ValueError(f"unknown schedule {v!r}; valid: {', '.join(SCHEDULES)}")
+        return v
+
+
+class FinetuneConfig(_Strict):
+    """Fine-tuning while pruning."""
+
+    epochs: int = Field(8, ge=1, le=10000)
+    lr: float = Field(1e-3, gt=0.0, le=10.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+
+
+class PruningPolicy(_Strict):
+    """How to prune: method, granularity, target sparsity, schedule, clipping, fine-tuning."""
+
+    method: str = "magnitude"
+    granularity: str = "unstructured"
+    sparsity: Union[float, Dict[str, float]] = 0.5
+    scope: Literal["per_group", "global"] = Field(
+        "per_group", description="per_group: each target pruned to its own sparsity; global: one threshold across all targets"
+    )
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    grad_clip: GradClipConfig = Field(default_factory=GradClipConfig)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    regularization: float = Field(1e-5, ge=0.0, description="strength of the l1 / group_lasso penalty")
+    max_seq_len: Optional[int] = Field(None, ge=1)
+    calibration_batches: int = Field(8, ge=1, description="batches scored by taylor / confidence")
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, v: str) -> str:
+        if v not in METHODS:
+            raise ValueError(f"unknown pruning method {v!r}; valid: {', '.join(METHODS)}")
+        return v
+
+    @field_validator("granularity")
+    @classmethod
+    def _granularity(cls, v: str) -> str:
+        if v not in GRANULARITIES:
+            raise ValueError(f"unknown granularity {v!r}; valid: {', '.join(GRANULARITIES)}")
+        return v
+
+    @field_validator("sparsity")
+    @classmethod
+    def _sparsity(cls, v: Union[float, Dict[str, float]]) -> Union[float, Dict[str, float]]:
+        values = v.values() if isinstance(v, dict) else [v]
+        for value in values:
+            if not 0.0 <= float(value) < 1.0:
+                raise ValueError(f"sparsity must be in [0, 1), got {value}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "PruningPolicy":
+        get_method(self.method, self.granularity)  # raises ConfigError for pairs that make no sense
+        end = self.schedule_end
+        last = self.finetune.epochs - 1
+        if end > last:
+            raise ValueError(
+                f"schedule.end_epoch={end} is after the last fine-tune epoch ({last}, epochs count from 0); "
+                f"lower schedule.end_epoch or raise finetune.epochs"
+            )
+        if self.schedule.start_epoch > end:
+            raise ValueError(f"schedule.start_epoch={self.schedule.start_epoch} is after schedule.end_epoch={end}")
+        if self.scope == "global" and isinstance(self.sparsity, dict):
+            raise ValueError("scope 'global' uses one threshold for all targets: give sparsity as one number")
+        return self
+
+    @property
+    def schedule_end(self) -> int:
+        if self.schedule.end_epoch is not None:
+            return self.schedule.end_epoch
+        return max(self.schedule.start_epoch, self.finetune.epochs - 3)
+
+    def make_schedule(self):
+        s = self.schedule
+        return make_schedule(
+            s.kind,
+            start_epoch=s.start_epoch,
+            end_epoch=self.schedule_end,
+            frequency=s.frequency,
+            last_epoch=self.finetune.epochs - 1,
+            tolerance=s.tolerance,
+        )
+
+    def make_method(self, seed: int = 0):
+        return get_method(self.method, self.granularity, self.regularization, seed)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def key(self) -> str:
+        return stable_hash(self.to_dict())
+
+    def flat_params(self) -> Dict[str, Any]:
+        """Readable flat params for MLflow: ``sparsity.rnn.0.hh``, ``schedule.kind``, ``grad_clip.value``..."""
+        out: Dict[str, Any] = {}
+
+        def walk(prefix: str, obj: Any) -> None:
+            if isinstance(obj, dict):
+                for k, v in obj.items():
+                    walk(f"{prefix}.{k}" if prefix else str(k), v)
+            else:
+                out[prefix] = obj
+
+        data = self.to_dict()
+        if not isinstance(data["sparsity"], dict):
+            data["sparsity"] = {"all": data["sparsity"]}
+        walk("", data)
+        return out
+
+
+def policy_from_dict(data: Any, source: str = "<policy>") -> PruningPolicy:
+    """Validate a policy mapping; errors name the source, key, value and what is allowed."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a policy must be a mapping (method, granularity, sparsity, ...), got {type(data).__name__}")
+    try:
+        return PruningPolicy.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        if first["type"] == "extra_forbidden":
+            raise ConfigError(f"{source}: unknown policy key '{loc}'") from None
+        msg = first["msg"].removeprefix("Value error, ")
+        if not loc:  # a check across several keys
+            raise ConfigError(f"{source}: {msg}") from None
+        raise ConfigError(f"{source}: {loc}: {msg} (got {first.get('input')!r})") from None
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+
+
+def load_policy(path: str | Path) -> PruningPolicy:
+    """Read a policy YAML file (``autoprune prune --policy``)."""
+    return policy_from_dict(read_yaml(path), source=str(path))
