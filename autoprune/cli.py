@@ -180,6 +180,155 @@ def prune(obj: _Ctx, config: str, policy_path: str, study: Optional[str], as_jso
     )
 
 
+def _fmt_row(r: dict) -> str:
+    lat = f"{r['latency_ms']:.3f}" if r.get("latency_ms") is not None else "-"
+    test = f"{r['test_accuracy']:.4f}" if r.get("test_accuracy") is not None else "-"
+    return (
+        f"{r['trial']:>5}  {r['val_accuracy']:.4f}  {test:>6}  {r['size_bytes']:>10,}  {r['size_ratio'] * 100:6.2f}%  {lat:>8}  "
+        f"{r['method'] or '-':<11} {r['granularity'] or '-':<12} {r['schedule'] or '-':<8} {r['hidden_sizes']}"
+    )
+
+
+def _print_front(rows: list, dense: Optional[dict] = None) -> None:
+    click.echo(f"{'trial':>5}  {'val':>6}  {'test':>6}  {'size (B)':>10}  {'of dense':>7}  {'lat (ms)':>8}  {'method':<11} {'granularity':<12} {'schedule':<8} hidden")
+    if dense:
+        click.echo(
+            f"{'dense':>5}  {dense['val_accuracy']:.4f}  {dense['test_accuracy']:.4f}  {dense['size_bytes']:>10,}  {100:6.2f}%  "
+            f"{dense.get('latency_ms') or 0:8.3f}  {'-':<11} {'-':<12} {'-':<8}"
+        )
+    for r in rows:
+        click.echo(_fmt_row(r))
+
+
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--study", default=None, help="Study name (default: the config's 'study').")
+@click.option("--trials", type=int, default=None, help="Total number of trials (complete + stopped early), counting earlier runs.")
+@click.option("--timeout", type=float, default=None, help="Stop starting new trials after this many seconds.")
+@click.option("--workers", type=int, default=None, help="Worker processes (one torch thread each).")
+@click.option("--max-latency-ms", type=float, default=None, help="Latency budget (measured as the config's 'measure' section says).")
+@click.option("--max-size-bytes", type=int, default=None, help="Size budget.")
+@click.option("--sampler", type=click.Choice(["nsga2", "tpe", "random"]), default=None, help="Optuna sampler.")
+@click.option("--storage", default=None, help="Optuna storage URL (default: a journal file under runs/<study>/).")
+@click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None, help="MLflow tracking URI (default: embedded store under runs/).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@quiet_option
+@click.pass_obj
+@_handle_errors
+def search(obj: _Ctx, config: str, study: Optional[str], trials: Optional[int], timeout: Optional[float], workers: Optional[int], max_latency_ms: Optional[float], max_size_bytes: Optional[int], sampler: Optional[str], storage: Optional[str], tracking_uri: Optional[str], as_json: bool) -> None:
+    """Search pruning policies; record the Pareto front of accuracy vs size in MLflow."""
+    from autoprune.config import load_config
+    from autoprune.search.backend import run_search
+
+    cfg = load_config(
+        config,
+        overrides={
+            "study": study,
+            "search.trials": trials,
+            "search.timeout": timeout,
+            "search.workers": workers,
+            "search.constraints.max_latency_ms": max_latency_ms,
+            "search.constraints.max_size_bytes": max_size_bytes,
+            "search.sampler": sampler,
+        },
+    )
+    show = not (obj.quiet or as_json)
+    bar = None
+    if show:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.search.trials, desc=f"search {cfg.study}", unit="trial", file=sys.stderr, dynamic_ncols=True, disable=not sys.stderr.isatty())
+
+    def progress(status: dict) -> None:
+        best = f"{status['best_val_accuracy']:.4f}" if status["best_val_accuracy"] is not None else "-"
+        if bar is not None and not bar.disable:
+            bar.n = status["done"]
+            bar.set_postfix_str(f"front {status['front']}, best val acc {best}, failed {status['failed']}")
+        elif show:
+            log.info("trials %d/%d  front %d  best val accuracy (within budget) %s  failed %d", status["done"], status["total"], status["front"], best, status["failed"])
+
+    try:
+        summary = run_search(cfg, obj.runs_dir, tracking_uri=tracking_uri, storage=storage, progress=progress)
+    except KeyboardInterrupt as stop:
+        if bar is not None:
+            bar.close()
+        click.echo(f"interrupted: the running trial is marked failed; run the same command again to resume the study '{cfg.study}'", err=True)
+        sys.exit(130)
+    if bar is not None:
+        bar.close()
+    if as_json:
+        _emit(summary.to_json())
+        return
+    click.echo(
+        f"\nstudy {summary.study}: {summary.n_trials} trials ({summary.n_complete} complete, {summary.n_infeasible} infeasible, "
+        f"{summary.n_stopped_early} stopped early, {summary.n_failed} failed) in {summary.duration_s:.0f} s; hypervolume {summary.hypervolume:.4f}"
+    )
+    click.echo(f"Pareto front (validation accuracy vs size; test accuracy shown, never used for choices):")
+    _print_front(summary.pareto, summary.dense)
+    click.echo(f"\nMLflow: experiment '{summary.study}' (id {summary.mlflow_experiment_id}), parent run {summary.mlflow_parent_run_id}")
+    click.echo(f"  open it with:  autoprune ui {summary.study}")
+    if "pareto_front.png" in summary.artifacts:
+        click.echo(f"  front plot:    {summary.artifacts['pareto_front.png']}")
+    click.echo(f"export a model:  autoprune export {summary.study} --pick knee")
+
+
+@cli.command()
+@click.argument("study")
+@click.option("--all", "show_all", is_flag=True, help="Every trial, not only the front.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@click.pass_obj
+@_handle_errors
+def pareto(obj: _Ctx, study: str, show_all: bool, as_json: bool) -> None:
+    """Show a study's Pareto front (or every trial with --all)."""
+    from autoprune.search.backend import open_study
+    from autoprune.search.pareto import front_rows, trial_row
+
+    st, meta = open_study(study, obj.runs_dir)
+    rows = [trial_row(t) for t in st.get_trials(deepcopy=False)] if show_all else front_rows(st)
+    if as_json:
+        _emit(rows)
+        return
+    if show_all:
+        for r in rows:
+            if r["state"] == "complete":
+                click.echo(_fmt_row(r))
+            else:
+                click.echo(f"{r['trial']:>5}  {r['state']:<14} {r['reason'] or r['error'] or ''}")
+        return
+    _print_front(rows)
+
+
+@cli.command()
+@click.argument("study", required=False)
+@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None, help="Show this store instead of the embedded one.")
+@click.pass_obj
+@_handle_errors
+def ui(obj: _Ctx, study: Optional[str], port: int, tracking_uri: Optional[str]) -> None:
+    """Start the MLflow UI on 127.0.0.1 against the study's store and print its URL."""
+    import os
+    import subprocess
+
+    from autoprune.tracking import default_tracking_uri
+
+    uri = tracking_uri or default_tracking_uri(obj.runs_dir)
+    if study is not None:
+        from autoprune.search.backend import open_study
+
+        _, meta = open_study(study, obj.runs_dir)
+        uri = tracking_uri or meta.get("tracking_uri", uri)
+    if uri.startswith(("http://", "https://")):
+        click.echo(f"the tracking store is a server already: open {uri}")
+        return
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    click.echo(f"MLflow UI: http://127.0.0.1:{port}  (store {uri}; Ctrl-C stops it)")
+    try:
+        subprocess.run(cmd, env=env, check=False)
+    except KeyboardInterrupt:
+        pass
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     """Console-script entry point."""
     cli.main(args=argv, prog_name="autoprune")

@@ -24,6 +24,7 @@ __all__ = [
     "TrainConfig",
     "MeasureConfig",
     "StudyConfig",
+    "SearchConfig",
     "load_config",
     "config_from_dict",
     "format_validation_error",
@@ -97,6 +98,150 @@ class MeasureConfig(_Strict):
     warmup: int = Field(5, ge=0)
 
 
+Range = tuple[float, float]
+
+
+def _check_range(v: Optional[Range], name: str, lo: float, hi: float, hi_open: bool = False) -> Optional[Range]:
+    if v is None:
+        return v
+    a, b = v
+    if not a <= b:
+        raise ValueError(f"empty or inverted range [{a}, {b}]: need low <= high")
+    if a < lo or (b >= hi if hi_open else b > hi):
+        raise ValueError(f"range [{a}, {b}] must lie in [{lo}, {hi}{')' if hi_open else ']'}")
+    return v
+
+
+class SparsitySpace(_Strict):
+    """Which groups get their own sparsity, and the ranges searched."""
+
+    groups: Literal["global", "per_layer", "per_matrix", "per_gate"] = "per_matrix"
+    range: Range = (0.5, 0.98)
+    ih: Optional[Range] = None
+    hh: Optional[Range] = None
+    head: Optional[Range] = Field(None, description="search the head's sparsity too (unpruned when absent)")
+    units: Range = Field((0.1, 0.75), description="fraction of hidden units removed per layer (hidden_unit)")
+
+    @field_validator("range", "ih", "hh", "head", "units")
+    @classmethod
+    def _ranges(cls, v: Optional[Range]) -> Optional[Range]:
+        return _check_range(v, "sparsity", 0.0, 1.0, hi_open=True)
+
+
+class ScheduleSpace(_Strict):
+    kinds: list[str] = Field(default_factory=lambda: ["agp"], min_length=1)
+    start_epoch: int = Field(0, ge=0)
+    end_before_last: int = Field(2, ge=0, description="the schedule ends this many epochs before the last fine-tune epoch")
+    frequency: int = Field(1, ge=1)
+    tolerance: Range = (0.02, 0.2)
+
+    @field_validator("kinds")
+    @classmethod
+    def _kinds(cls, v: list[str]) -> list[str]:
+        from autoprune.pruning.schedules import SCHEDULES
+
+        for k in v:
+            if k not in SCHEDULES:
+                raise ValueError(f"unknown schedule {k!r}; valid: {', '.join(SCHEDULES)}")
+        return v
+
+
+class GradClipSpace(_Strict):
+    range: Range = Field((0.25, 5.0), description="gradient-clipping threshold, searched on a log scale")
+    algorithms: list[Literal["norm", "value"]] = Field(default_factory=lambda: ["norm"], min_length=1)
+
+    @field_validator("range")
+    @classmethod
+    def _positive(cls, v: Range) -> Range:
+        if v[0] <= 0:
+            raise ValueError(f"clipping thresholds must be > 0 (log scale), got [{v[0]}, {v[1]}]")
+        return _check_range(v, "grad_clip", 1e-12, 1e12)
+
+
+class FinetuneSpace(_Strict):
+    epochs: tuple[int, int] = (6, 10)
+    lr: Range = (3e-4, 3e-3)
+
+    @field_validator("epochs")
+    @classmethod
+    def _epochs(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if not 1 <= v[0] <= v[1]:
+            raise ValueError(f"need 1 <= low <= high, got [{v[0]}, {v[1]}]")
+        return v
+
+    @field_validator("lr")
+    @classmethod
+    def _lr(cls, v: Range) -> Range:
+        if v[0] <= 0:
+            raise ValueError(f"learning rates must be > 0 (log scale), got [{v[0]}, {v[1]}]")
+        return _check_range(v, "lr", 1e-12, 10.0)
+
+
+class ConstraintsConfig(_Strict):
+    """Budgets. Latency is measured as the study's ``measure:`` section says."""
+
+    max_latency_ms: Optional[float] = Field(None, gt=0)
+    max_size_bytes: Optional[int] = Field(None, gt=0)
+
+
+class EarlyStopConfig(_Strict):
+    """Stop hopeless trials: after ``after_epochs`` fine-tune epochs, validation accuracy below dense minus ``max_drop``."""
+
+    after_epochs: Optional[int] = Field(3, ge=1)
+    max_drop: float = Field(0.2, gt=0.0, le=1.0)
+
+
+class SearchConfig(_Strict):
+    """The pruning search space, objectives, constraints and sampler."""
+
+    sparsity: SparsitySpace = Field(default_factory=SparsitySpace)
+    methods: list[str] = Field(default_factory=lambda: ["magnitude", "taylor"], min_length=1)
+    granularities: list[Literal["unstructured", "hidden_unit"]] = Field(default_factory=lambda: ["unstructured", "hidden_unit"], min_length=1)
+    schedule: ScheduleSpace = Field(default_factory=ScheduleSpace)
+    grad_clip: GradClipSpace = Field(default_factory=GradClipSpace)
+    finetune: FinetuneSpace = Field(default_factory=FinetuneSpace)
+    regularization: Range = Field((1e-6, 1e-3), description="l1 / group_lasso strength (log scale)")
+    max_seq_len: Optional[list[Optional[int]]] = Field(None, description="choices of training window length (null: whole sequences)")
+    objectives: list[Literal["val_accuracy", "size_bytes", "latency_ms"]] = Field(default_factory=lambda: ["val_accuracy", "size_bytes"])
+    constraints: ConstraintsConfig = Field(default_factory=ConstraintsConfig)
+    early_stop: EarlyStopConfig = Field(default_factory=EarlyStopConfig)
+    sampler: Literal["nsga2", "tpe", "random"] = "nsga2"
+    population_size: int = Field(10, ge=2, description="NSGA-II generation size")
+    trials: int = Field(30, ge=1)
+    timeout: Optional[float] = Field(None, gt=0, description="seconds")
+    workers: int = Field(1, ge=1, le=64)
+    seed: int = Field(0, ge=0)
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, v: list[str]) -> list[str]:
+        from autoprune.pruning.methods import METHODS
+
+        for m in v:
+            if m not in METHODS:
+                raise ValueError(f"unknown pruning method {m!r}; valid: {', '.join(METHODS)}")
+        return v
+
+    @field_validator("regularization")
+    @classmethod
+    def _reg(cls, v: Range) -> Range:
+        if v[0] <= 0:
+            raise ValueError(f"regularization strengths must be > 0 (log scale), got [{v[0]}, {v[1]}]")
+        return _check_range(v, "regularization", 1e-12, 1e6)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "SearchConfig":
+        if self.objectives[:2] != ["val_accuracy", "size_bytes"] or len(set(self.objectives)) != len(self.objectives):
+            raise ValueError(
+                f"objectives must start with [val_accuracy, size_bytes], optionally followed by latency_ms; got {self.objectives}"
+            )
+        from autoprune.pruning.methods import METHODS
+
+        if not any(g in METHODS[m].granularities for m in self.methods for g in self.granularities):
+            raise ValueError(f"no method in {self.methods} supports any granularity in {self.granularities}")
+        return self
+
+
 class StudyConfig(_Strict):
     """A whole study: task, model, dense training, measurement (and later the search)."""
 
@@ -106,6 +251,7 @@ class StudyConfig(_Strict):
     model: ModelConfig
     train: TrainConfig = Field(default_factory=TrainConfig)
     measure: MeasureConfig = Field(default_factory=MeasureConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
     source: Optional[str] = Field(None, exclude=True, description="file the config was read from")
 
     def dense_key(self) -> dict[str, Any]:
@@ -132,13 +278,15 @@ def format_validation_error(err: ValidationError, source: str) -> str:
     first = err.errors()[0]
     loc = ".".join(str(p) for p in first["loc"]) or "<top level>"
     kind = first["type"]
-    msg = first["msg"]
+    msg = first["msg"].removeprefix("Value error, ")
     if kind == "extra_forbidden":
         model = err.title
         allowed = _allowed_keys(first["loc"])
         text = f"{source}: unknown key '{loc}'" + (f"; allowed keys here: {', '.join(allowed)}" if allowed else "")
     elif kind == "missing":
         text = f"{source}: missing required key '{loc}'"
+    elif not first["loc"] or kind == "value_error" and isinstance(first.get("input"), dict):
+        text = f"{source}: {loc}: {msg}"
     else:
         text = f"{source}: {loc}: {msg} (got {first.get('input')!r})"
     more = len(err.errors()) - 1

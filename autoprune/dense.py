@@ -151,7 +151,7 @@ def ensure_dense(
     ckpt = out_dir / "checkpoint.pt"
     if ckpt.is_file() and not force:
         meta = json.loads((out_dir / "metrics.json").read_text())
-        log.info("reusing dense checkpoint %s", ckpt)
+        log.debug("reusing dense checkpoint %s", ckpt)
         return DenseResult(ckpt, ArchSpec.from_dict(meta["arch"]), meta["metrics"], True, key, meta.get("history", []))
 
     import lightning.pytorch as pl

@@ -101,9 +101,11 @@ class PruningPolicy(_Strict):
         end = self.schedule_end
         last = self.finetune.epochs - 1
         if end > last:
+            # without an explicit end_epoch the end defaults to start_epoch: name the key the user set
+            key = "end_epoch" if self.schedule.end_epoch is not None else "start_epoch"
             raise ValueError(
-                f"schedule.end_epoch={end} is after the last fine-tune epoch ({last}, epochs count from 0); "
-                f"lower schedule.end_epoch or raise finetune.epochs"
+                f"schedule.{key}={end} is after the last fine-tune epoch ({last}, epochs count from 0); "
+                f"lower schedule.{key} or raise finetune.epochs"
             )
         if self.schedule.start_epoch > end:
             raise ValueError(f"schedule.start_epoch={self.schedule.start_epoch} is after schedule.end_epoch={end}")
@@ -165,7 +167,14 @@ def policy_from_dict(data: Any, source: str = "<policy>") -> PruningPolicy:
         first = err.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
         if first["type"] == "extra_forbidden":
-            raise ConfigError(f"{source}: unknown policy key '{loc}'") from None
+            model: Any = PruningPolicy
+            for part in first["loc"][:-1]:
+                model = getattr(model, "model_fields", {}).get(part)
+                model = model.annotation if model is not None else None
+            allowed = list(getattr(model, "model_fields", {}))
+            raise ConfigError(
+                f"{source}: unknown policy key '{loc}'" + (f"; allowed keys here: {', '.join(allowed)}" if allowed else "")
+            ) from None
         msg = first["msg"].removeprefix("Value error, ")
         if not loc:  # a check across several keys
             raise ConfigError(f"{source}: {msg}") from None

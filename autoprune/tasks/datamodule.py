@@ -159,7 +159,7 @@ class SequenceDataModule(LightningDataModule):
                 torch.from_numpy(p.y[k]))
             for k in SPLITS
         }
-        logger.info(
+        logger.debug(
             "task %s: %d train / %d val / %d test sequences, %d channels, %d classes, "
             "max length %d", self.name, self.n_train, self.n_val, self.n_test,
             self.n_channels, self.n_classes, self.max_length,

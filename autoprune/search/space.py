@@ -1,0 +1,119 @@
+"""The declarative search space (``search:`` in the study YAML) → sampler suggestions → PruningPolicy.
+
+Parameter names are the readable policy names (``sparsity.rnn.0.hh``, ``method``,
+``schedule.kind``, ``grad_clip.value`` ...), so Optuna's trial params, MLflow params
+and the model card all speak the same language.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Tuple
+
+from autoprune.config import SearchConfig, StudyConfig
+from autoprune.models.arch import GATES, ArchSpec
+from autoprune.pruning.methods import METHODS
+from autoprune.pruning.policy import PruningPolicy, policy_from_dict
+
+__all__ = ["SearchSpace", "sparsity_groups"]
+
+_DIRS = ("fwd", "bwd")
+
+
+def sparsity_groups(arch: ArchSpec, grouping: str, granularity: str) -> Dict[str, Tuple[str, List[str]]]:
+    """Searched sparsity groups: name → (kind, policy keys it sets).
+
+    ``kind`` picks the range (``ih``, ``hh``, ``layer``, ``units``, ``all``). Directions of a
+    bidirectional layer share a group; for ``hidden_unit`` the groups are layers.
+    """
+    dirs = [f".{d}" for d in _DIRS] if arch.bidirectional else [""]
+    layers = range(arch.num_layers)
+    if granularity == "hidden_unit":
+        if grouping == "global":
+            return {"units": ("units", [f"rnn.{l}{d}" for l in layers for d in dirs])}
+        return {f"units.rnn.{l}": ("units", [f"rnn.{l}{d}" for d in dirs]) for l in layers}
+    if grouping == "global":
+        return {"sparsity": ("all", [f"rnn.{l}{d}.{k}" for l in layers for d in dirs for k in ("ih", "hh")])}
+    if grouping == "per_layer":
+        return {f"sparsity.rnn.{l}": ("layer", [f"rnn.{l}{d}.{k}" for d in dirs for k in ("ih", "hh")]) for l in layers}
+    if grouping == "per_matrix":
+        return {f"sparsity.rnn.{l}.{k}": (k, [f"rnn.{l}{d}.{k}" for d in dirs]) for l in layers for k in ("ih", "hh")}
+    gates = GATES[arch.cell]
+    return {
+        f"sparsity.rnn.{l}.{k}.{g}": (k, [f"rnn.{l}{d}.{k}.{g}" for d in dirs])
+        for l in layers
+        for k in ("ih", "hh")
+        for g in gates
+    }
+
+
+class SearchSpace:
+    """Turns an Optuna trial's suggestions into a :class:`PruningPolicy`."""
+
+    def __init__(self, config: StudyConfig, dense_arch: ArchSpec) -> None:
+        self.config = config
+        self.space: SearchConfig = config.search
+        self.arch = dense_arch
+        self.pairs = [(m, g) for m in self.space.methods for g in self.space.granularities if g in METHODS[m].granularities]
+
+    def _range(self, kind: str) -> Tuple[float, float]:
+        sp = self.space.sparsity
+        if kind == "units":
+            return sp.units
+        if kind in ("ih", "hh") and getattr(sp, kind) is not None:
+            return getattr(sp, kind)
+        return sp.range
+
+    def suggest(self, trial: Any) -> PruningPolicy:
+        """Sample a policy with ``trial.suggest_*`` (an ``optuna.Trial``)."""
+        sp = self.space
+        labels = [f"{m}/{g}" for m, g in self.pairs]
+        method, granularity = self.pairs[labels.index(trial.suggest_categorical("method", labels))] if len(labels) > 1 else self.pairs[0]
+        sparsity: Dict[str, float] = {}
+        for name, (kind, keys) in sparsity_groups(self.arch, sp.sparsity.groups, granularity).items():
+            lo, hi = self._range(kind)
+            value = trial.suggest_float(name, lo, hi) if hi > lo else lo
+            for key in keys:
+                sparsity[key] = value
+        if granularity == "unstructured" and sp.sparsity.head is not None:
+            lo, hi = sp.sparsity.head
+            sparsity["head"] = trial.suggest_float("sparsity.head", lo, hi) if hi > lo else lo
+        epochs_lo, epochs_hi = sp.finetune.epochs
+        epochs = trial.suggest_int("finetune.epochs", epochs_lo, epochs_hi) if epochs_hi > epochs_lo else epochs_lo
+        lr_lo, lr_hi = sp.finetune.lr
+        lr = trial.suggest_float("finetune.lr", lr_lo, lr_hi, log=True) if lr_hi > lr_lo else lr_lo
+        kinds = sp.schedule.kinds
+        kind = trial.suggest_categorical("schedule.kind", kinds) if len(kinds) > 1 else kinds[0]
+        start = min(sp.schedule.start_epoch, epochs - 1)
+        end = max(start, epochs - 1 - sp.schedule.end_before_last)
+        schedule: Dict[str, Any] = {"kind": kind, "start_epoch": start, "end_epoch": end, "frequency": sp.schedule.frequency}
+        if kind == "dynamic":
+            t_lo, t_hi = sp.schedule.tolerance
+            schedule["tolerance"] = trial.suggest_float("schedule.tolerance", t_lo, t_hi) if t_hi > t_lo else t_lo
+        c_lo, c_hi = sp.grad_clip.range
+        clip = trial.suggest_float("grad_clip.value", c_lo, c_hi, log=True) if c_hi > c_lo else c_lo
+        algos = sp.grad_clip.algorithms
+        algo = trial.suggest_categorical("grad_clip.algorithm", algos) if len(algos) > 1 else algos[0]
+        policy: Dict[str, Any] = {
+            "method": method,
+            "granularity": granularity,
+            "sparsity": sparsity,
+            "schedule": schedule,
+            "grad_clip": {"value": clip, "algorithm": algo},
+            "finetune": {"epochs": epochs, "lr": lr},
+        }
+        if METHODS[method].uses_regularization:
+            r_lo, r_hi = sp.regularization
+            policy["regularization"] = trial.suggest_float(f"regularization.{method}", r_lo, r_hi, log=True) if r_hi > r_lo else r_lo
+        if sp.max_seq_len:
+            choices = list(sp.max_seq_len)
+            policy["max_seq_len"] = trial.suggest_categorical("max_seq_len", choices) if len(choices) > 1 else choices[0]
+        return policy_from_dict(policy, source=f"trial {getattr(trial, 'number', '?')}")
+
+    def smallest_arch(self) -> Optional[ArchSpec]:
+        """The smallest architecture the space allows (most hidden units removed), or None without hidden-unit pruning."""
+        if "hidden_unit" not in [g for _, g in self.pairs]:
+            return None
+        frac = self.space.sparsity.units[1]
+        hidden = [[max(1, h - int(round(frac * h))) for h in layer] for layer in self.arch.hidden_sizes]
+        a = self.arch
+        return ArchSpec(a.cell, a.input_size, hidden, a.n_classes, a.pooling, a.attention_dim, a.dropout)
