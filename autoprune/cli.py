@@ -329,6 +329,52 @@ def ui(obj: _Ctx, study: Optional[str], port: int, tracking_uri: Optional[str]) 
         pass
 
 
+@cli.command()
+@click.argument("study")
+@click.option("--trial", type=int, default=None, help="Export this trial.")
+@click.option("--pick", type=click.Choice(["max-accuracy", "smallest", "knee"]), default=None, help="Choose among the Pareto trials meeting the limits, by validation accuracy (default: knee).")
+@click.option("--max-size-bytes", type=int, default=None)
+@click.option("--max-latency-ms", type=float, default=None)
+@click.option("--min-accuracy", type=float, default=None, help="Minimum validation accuracy.")
+@click.option("--format", "formats", multiple=True, type=click.Choice(["torchscript", "onnx", "state_dict"]), help="Repeatable (default: torchscript, onnx and state_dict).")
+@click.option("--out", "out_dir", default=None, help="Output folder (default: runs/<study>/exports/trial-<n>).")
+@click.option("--force", is_flag=True, help="Replace a non-empty output folder.")
+@click.option("--register", default=None, help="Register the model under this name in the MLflow model registry.")
+@click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@quiet_option
+@click.pass_obj
+@_handle_errors
+def export(obj: _Ctx, study: str, trial: Optional[int], pick: Optional[str], max_size_bytes: Optional[int], max_latency_ms: Optional[float], min_accuracy: Optional[float], formats: tuple, out_dir: Optional[str], force: bool, register: Optional[str], tracking_uri: Optional[str], as_json: bool) -> None:
+    """Export a trial's pruned model (compacted, verified on the test set) with a model card."""
+    from autoprune.errors import ConfigError
+    from autoprune.export import export as do_export
+
+    if trial is not None and pick is not None:
+        raise ConfigError("give either --trial or --pick, not both")
+    res = do_export(
+        study, obj.runs_dir, trial=trial, pick=pick, max_size_bytes=max_size_bytes, max_latency_ms=max_latency_ms,
+        min_accuracy=min_accuracy, formats=formats or ("torchscript", "onnx", "state_dict"), out_dir=out_dir, force=force,
+        register=register, tracking_uri=tracking_uri,
+    )
+    if as_json:
+        _emit(res.to_json())
+        return
+    card = res.model_card
+    click.echo(
+        f"exported trial {res.trial} of study {study}: test accuracy {res.test_accuracy:.4f} (dense {card['dense']['test_accuracy']:.4f}), "
+        f"{res.size_bytes:,} B ({card['size_ratio'] * 100:.2f} % of dense), hidden sizes {card['hidden_sizes_after']}, "
+        f"latency {res.latency_ms:.3f} ms; verified on the test set"
+    )
+    for fmt, path in res.files.items():
+        click.echo(f"  {fmt:<12} {path}")
+    click.echo(f"  model card   {res.out_dir}/model_card.json   (how to load: {res.out_dir}/README.md)")
+    if "torchscript" in res.files:
+        click.echo(f"load it:  model = torch.jit.load('{res.files['torchscript']}'); logits = model(x, lengths)")
+    if res.mlflow_model_uri:
+        click.echo(f"MLflow model: {res.mlflow_model_uri}")
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     """Console-script entry point."""
     cli.main(args=argv, prog_name="autoprune")

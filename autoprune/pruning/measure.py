@@ -76,7 +76,8 @@ def macs_per_sequence(model: RNNClassifier, seq_len: int) -> int:
             total += seq_len * g * h * (in_size + h)
         in_size = sum(sizes)
     if model.attn_proj is not None:
-        total += seq_len * (in_size * model.spec.attention_dim + model.spec.attention_dim)
+        # per step: projection (in x A), score (A), and the weighted sum of the outputs (in)
+        total += seq_len * (in_size * model.spec.attention_dim + model.spec.attention_dim + in_size)
     total += in_size * model.spec.n_classes
     return total
 
