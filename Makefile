@@ -26,7 +26,8 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/autoprune train search_spaces/quickstart.yaml
+	$(BIN)/autoprune search search_spaces/quickstart.yaml
+	$(BIN)/autoprune export quickstart --pick knee --force
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

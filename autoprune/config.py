@@ -205,6 +205,9 @@ class SearchConfig(_Strict):
     objectives: list[Literal["val_accuracy", "size_bytes", "latency_ms"]] = Field(default_factory=lambda: ["val_accuracy", "size_bytes"])
     constraints: ConstraintsConfig = Field(default_factory=ConstraintsConfig)
     early_stop: EarlyStopConfig = Field(default_factory=EarlyStopConfig)
+    warm_start: bool = Field(
+        True, description="begin a new study with uniform hand-style policies (a few global sparsities and unit fractions)"
+    )
     sampler: Literal["nsga2", "tpe", "random"] = "nsga2"
     population_size: int = Field(10, ge=2, description="NSGA-II generation size")
     trials: int = Field(30, ge=1)

@@ -29,6 +29,7 @@ def make_trainer(
     grad_clip_value: Optional[float] = None,
     grad_clip_algorithm: str = "norm",
     progress: bool = False,
+    enable_checkpointing: bool = False,
     **kwargs: Any,
 ) -> pl.Trainer:
     """A CPU Trainer without logger, checkpointing, summary or sanity check.
@@ -44,7 +45,7 @@ def make_trainer(
         gradient_clip_val=grad_clip_value,
         gradient_clip_algorithm=grad_clip_algorithm if grad_clip_value else None,
         logger=False,
-        enable_checkpointing=False,
+        enable_checkpointing=enable_checkpointing,
         enable_model_summary=False,
         enable_progress_bar=progress and sys.stderr.isatty(),
         num_sanity_val_steps=0,

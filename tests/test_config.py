@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from autoprune.config import StudyConfig, config_from_dict, load_config, read_yaml, stable_hash
 from autoprune.errors import ConfigError
@@ -53,7 +54,7 @@ def test_valid_config_loads_with_defaults(tmp_path, tiny):
 
 def test_unknown_key_names_the_key_path_and_allowed_keys(tmp_path, tiny):
     path = _write(tmp_path, tiny(model__hiden_sizes=[4]))
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ConfigError, match=r"unknown key .model\.hiden_sizes.") as info:
         load_config(path)
     msg = str(info.value)
     assert "\n" not in msg
@@ -157,7 +158,7 @@ def test_overrides_replace_dotted_keys_and_skip_none(tmp_path, tiny):
 
 def test_configs_are_frozen(tiny):
     cfg = config_from_dict(tiny())
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="Instance is frozen"):
         cfg.train.epochs = 5  # type: ignore[misc]
 
 

@@ -138,8 +138,9 @@ def latency_ms(
     x = torch.randn(batch_size, seq_len, model.spec.input_size)
     lengths = torch.full((batch_size,), seq_len, dtype=torch.long)
     times = []
+    was_training = model.training
     if runtime == "torch":
-        model = model.eval()
+        model.eval()
         with _threads(threads), torch.inference_mode():
             for _ in range(warmup):
                 model(x, lengths)
@@ -147,6 +148,7 @@ def latency_ms(
                 t0 = time.perf_counter()
                 model(x, lengths)
                 times.append(time.perf_counter() - t0)
+        model.train(was_training)
     elif runtime == "onnxruntime":
         if not onnx_available():
             raise ConfigError("runtime 'onnxruntime' needs the onnx extra: pip install 'autoprune[onnx]'")
@@ -158,6 +160,7 @@ def latency_ms(
         opts.log_severity_level = 3
         with _threads(threads):
             sess = ort.InferenceSession(to_onnx_bytes(model), opts, providers=["CPUExecutionProvider"])
+        model.train(was_training)
         feed = {"x": x.numpy(), "lengths": lengths.numpy()}
         for _ in range(warmup):
             sess.run(None, feed)

@@ -109,6 +109,8 @@ class PruningPolicy(_Strict):
             )
         if self.schedule.start_epoch > end:
             raise ValueError(f"schedule.start_epoch={self.schedule.start_epoch} is after schedule.end_epoch={end}")
+        if self.scope == "global" and self.granularity != "unstructured":
+            raise ValueError("scope 'global' compares single weights across matrices: it needs granularity 'unstructured'")
         if self.scope == "global" and isinstance(self.sparsity, dict):
             raise ValueError("scope 'global' uses one threshold for all targets: give sparsity as one number")
         return self
@@ -165,7 +167,8 @@ def policy_from_dict(data: Any, source: str = "<policy>") -> PruningPolicy:
         return PruningPolicy.model_validate(data)
     except ValidationError as err:
         first = err.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
+        # drop pydantic's union-member names (``sparsity.float``) from the key path
+        loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith(("float", "dict[", "int")))
         if first["type"] == "extra_forbidden":
             model: Any = PruningPolicy
             for part in first["loc"][:-1]:

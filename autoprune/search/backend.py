@@ -220,11 +220,14 @@ def _worker_main(config_dict: Dict[str, Any], runs_dir: str, storage: str, study
 
 
 def _mark_stale(study: Any) -> int:
-    """Trials left RUNNING by a killed search: mark them FAIL (we hold the study lock)."""
+    """Trials left RUNNING by a killed search: mark them FAIL (we hold the study lock).
+
+    WAITING trials (enqueued warm-start policies not yet run) stay: the next optimize runs them.
+    """
     from optuna.trial import TrialState
 
     n = 0
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         try:
             study._storage.set_trial_user_attr(t._trial_id, "autoprune.error", "interrupted: the search process stopped during this trial")
             study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
@@ -314,6 +317,9 @@ def run_search(
         stale = _mark_stale(study)
         if stale:
             log.info("marked %d trial(s) left running by an interrupted search as failed", stale)
+        if s.warm_start and not study.get_trials(deepcopy=False):
+            for params in space.warm_start_params()[: max(0, s.trials - 1)]:
+                study.enqueue_trial(params, skip_if_exists=True)
         paths["meta"].write_text(json.dumps({"storage": storage, "tracking_uri": uri, "config": config.to_dict(), "dense_checkpoint": str(dense.checkpoint)}, indent=2))
 
         tracker = Tracker(uri, config.study, runs_dir)

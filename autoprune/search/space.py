@@ -109,6 +109,40 @@ class SearchSpace:
             policy["max_seq_len"] = trial.suggest_categorical("max_seq_len", choices) if len(choices) > 1 else choices[0]
         return policy_from_dict(policy, source=f"trial {getattr(trial, 'number', '?')}")
 
+    def warm_start_params(self) -> List[Dict[str, Any]]:
+        """Uniform policies a user would try by hand, as partial Optuna params to enqueue.
+
+        Unstructured: one sparsity for every matrix at 0.8, 0.9, 0.95, 0.98 (clipped into the
+        range); hidden units: one fraction for every layer at 0.5, 0.75, 0.9. The sampler fills
+        in everything else. Starting from these makes the front at least as good as the usual
+        hand-tuned baselines and gives the evolutionary sampler good parents.
+        """
+        out: List[Dict[str, Any]] = []
+        labels = {f"{m}/{g}": (m, g) for m, g in self.pairs}
+        prefer = {"unstructured": ["magnitude", "taylor"], "hidden_unit": ["taylor", "magnitude", "group_lasso"]}
+        levels = {"unstructured": [0.8, 0.9, 0.95, 0.98], "hidden_unit": [0.5, 0.75, 0.9]}
+        for gran in ("unstructured", "hidden_unit"):
+            candidates = [f"{m}/{gran}" for m in prefer[gran] if f"{m}/{gran}" in labels] or [k for k, v in labels.items() if v[1] == gran]
+            if not candidates:
+                continue
+            label = candidates[0]
+            groups = sparsity_groups(self.arch, self.space.sparsity.groups, gran)
+            seen = set()
+            for level in levels[gran]:
+                params: Dict[str, Any] = {}
+                if len(self.pairs) > 1:
+                    params["method"] = label
+                for name, (kind, _) in groups.items():
+                    lo, hi = self._range(kind)
+                    params[name] = min(max(level, lo), hi)
+                key = tuple(sorted(params.items()))
+                if key not in seen:
+                    seen.add(key)
+                    if "agp" in self.space.schedule.kinds and len(self.space.schedule.kinds) > 1:
+                        params["schedule.kind"] = "agp"
+                    out.append(params)
+        return out
+
     def smallest_arch(self) -> Optional[ArchSpec]:
         """The smallest architecture the space allows (most hidden units removed), or None without hidden-unit pruning."""
         if "hidden_unit" not in [g for _, g in self.pairs]:

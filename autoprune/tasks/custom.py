@@ -158,6 +158,15 @@ def call_source(module: str, function: str, *, spec: str, seed: int, options: Ma
     from lightning.pytorch import LightningDataModule
 
     if isinstance(result, LightningDataModule):
+        # training, pruning (taylor/confidence/dynamic), evaluation and export read these
+        needed = ("n_channels", "n_classes", "max_length", "tensors")
+        missing = [name for name in needed if not hasattr(result, name)]
+        if missing:
+            raise TaskError(
+                f"{fn_name} returned a {type(result).__name__} without {', '.join(missing)}; "
+                f"return a SequenceDataModule (autoprune.tasks.SequenceDataModule.from_arrays(...)) or the arrays "
+                f"(x_train, y_train, x_test, y_test) instead"
+            )
         return result
     arrays = _as_arrays(result, fn_name)
     if arrays is None:

@@ -50,7 +50,7 @@ def _batches(n: int, seed: int):
     ]
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     granularity=st.sampled_from(["unstructured", "hidden_unit"]),
     method=st.sampled_from(["magnitude", "random", "taylor"]),

@@ -34,7 +34,7 @@ def _prune_units(model: RNNClassifier, keeps) -> None:
             t.mul_(masks[p])
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(masked_models())
 def test_compaction_preserves_outputs_and_removes_exactly_the_masked_units(case):
     cell, hidden, pooling, keeps, seed = case
