@@ -69,6 +69,8 @@ def cli(ctx: click.Context, runs_dir: str, debug: bool, quiet: bool) -> None:
     ctx.obj = _Ctx(runs_dir, debug, quiet)
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
     logging.getLogger("autoprune").setLevel(logging.WARNING if quiet else logging.INFO)
+    for noisy in ("mlflow", "alembic", "optuna"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def quiet_option(fn: Callable) -> Callable:

@@ -303,6 +303,14 @@ def run_search(
         settings = LatencySettings.from_config(config.measure, dm.max_length)
         cache = LatencyCache(paths["root"] / "latency_cache.json")
         check_latency_budget(config, space, settings, cache)
+        budget = s.constraints.max_latency_ms
+        if budget is not None and "unstructured" in s.granularities and "hidden_unit" in s.granularities:
+            if cache.get(arch, settings) > budget:
+                # unstructured zeros leave the shapes, and so the latency, of the dense model: never feasible here
+                log.info("the dense model takes longer than max_latency_ms=%s: searching hidden_unit pruning only", budget)
+                s = s.model_copy(update={"granularities": ["hidden_unit"]})
+                config = config.model_copy(update={"search": s})
+                space = SearchSpace(config, arch)
 
         dense = ensure_dense(config, runs_dir)
         directions = [_OBJECTIVE_DIRECTIONS[o] for o in s.objectives]
@@ -507,6 +515,11 @@ def _static_plot(all_rows: List[Dict[str, Any]], front: List[Dict[str, Any]], de
     ax.plot([r["size_ratio"] * 100 for r in fr], [r["val_accuracy"] for r in fr], "o-", c="#d62728", label="Pareto front")
     ax.axhline(dense["val_accuracy"], ls="--", c="#1f77b4", lw=1, label=f"dense ({dense['val_accuracy']:.3f})")
     ax.set_xscale("log")
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    ax.xaxis.set_major_locator(FixedLocator([0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100]))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("size, % of dense (log scale)")
     ax.set_ylabel("validation accuracy")
     ax.grid(alpha=0.3)

@@ -115,4 +115,5 @@ def knee_index(rows: Sequence[Dict[str, Any]]) -> int:
         x, y = norm[i]
         return ((y - y0) * dx - (x - x0) * dy) / length  # > 0: above the chord from smallest to largest
 
-    return max(range(len(norm)), key=lambda i: (dist(i), norm[i][1]))
+    # rounded: on a straight front float noise must not decide; ties go to the more accurate point
+    return max(range(len(norm)), key=lambda i: (round(dist(i), 9), norm[i][1]))
