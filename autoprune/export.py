@@ -466,6 +466,9 @@ def _log_to_mlflow(meta, tracking_uri, number, out, wrapped, raw_x, lengths, fil
     model_uri = None
     import warnings
 
+    quiet = logging.getLogger("mlflow")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # MLflow warns about pickle and absent GPU providers on every CPU-only log
     with warnings.catch_warnings(), mlflow.start_run(run_id=rid):
         warnings.simplefilter("ignore")
         info = mlflow.pytorch.log_model(
@@ -481,8 +484,10 @@ def _log_to_mlflow(meta, tracking_uri, number, out, wrapped, raw_x, lengths, fil
             import onnx
 
             mlflow.onnx.log_model(
-                onnx.load(str(out / files["onnx"])), name="model_onnx", signature=sig, input_example=example, pip_requirements=["onnxruntime"]
+                onnx.load(str(out / files["onnx"])), name="model_onnx", signature=sig, input_example=example, pip_requirements=["onnxruntime"],
+                onnx_execution_providers=["CPUExecutionProvider"],
             )
         mlflow.log_artifact(str(out / "model_card.json"))
         mlflow.log_artifact(str(out / "README.md"))
+    quiet.setLevel(level)
     return model_uri

@@ -231,6 +231,16 @@ def save_png(fig: Any, path: Path, max_kb: int = 190) -> Path:
     return path
 
 
+def log_ticks(ax, ticks=(0.5, 1, 2, 5, 10, 20, 50, 100)) -> None:
+    """Readable ticks on a log x axis (no minor-tick labels)."""
+    from matplotlib.ticker import FormatStrFormatter, NullFormatter
+
+    lo, hi = ax.get_xlim()
+    ax.set_xticks([t for t in ticks if lo <= t <= hi] or list(ticks))
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def pyplot():
     import matplotlib
 

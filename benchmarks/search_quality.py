@@ -26,6 +26,7 @@ from benchmarks._common import (
     Context,
     header,
     load_study_config,
+    log_ticks,
     log,
     pyplot,
     save_png,
@@ -277,6 +278,7 @@ def _plot(results: Dict[str, Dict[str, Any]], dense: Dict[str, Any], path: Path,
     for lv in LEVELS:
         ax.axvline(100 * lv, c="#999", lw=0.6, ls=":")
     ax.set_xscale("log")
+    log_ticks(ax)
     ax.set_xlabel("size, % of dense (log scale)")
     ax.set_ylabel("test accuracy")
     ax.set_title(title)
