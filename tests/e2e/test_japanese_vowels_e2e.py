@@ -1,0 +1,73 @@
+"""End to end on real data (JapaneseVowels ships with aeon): the acceptance figures of the
+foundation, pruning-engine and search issues, through the CLI a user runs. Slow but
+still run in CI (about 2 minutes together on 2 cores)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from autoprune.cli import cli
+
+pytestmark = pytest.mark.slow
+
+CONFIG = "search_spaces/japanese_vowels_lstm.yaml"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("e2e_runs"))
+
+
+def _run(runs: str, *args: str) -> dict:
+    result = CliRunner().invoke(cli, ["--runs-dir", runs, "-q", *args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_dense_lstm_reaches_published_accuracy_and_caches(runs):
+    first = _run(runs, "train", CONFIG, "--json")
+    assert first["cached"] is False
+    assert first["test_accuracy"] >= 0.96, first
+    second = _run(runs, "train", CONFIG, "--json")
+    assert second["cached"] is True
+    assert second["test_accuracy"] == first["test_accuracy"]
+    assert second["checkpoint"] == first["checkpoint"]
+
+
+def test_agp_magnitude_at_90_percent_keeps_accuracy(runs, tmp_path):
+    policy = tmp_path / "agp.yaml"
+    policy.write_text(
+        "method: magnitude\ngranularity: unstructured\nsparsity: 0.9\n"
+        "schedule: {kind: agp, start_epoch: 0, end_epoch: 6, frequency: 1}\n"
+        "grad_clip: {value: 1.0, algorithm: norm}\nfinetune: {epochs: 10, lr: 0.001}\n"
+    )
+    out = _run(runs, "prune", CONFIG, "--policy", str(policy), "--json")
+    rnn = out["sparsity"]["rnn"]
+    assert abs(rnn - 0.9) <= 0.01, out["sparsity"]
+    assert out["test_accuracy"] >= out["dense_test_accuracy"] - 0.02, out
+    assert out["size_bytes"] < 0.2 * out["dense_size_bytes"]
+    assert out["hidden_sizes"] == out["dense_hidden_sizes"]  # unstructured: same shapes
+
+
+def test_hidden_units_at_half_halve_every_layer(runs, tmp_path):
+    policy = tmp_path / "units.yaml"
+    policy.write_text("method: taylor\ngranularity: hidden_unit\nsparsity: 0.5\nfinetune: {epochs: 6, lr: 0.002}\n")
+    out = _run(runs, "prune", CONFIG, "--policy", str(policy), "--json")
+    assert out["hidden_sizes"] == [[h // 2 for h in layer] for layer in out["dense_hidden_sizes"]]
+    assert out["macs"] < 0.5 * out["dense_macs"]
+
+
+def test_search_front_has_small_accurate_models(runs):
+    out = _run(runs, "search", CONFIG, "--trials", "30", "--json")
+    assert out["n_complete"] + out["n_stopped_early"] >= 30
+    front = out["pareto"]
+    assert len(front) >= 5, [(r["trial"], r["val_accuracy"], r["size_ratio"]) for r in front]
+    dense = out["dense"]
+    small = [r for r in front if r["size_bytes"] <= 0.10 * dense["size_bytes"]]
+    assert any(r["test_accuracy"] >= dense["test_accuracy"] - 0.02 for r in small), small
+    # the table `autoprune pareto` prints is the same front
+    listed = _run(runs, "pareto", "japanese_vowels_lstm", "--json")
+    assert [r["trial"] for r in listed] == [r["trial"] for r in front]
