@@ -462,6 +462,8 @@ def _log_to_mlflow(meta, tracking_uri, number, out, wrapped, raw_x, lengths, fil
         outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, wrapped.model.spec.n_classes), "logits")]),
     )
     example = {"x": raw_x[:2].numpy(), "lengths": lengths[:2].numpy()}
+    # the fluent API needs a global tracking URI (MLflow also writes it to MLFLOW_TRACKING_URI): restore both after
+    previous_uri, previous_env = mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     model_uri = None
     import warnings
@@ -469,25 +471,32 @@ def _log_to_mlflow(meta, tracking_uri, number, out, wrapped, raw_x, lengths, fil
     quiet = logging.getLogger("mlflow")
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # MLflow warns about pickle and absent GPU providers on every CPU-only log
-    with warnings.catch_warnings(), mlflow.start_run(run_id=rid):
-        warnings.simplefilter("ignore")
-        info = mlflow.pytorch.log_model(
-            torch.jit.script(wrapped),
-            name="model",
-            signature=sig,  # the pytorch flavour takes no dict input example: it goes with the onnx flavour
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-            registered_model_name=register,
-            serialization_format="pickle",  # the pt2 format does not take TorchScript modules
-        )
-        model_uri = info.model_uri
-        if "onnx" in files:
-            import onnx
-
-            mlflow.onnx.log_model(
-                onnx.load(str(out / files["onnx"])), name="model_onnx", signature=sig, input_example=example, pip_requirements=["onnxruntime"],
-                onnx_execution_providers=["CPUExecutionProvider"],
+    try:
+        with warnings.catch_warnings(), mlflow.start_run(run_id=rid):
+            warnings.simplefilter("ignore")
+            info = mlflow.pytorch.log_model(
+                torch.jit.script(wrapped),
+                name="model",
+                signature=sig,  # the pytorch flavour takes no dict input example: it goes with the onnx flavour
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+                registered_model_name=register,
+                serialization_format="pickle",  # the pt2 format does not take TorchScript modules
             )
-        mlflow.log_artifact(str(out / "model_card.json"))
-        mlflow.log_artifact(str(out / "README.md"))
-    quiet.setLevel(level)
+            model_uri = info.model_uri
+            if "onnx" in files:
+                import onnx
+
+                mlflow.onnx.log_model(
+                    onnx.load(str(out / files["onnx"])), name="model_onnx", signature=sig, input_example=example, pip_requirements=["onnxruntime"],
+                    onnx_execution_providers=["CPUExecutionProvider"],
+                )
+            mlflow.log_artifact(str(out / "model_card.json"))
+            mlflow.log_artifact(str(out / "README.md"))
+    finally:
+        quiet.setLevel(level)
+        mlflow.set_tracking_uri(previous_uri)
+        if previous_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = previous_env
     return model_uri

@@ -49,9 +49,7 @@ def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> None:
     """
     if not uri.startswith(("http://", "https://")):
         return
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(timeout_s)))
-    import requests
+    import requests  # a plain request with a short timeout: MLflow's own client retries for minutes
 
     try:
         resp = requests.get(uri.rstrip("/") + "/health", timeout=timeout_s)

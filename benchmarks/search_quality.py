@@ -22,7 +22,10 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+import yaml
+
 from benchmarks._common import (
+    SEARCH_SPACES,
     Context,
     header,
     load_study_config,
@@ -58,7 +61,7 @@ TASKS: Dict[str, Dict[str, Any]] = {
 def trials_for(ctx: Context, task: str) -> int:
     if ctx.quick:
         return 12
-    return 30 if task == "jv" else 20
+    return 30
 
 
 def study_name(task: str, contender: str) -> str:
@@ -234,6 +237,13 @@ def run_task(ctx: Context, task: str) -> Tuple[List[str], Dict[str, Any]]:
         f"({dense['params']:,} parameters). Searches: {trials_for(ctx, task)} trials each (complete + stopped early), "
         f"fine-tune epochs fixed to {FINETUNE_EPOCHS}; baselines: magnitude, unstructured, RNN matrices only, {FINETUNE_EPOCHS} fine-tune epochs "
         f"at lr {BASELINE_LR}, clipping as the study trains, at {', '.join(f'{s:.0%}' for s in SPARSITIES)} sparsity."
+    )
+    space_cfg = search_config(ctx, task, "nsga2").search
+    raw = yaml.safe_load((SEARCH_SPACES / f"{TASKS[task]['study']}.yaml").read_text())
+    lines.append(
+        f"Search space{'' if 'search' in raw else ' (the study file has no `search:` section: the package defaults)'}: "
+        f"methods {space_cfg.methods}, granularities {space_cfg.granularities}, sparsity groups `{space_cfg.sparsity.groups}`, "
+        f"weight sparsity {list(space_cfg.sparsity.range)}, units removed {list(space_cfg.sparsity.units)}, schedules {space_cfg.schedule.kinds}."
     )
     lines.append("")
     lines += table(

@@ -358,7 +358,8 @@ def run_search(
                     )
             front = front_rows(study)
             tracker.set_pareto([r["trial"] for r in front])
-            complete = sorted((t for t in finished if trial_state(t) == "complete"), key=lambda t: t.number)
+            # feasible only (a size budget broken after training keeps state "complete"), as on the front
+            complete = sorted((t for t in finished if trial_state(t) == "complete" and all(v <= 0 for v in t.constraints.values())), key=lambda t: t.number)
             rows_so_far: List[Dict[str, Any]] = []
             for t in complete:
                 rows_so_far.append(trial_row(t))

@@ -48,10 +48,11 @@ SUMMARY_KEYS = {"study", "n_trials", "n_complete", "n_infeasible", "n_stopped_ea
 METRICS = {"val_accuracy", "test_accuracy", "size_bytes", "compression_ratio", "latency_ms", "macs"}
 
 
-def _study_dict(study: str = "tiny", model: dict | None = None, measure: dict | None = None, **search) -> dict:
+def _study_dict(study: str = "tiny", model: dict | None = None, measure: dict | None = None, train: dict | None = None, **search) -> dict:
     data = copy.deepcopy(TINY_STUDY)
     data["study"] = study
     data["model"].update(model or {})
+    data["train"].update(train or {})
     data["measure"].update(measure or {})
     data["search"] = {**copy.deepcopy(SEARCH), **search}
     return data
@@ -380,8 +381,9 @@ def test_infeasible_structures_cost_no_training(runs_dir):
 
 
 @pytest.mark.slow
-def test_hopeless_trials_stop_early(seeded_runs):
+def test_hopeless_trials_stop_early(runs_dir):
     cfg = _config(
+        train={"epochs": 10},  # a dense model clearly above chance, so near-total sparsity is hopeless after one epoch
         trials=4,
         warm_start=False,
         granularities=["unstructured"],
@@ -389,10 +391,10 @@ def test_hopeless_trials_stop_early(seeded_runs):
         schedule={"kinds": ["one_shot"], "end_before_last": 0},
         early_stop={"after_epochs": 1, "max_drop": 0.0001},
     )
-    summary = run_search(cfg, seeded_runs)
-    st, _ = open_study("tiny", seeded_runs)
+    summary = run_search(cfg, runs_dir)
+    st, _ = open_study("tiny", runs_dir)
     pruned = [t for t in st.get_trials() if t.state == TrialState.PRUNED]
-    assert pruned, [t.user_attrs.get("autoprune.result", {}).get("history") for t in st.get_trials()]
+    assert len(pruned) >= 2, [t.user_attrs.get("autoprune.result", {}).get("history") for t in st.get_trials()]
     assert summary.n_stopped_early == len(pruned)
     assert _counted(st) == 4  # stopped-early trials count toward the total
     for t in pruned:
@@ -400,9 +402,25 @@ def test_hopeless_trials_stop_early(seeded_runs):
         assert t.user_attrs["autoprune.state"] == "stopped_early"
         assert len(result["history"]) == 1  # stopped after the first fine-tune epoch
         assert "after 1 epochs is below the floor" in result["reason"]
-        assert not (seeded_runs / "tiny" / "trials" / str(t.number) / "model.pt").exists()
+        assert not (runs_dir / "tiny" / "trials" / str(t.number) / "model.pt").exists()
     assert all(r["trial"] not in {t.number for t in pruned} for r in summary.pareto)
-    _, _, nested = _mlflow(seeded_runs)
+    _, _, nested = _mlflow(runs_dir)
     for r in nested:
         if int(r.data.tags["autoprune.trial"]) in {t.number for t in pruned}:
             assert r.info.status == "KILLED" and r.data.tags["autoprune.state"] == "stopped_early"
+
+
+@pytest.mark.slow
+def test_size_budget_keeps_over_budget_trials_off_front_and_hypervolume(seeded_runs):
+    budget = 1500  # warm starts: all matrices at 0.8 sparsity store 1840 B (over), at 0.9 1352 B (under)
+    summary = run_search(_config(trials=5, constraints={"max_size_bytes": budget}), seeded_runs)
+    st, _ = open_study("tiny", seeded_runs)
+    over = [t for t in st.trials if t.user_attrs["autoprune.result"]["size_bytes"] > budget]
+    assert over and all(t.constraints["size_bytes"] > 0 for t in over)
+    assert all(t.user_attrs["autoprune.result"]["reason"].endswith(f"exceeds max_size_bytes={budget}") for t in over)
+    assert summary.pareto and all(r["size_bytes"] <= budget for r in summary.pareto)
+    client, parents, nested = _mlflow(seeded_runs)
+    hv = sorted(client.get_metric_history(parents[0].info.run_id, "hypervolume"), key=lambda m: m.step)
+    assert {m.step for m in hv}.isdisjoint(t.number for t in over)  # over-budget trials add no hypervolume
+    assert hv[-1].value == pytest.approx(summary.hypervolume)
+    assert not any(r.data.tags["autoprune.pareto"] == "true" for r in nested if int(r.data.tags["autoprune.trial"]) in {t.number for t in over})
