@@ -310,7 +310,6 @@ def export(
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
     files: Dict[str, str] = {}
     try:
-        example = (raw_x[:2, : int(lengths[:2].max())], lengths[:2])
         if "torchscript" in formats:
             path = staging / _FILES["torchscript"]
             torch.jit.save(torch.jit.script(wrapped), str(path))
@@ -323,7 +322,7 @@ def export(
             from autoprune.pruning.measure import to_onnx_bytes
 
             path = staging / _FILES["onnx"]
-            path.write_bytes(_onnx_bytes(wrapped, raw_x.size(2)))
+            path.write_bytes(to_onnx_bytes(wrapped, raw_x.size(2)))
             sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
             got = _predict(lambda xb, lb: sess.run(None, {"x": xb.numpy(), "lengths": lb.numpy()})[0], raw_x, lengths)
             _verify("onnx", got, reference, y, recorded)
@@ -356,30 +355,6 @@ def export(
         card["mlflow_model_uri"] = model_uri
         (out / "model_card.json").write_text(json.dumps(card, indent=2, default=str))
     return ExportResult(number, full, True, acc, row["val_accuracy"], card["size_bytes"], lat_now, model_uri, str(out), card)
-
-
-def _onnx_bytes(module: Any, channels: int) -> bytes:
-    import io
-    import warnings
-
-    import torch
-
-    x = torch.zeros(1, 8, channels)
-    lengths = torch.full((1,), 8, dtype=torch.long)
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module,
-            (x, lengths),
-            buf,
-            dynamo=False,
-            input_names=["x", "lengths"],
-            output_names=["logits"],
-            dynamic_axes={"x": {0: "batch", 1: "time"}, "lengths": {0: "batch"}, "logits": {0: "batch"}},
-            opset_version=17,
-        )
-    return buf.getvalue()
 
 
 def _verify(fmt: str, got: Any, reference: Any, y: Any, recorded: float) -> None:

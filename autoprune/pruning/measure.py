@@ -101,9 +101,14 @@ def onnx_available() -> bool:
     return True
 
 
-def to_onnx_bytes(model: RNNClassifier, batch_size: int = 1, seq_len: int = 8) -> bytes:
-    """Export to ONNX in memory with dynamic batch and sequence axes (TorchScript exporter: fast, native LSTM/GRU ops)."""
-    x = torch.zeros(batch_size, seq_len, model.spec.input_size)
+def to_onnx_bytes(model: torch.nn.Module, input_size: Optional[int] = None, batch_size: int = 1, seq_len: int = 8) -> bytes:
+    """Export ``model(x, lengths)`` to ONNX in memory with dynamic batch and time axes.
+
+    Uses the TorchScript-based exporter: fast, and it emits the native ONNX LSTM/GRU ops
+    that ONNX Runtime runs well. ``input_size`` defaults to ``model.spec.input_size``.
+    """
+    channels = input_size if input_size is not None else model.spec.input_size
+    x = torch.zeros(batch_size, seq_len, channels)
     lengths = torch.full((batch_size,), seq_len, dtype=torch.long)
     buf = io.BytesIO()
     with warnings.catch_warnings():
