@@ -14,6 +14,7 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torchmetrics.classification import MulticlassAccuracy
 
 from autoprune.models.rnn import RNNClassifier
 
@@ -94,8 +95,9 @@ class RNNModule(pl.LightningModule):
         self._train_sum = torch.zeros(())
         self._train_n = 0
         self._val_loss = torch.zeros(())
-        self._val_correct = torch.zeros((), dtype=torch.long)
         self._val_n = 0
+        # torchmetrics for the reported accuracy; it accumulates across validation batches
+        self.val_accuracy = MulticlassAccuracy(num_classes=model.spec.n_classes, average="micro")
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
         return self.model(x, lengths)
@@ -121,18 +123,18 @@ class RNNModule(pl.LightningModule):
         x, lengths, y = batch
         logits = self.model(x, lengths)
         self._val_loss = self._val_loss + F.cross_entropy(logits, y, reduction="sum")
-        self._val_correct = self._val_correct + (logits.argmax(1) == y).sum()
+        self.val_accuracy.update(logits, y)
         self._val_n += len(y)
 
     def on_validation_epoch_start(self) -> None:
         self._val_loss = torch.zeros(())
-        self._val_correct = torch.zeros((), dtype=torch.long)
         self._val_n = 0
+        self.val_accuracy.reset()
 
     def on_validation_epoch_end(self) -> None:
         n = max(self._val_n, 1)
         val_loss = float(self._val_loss) / n
-        val_acc = float(self._val_correct) / n
+        val_acc = float(self.val_accuracy.compute())
         self.log("val_loss", val_loss, prog_bar=True)
         self.log("val_accuracy", val_acc, prog_bar=True)
         if self.trainer.sanity_checking:
