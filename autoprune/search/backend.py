@@ -341,9 +341,13 @@ def run_search(
         deadline = started + s.timeout if s.timeout else None
         counted = _counts_toward_total()
 
+        last: Dict[str, Any] = {"n_finished": -1, "status": {}}
+
         def sync() -> Dict[str, Any]:
             trials = study.get_trials(deepcopy=False)
             finished = [t for t in trials if t.state.is_finished()]
+            if len(finished) == last["n_finished"]:
+                return last["status"]  # nothing new: leave the CPU to the workers
             for t in sorted(finished, key=lambda t: t.number):
                 if tracker.trial_run_id(t.number) is None:
                     st = trial_state(t)
@@ -366,13 +370,15 @@ def run_search(
                 if t.number not in tracker._hv_logged:
                     tracker.log_hypervolume(t.number, hypervolume(rows_so_far))  # dominated points add nothing
             best = max((r["val_accuracy"] for r in front), default=None)
-            return {
+            last["n_finished"] = len(finished)
+            last["status"] = {
                 "done": sum(1 for t in finished if t.state in counted),
                 "total": total,
                 "front": len(front),
                 "best_val_accuracy": best,
                 "failed": sum(1 for t in finished if trial_state(t) == "failed"),
             }
+            return last["status"]
 
         interrupted = False
         status = sync()
@@ -451,7 +457,7 @@ def _run_workers(config: StudyConfig, runs_dir: str, storage: str, total: int, d
     last_done = -1
     try:
         while any(p.is_alive() for p in procs):
-            time.sleep(1.0)
+            time.sleep(2.0)
             status = sync()
             if progress and status["done"] != last_done:
                 progress(status)
