@@ -251,7 +251,7 @@ def search(obj: _Ctx, config: str, study: Optional[str], trials: Optional[int], 
 
     try:
         summary = run_search(cfg, obj.runs_dir, tracking_uri=tracking_uri, storage=storage, progress=progress)
-    except KeyboardInterrupt as stop:
+    except KeyboardInterrupt:
         if bar is not None:
             bar.close()
         click.echo(f"interrupted: the running trial is marked failed; run the same command again to resume the study '{cfg.study}'", err=True)
@@ -265,7 +265,7 @@ def search(obj: _Ctx, config: str, study: Optional[str], trials: Optional[int], 
         f"\nstudy {summary.study}: {summary.n_trials} trials ({summary.n_complete} complete, {summary.n_infeasible} infeasible, "
         f"{summary.n_stopped_early} stopped early, {summary.n_failed} failed) in {summary.duration_s:.0f} s; hypervolume {summary.hypervolume:.4f}"
     )
-    click.echo(f"Pareto front (validation accuracy vs size; test accuracy shown, never used for choices):")
+    click.echo("Pareto front (validation accuracy vs size; test accuracy shown, never used for choices):")
     _print_front(summary.pareto, summary.dense)
     click.echo(f"\nMLflow: experiment '{summary.study}' (id {summary.mlflow_experiment_id}), parent run {summary.mlflow_parent_run_id}")
     click.echo(f"  open it with:  autoprune ui {summary.study}")

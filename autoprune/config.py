@@ -283,7 +283,6 @@ def format_validation_error(err: ValidationError, source: str) -> str:
     kind = first["type"]
     msg = first["msg"].removeprefix("Value error, ")
     if kind == "extra_forbidden":
-        model = err.title
         allowed = _allowed_keys(first["loc"])
         text = f"{source}: unknown key '{loc}'" + (f"; allowed keys here: {', '.join(allowed)}" if allowed else "")
     elif kind == "missing":

@@ -286,10 +286,8 @@ def export(
 
     from autoprune.config import config_from_dict
     from autoprune.dense import build_datamodule
-    from autoprune.models.module import evaluate
     from autoprune.pruning.compact import compact
     from autoprune.pruning.measure import latency_ms as measure_latency
-    from autoprune.pruning.measure import size_bytes as measure_size
     from autoprune.search.latency import LatencySettings
     from autoprune.search.trial import load_trial_model
 
@@ -337,7 +335,7 @@ def export(
         settings = LatencySettings.from_config(config.measure, dm.max_length)
         lat_now = measure_latency(model, **settings)
         result = json.loads((Path(ckpt).parent / "result.json").read_text())
-        dense = result.get("dense", {})
+        result.get("dense", {})
         card = _model_card(study, number, config, model, result, payload, settings, lat_now, files, staging, dm, meta)
         (staging / "model_card.json").write_text(json.dumps(card, indent=2, default=str))
         _write_readme(staging, card, files)
@@ -379,7 +377,7 @@ def _model_card(study, number, config, model, result, payload, settings, lat_now
         "study": study,
         "trial": number,
         "task": config.task.name,
-        "n_classes": config and model.spec.n_classes,
+        "n_classes": model.spec.n_classes,
         "class_names": getattr(dm, "class_names", None),
         "policy": payload.get("policy"),
         "sparsity": result.get("sparsity"),

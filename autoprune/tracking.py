@@ -9,8 +9,6 @@ Default store: ``sqlite:///<runs>/mlflow.db`` with artifacts under ``<runs>/mlar
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import os

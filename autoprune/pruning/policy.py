@@ -17,7 +17,7 @@ from typing import Any, Dict, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from autoprune.config import GradClipConfig, format_validation_error, read_yaml, stable_hash
+from autoprune.config import GradClipConfig, read_yaml, stable_hash
 from autoprune.errors import ConfigError
 from autoprune.pruning.methods import GRANULARITIES, METHODS, get_method
 from autoprune.pruning.schedules import SCHEDULES, make_schedule

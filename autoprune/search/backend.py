@@ -38,7 +38,6 @@ def study_paths(runs_dir: str | os.PathLike, study: str) -> Dict[str, Path]:
 
 
 def _storage(storage: str):
-    import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
@@ -278,7 +277,7 @@ def run_search(
     """
     import optuna
 
-    from autoprune.dense import DenseResult, ensure_dense
+    from autoprune.dense import ensure_dense
     from autoprune.search.latency import LatencyCache, LatencySettings
     from autoprune.search.pareto import front_rows, hypervolume, trial_row, trial_state
     from autoprune.search.space import SearchSpace
