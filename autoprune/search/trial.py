@@ -85,13 +85,17 @@ class TrialResult:
 
 
 def planned_arch(dense_arch: ArchSpec, policy: PruningPolicy) -> ArchSpec:
-    """The compacted architecture a hidden-unit policy will produce (before any training)."""
-    if policy.granularity != "hidden_unit":
-        return dense_arch
+    """The compacted architecture a policy will produce, found before any training.
+
+    Also validates the policy's group names against the model (unknown names and
+    sparsities that would empty a layer are refused here, not mid-training).
+    """
     from autoprune.pruning.groups import ModelGroups
 
     groups = ModelGroups(RNNClassifier(dense_arch))
-    targets = groups.resolve_sparsity(policy.sparsity, "hidden_unit")
+    targets = groups.resolve_sparsity(policy.sparsity, policy.granularity)
+    if policy.granularity != "hidden_unit":
+        return dense_arch
     from autoprune.pruning.callback import check_targets
 
     check_targets(groups, targets, "hidden_unit")
