@@ -202,6 +202,7 @@ class SearchConfig(_Strict):
     finetune: FinetuneSpace = Field(default_factory=FinetuneSpace)
     regularization: Range = Field((1e-6, 1e-3), description="l1 / group_lasso strength (log scale)")
     max_seq_len: Optional[list[Optional[int]]] = Field(None, description="choices of training window length (null: whole sequences)")
+    distillation: Optional[Range] = Field(None, description="range of the weight of distillation from the dense model (null: none)")
     objectives: list[Literal["val_accuracy", "size_bytes", "latency_ms"]] = Field(default_factory=lambda: ["val_accuracy", "size_bytes"])
     constraints: ConstraintsConfig = Field(default_factory=ConstraintsConfig)
     early_stop: EarlyStopConfig = Field(default_factory=EarlyStopConfig)
@@ -224,6 +225,11 @@ class SearchConfig(_Strict):
             if m not in METHODS:
                 raise ValueError(f"unknown pruning method {m!r}; valid: {', '.join(METHODS)}")
         return v
+
+    @field_validator("distillation")
+    @classmethod
+    def _distill(cls, v: Optional[Range]) -> Optional[Range]:
+        return _check_range(v, "distillation", 0.0, 1.0, hi_open=True)
 
     @field_validator("regularization")
     @classmethod

@@ -68,6 +68,9 @@ class RNNModule(pl.LightningModule):
         lr_schedule: ``none`` | ``cosine`` (per epoch, to zero at ``max_epochs``).
         max_seq_len: optional random training windows of this many steps.
         seed: seeds the window generator.
+        teacher: a frozen model to distil from (the dense model while pruning).
+        distill_weight: weight of the distillation loss (0: plain cross-entropy).
+        distill_temperature: softmax temperature of the soft targets.
     """
 
     def __init__(
@@ -79,6 +82,9 @@ class RNNModule(pl.LightningModule):
         lr_schedule: str = "none",
         max_seq_len: Optional[int] = None,
         seed: int = 0,
+        teacher: Optional[torch.nn.Module] = None,
+        distill_weight: float = 0.0,
+        distill_temperature: float = 2.0,
     ) -> None:
         super().__init__()
         self.model = model
@@ -88,6 +94,10 @@ class RNNModule(pl.LightningModule):
         self.lr_schedule = lr_schedule
         self.max_seq_len = max_seq_len
         self._window_gen = torch.Generator().manual_seed(seed)
+        # kept out of the module tree: not trained, not in checkpoints, not in the optimizer
+        self._teacher = [teacher.eval().requires_grad_(False)] if teacher is not None and distill_weight > 0 else []
+        self.distill_weight = distill_weight
+        self.distill_temperature = distill_temperature
         #: extra loss terms (regularisers) added by callbacks: ``fn(model) -> scalar tensor``
         self.regularizers: List[Callable[[torch.nn.Module], Tensor]] = []
         #: one dict per finished validation epoch: epoch, val_loss, val_accuracy, train_loss
@@ -111,6 +121,13 @@ class RNNModule(pl.LightningModule):
         loss = F.cross_entropy(logits, y)
         self._train_sum = self._train_sum + loss.detach() * len(y)
         self._train_n += len(y)
+        if self._teacher:
+            # knowledge distillation from the dense model (Hinton et al. 2015): soft targets at temperature T
+            t = self.distill_temperature
+            with torch.no_grad():
+                soft = torch.softmax(self._teacher[0](x, lengths) / t, dim=1)
+            kd = F.kl_div(F.log_softmax(logits / t, dim=1), soft, reduction="batchmean") * (t * t)
+            loss = (1.0 - self.distill_weight) * loss + self.distill_weight * kd
         for reg in self.regularizers:
             loss = loss + reg(self.model)
         return loss

@@ -22,7 +22,7 @@ from autoprune.errors import ConfigError
 from autoprune.pruning.methods import GRANULARITIES, METHODS, get_method
 from autoprune.pruning.schedules import SCHEDULES, make_schedule
 
-__all__ = ["ScheduleConfig", "FinetuneConfig", "PruningPolicy", "load_policy", "policy_from_dict"]
+__all__ = ["ScheduleConfig", "FinetuneConfig", "DistillConfig", "PruningPolicy", "load_policy", "policy_from_dict"]
 
 
 class _Strict(BaseModel):
@@ -56,6 +56,13 @@ class FinetuneConfig(_Strict):
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
 
 
+class DistillConfig(_Strict):
+    """Distil from the dense model while fine-tuning: loss = (1 - weight)·CE + weight·T²·KL."""
+
+    weight: float = Field(0.0, ge=0.0, lt=1.0)
+    temperature: float = Field(2.0, gt=0.0, le=100.0)
+
+
 class PruningPolicy(_Strict):
     """How to prune: method, granularity, target sparsity, schedule, clipping, fine-tuning."""
 
@@ -68,6 +75,7 @@ class PruningPolicy(_Strict):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     grad_clip: GradClipConfig = Field(default_factory=GradClipConfig)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    distillation: DistillConfig = Field(default_factory=DistillConfig)
     regularization: float = Field(1e-5, ge=0.0, description="strength of the l1 / group_lasso penalty")
     max_seq_len: Optional[int] = Field(None, ge=1)
     calibration_batches: int = Field(8, ge=1, description="batches scored by taylor / confidence")

@@ -104,6 +104,9 @@ class SearchSpace:
         if METHODS[method].uses_regularization:
             r_lo, r_hi = sp.regularization
             policy["regularization"] = trial.suggest_float(f"regularization.{method}", r_lo, r_hi, log=True) if r_hi > r_lo else r_lo
+        if sp.distillation is not None:
+            d_lo, d_hi = sp.distillation
+            policy["distillation"] = {"weight": trial.suggest_float("distillation.weight", d_lo, d_hi) if d_hi > d_lo else d_lo}
         if sp.max_seq_len:
             choices = list(sp.max_seq_len)
             policy["max_seq_len"] = trial.suggest_categorical("max_seq_len", choices) if len(choices) > 1 else choices[0]

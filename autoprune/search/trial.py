@@ -171,7 +171,19 @@ def run_trial(config: StudyConfig, policy: PruningPolicy, options: Optional[Tria
     model, _ = load_dense_model(dense.checkpoint)
     model.train()
     ft = policy.finetune
-    module = RNNModule(model, lr=ft.lr, weight_decay=ft.weight_decay, optimizer=ft.optimizer, lr_schedule="none", max_seq_len=policy.max_seq_len, seed=config.seed)
+    teacher = load_dense_model(dense.checkpoint)[0] if policy.distillation.weight > 0 else None
+    module = RNNModule(
+        model,
+        lr=ft.lr,
+        weight_decay=ft.weight_decay,
+        optimizer=ft.optimizer,
+        lr_schedule="none",
+        max_seq_len=policy.max_seq_len,
+        seed=config.seed,
+        teacher=teacher,
+        distill_weight=policy.distillation.weight,
+        distill_temperature=policy.distillation.temperature,
+    )
     pruner = PruningCallback(policy, seed=config.seed)
     best = BestValidation(ready=pruner.reached_target)
     callbacks: List[pl.Callback] = [pruner, best]

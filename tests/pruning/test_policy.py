@@ -123,3 +123,12 @@ def test_load_policy_and_key(tmp_path):
     with pytest.raises(ConfigError, match=r"bad\.yaml: method: unknown pruning method 'x'"):
         bad.write_text("method: x\n")
         load_policy(bad)
+
+
+def test_distillation_weight_must_be_below_one():
+    from autoprune.errors import ConfigError
+    from autoprune.pruning.policy import policy_from_dict
+
+    assert policy_from_dict({"distillation": {"weight": 0.5}}).distillation.temperature == 2.0
+    with pytest.raises(ConfigError, match=r"distillation\.weight"):
+        policy_from_dict({"distillation": {"weight": 1.0}})
