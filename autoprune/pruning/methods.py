@@ -13,12 +13,14 @@ from __future__ import annotations
 
 from typing import Callable, ClassVar, Dict, Iterable, List, Optional, Tuple, Type
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from typing import TYPE_CHECKING
 
 from autoprune.errors import ConfigError
-from autoprune.pruning.groups import ModelGroups
+
+if TYPE_CHECKING:  # torch loads only when a method runs: the config validates method names without it
+    from torch import Tensor, nn
+
+    from autoprune.pruning.groups import ModelGroups
 
 __all__ = [
     "PruningMethod",
@@ -36,7 +38,7 @@ __all__ = [
 GRANULARITIES = ("unstructured", "hidden_unit")
 METHODS: Dict[str, Type["PruningMethod"]] = {}
 
-Batch = Tuple[Tensor, Tensor, Tensor]
+Batch = Tuple["Tensor", "Tensor", "Tensor"]
 
 
 def register_method(cls: Type["PruningMethod"]) -> Type["PruningMethod"]:
@@ -59,6 +61,8 @@ class PruningMethod:
 
     def __init__(self, regularization: float = 0.0, seed: int = 0) -> None:
         self.regularization = regularization
+        import torch
+
         self.generator = torch.Generator().manual_seed(seed)
 
     def element_scores(self, model: nn.Module, groups: ModelGroups, params: List[str], batches: Iterable[Batch]) -> Dict[str, Tensor]:
@@ -97,6 +101,8 @@ class _Saliency(PruningMethod):
         raise NotImplementedError
 
     def element_scores(self, model, groups, params, batches):
+        import torch
+
         scores = {p: torch.zeros_like(groups.params[p]) for p in params}
         was_training = model.training
         model.eval()  # no dropout noise in the saliency
@@ -124,6 +130,8 @@ class Taylor(_Saliency):
     name = "taylor"
 
     def objective(self, logits, y):
+        import torch.nn.functional as F
+
         return F.cross_entropy(logits, y)
 
 
@@ -137,6 +145,8 @@ class Confidence(_Saliency):
     name = "confidence"
 
     def objective(self, logits, y):
+        import torch
+
         return torch.softmax(logits, dim=1).max(dim=1).values.mean()
 
 
@@ -175,6 +185,8 @@ class GroupLasso(PruningMethod):
         layers = [groups.layers[t] for t in targets]
         sizes = {layer.name: groups.unit_group_sizes(layer).sqrt() for layer in layers}
 
+        import torch
+
         def penalty(model: nn.Module) -> Tensor:
             total = torch.zeros(())
             for layer in layers:
@@ -192,9 +204,13 @@ class RandomMethod(PruningMethod):
     name = "random"
 
     def element_scores(self, model, groups, params, batches):
+        import torch
+
         return {p: torch.rand(groups.params[p].shape, generator=self.generator) for p in params}
 
     def unit_scores(self, model, groups, batches):
+        import torch
+
         return {layer.name: torch.rand(layer.hidden, generator=self.generator) for layer in groups.iter_layers()}
 
 
