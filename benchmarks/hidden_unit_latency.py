@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import time
 import warnings
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict
 
 from benchmarks._common import Context, header, interleave, log, median, one_thread, pyplot, save_png, table, verdict, write_result
 

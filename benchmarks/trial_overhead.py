@@ -193,7 +193,7 @@ def run(ctx: Context) -> None:
     w2_wall = median([r["per_hour_wall"] for r in worker_runs[2]])
     wratio = w2 / w1
     worker_rows = [
-        [f"--workers {w}", len(worker_runs[w]), median([r["counted"] for r in worker_runs[w]]), median([r["search_s"] for r in worker_runs[w]]),
+        [f"--workers {w}", len(worker_runs[w]), int(median([r["counted"] for r in worker_runs[w]])), median([r["search_s"] for r in worker_runs[w]]),
          median([r["wall_s"] for r in worker_runs[w]]), median([r["per_hour"] for r in worker_runs[w]]), median([r["per_hour_wall"] for r in worker_runs[w]]),
          sum(r["failed"] for r in worker_runs[w])]
         for w in (1, 2)
