@@ -9,13 +9,15 @@ Default store: ``sqlite:///<runs>/mlflow.db`` with artifacts under ``<runs>/mlar
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, Iterator, List, Optional
 
 from autoprune.errors import ConfigError
 
@@ -62,6 +64,22 @@ def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> None:
         ) from None
 
 
+@contextlib.contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """An exclusive file lock beside a local SQLite store (no-op for servers)."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(uri[len("sqlite:///") :])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
 def _metric(key: str, value: float, step: int = 0, ts: Optional[int] = None):
     from mlflow.entities import Metric
 
@@ -80,15 +98,18 @@ class Tracker:
     def __init__(self, uri: str, study: str, runs_dir: str | os.PathLike) -> None:
         self.uri = uri
         self.study = study
-        self.client = _client(uri)
-        exp = self.client.get_experiment_by_name(study)
-        if exp is None:
-            artifact_location = None
-            if uri.startswith("sqlite:") or uri.startswith("file:"):
-                artifact_location = (Path(runs_dir).resolve() / "mlartifacts" / study).as_uri()
-            self.experiment_id = self.client.create_experiment(study, artifact_location=artifact_location)
-        else:
-            self.experiment_id = exp.experiment_id
+        with _store_lock(uri):
+            # the first use of a SQLite store creates its tables: two searches starting at once on a
+            # fresh runs/ would race in MLflow's migrations without this lock
+            self.client = _client(uri)
+            exp = self.client.get_experiment_by_name(study)
+            if exp is None:
+                artifact_location = None
+                if uri.startswith("sqlite:") or uri.startswith("file:"):
+                    artifact_location = (Path(runs_dir).resolve() / "mlartifacts" / study).as_uri()
+                self.experiment_id = self.client.create_experiment(study, artifact_location=artifact_location)
+            else:
+                self.experiment_id = exp.experiment_id
         self.parent_run_id: Optional[str] = None
         self._trial_runs: Dict[int, str] = {}
         self._pareto: Dict[int, bool] = {}
