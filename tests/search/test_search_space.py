@@ -193,8 +193,8 @@ def test_warm_start_params_enqueue_and_validate(tiny_study, bidirectional):
     arch = ArchSpec.from_config(cfg.model, 3, 4)
     space = SearchSpace(cfg, arch)
     params = space.warm_start_params()
-    # unstructured 0.8, 0.9 (0.95 and 0.98 clip to 0.9: deduplicated); units 0.5, 0.75 (0.9 clips to 0.75)
-    assert len(params) == 4
+    # unstructured 0.8, 0.9 (0.95 clips to 0.9: deduplicated); units 0.5, 0.7, 0.75 (0.8, 0.88, 0.93 clip to 0.75)
+    assert len(params) == 5
     assert len({tuple(sorted(p.items())) for p in params}) == len(params)
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=0))
     for p in params:
@@ -207,7 +207,7 @@ def test_warm_start_params_enqueue_and_validate(tiny_study, bidirectional):
         assert p["schedule.kind"] == "agp" == policy.schedule.kind
         _check_policy(arch, policy)
         study.tell(trial, [0.5, 1.0])
-    assert [p["method"] for p in params] == ["magnitude/unstructured"] * 2 + ["taylor/hidden_unit"] * 2
+    assert [p["method"] for p in params] == ["magnitude/unstructured"] * 2 + ["taylor/hidden_unit"] * 3
 
 
 def test_warm_start_single_pair_has_no_method_param(tiny_study):
