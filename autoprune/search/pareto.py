@@ -52,8 +52,20 @@ def trial_row(trial: Any) -> Dict[str, Any]:
 
 
 def front_rows(study: Any) -> List[Dict[str, Any]]:
-    """Rows of the study's Pareto front (feasible trials only), most accurate first."""
-    rows = [trial_row(t) for t in study.best_trials if t.user_attrs.get("autoprune.state", "complete") == "complete"]
+    """Rows of the study's Pareto front (feasible trials only), most accurate first.
+
+    Trials with exactly the same objective values (Optuna keeps them all: neither dominates)
+    appear once, as the earliest trial.
+    """
+    trials = sorted(
+        (t for t in study.best_trials if t.user_attrs.get("autoprune.state", "complete") == "complete"), key=lambda t: t.number
+    )
+    seen, rows = set(), []
+    for t in trials:
+        key = tuple(t.values)
+        if key not in seen:
+            seen.add(key)
+            rows.append(trial_row(t))
     return sorted(rows, key=lambda r: (-(r["val_accuracy"] or 0.0), r["size_bytes"] or 0))
 
 
