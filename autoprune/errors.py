@@ -14,6 +14,7 @@ __all__ = [
     "ConstraintError",
     "TrialError",
     "ExportError",
+    "TrialStoppedEarly",
 ]
 
 
@@ -43,3 +44,7 @@ class TrialError(AutopruneError):
 
 class ExportError(AutopruneError):
     """An export could not be written or did not verify."""
+
+
+class TrialStoppedEarly(AutopruneError):
+    """A trial was stopped early: after some fine-tune epochs it was hopelessly below dense."""

@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from autoprune.errors import ConfigError, ExportError, TrialError
 
-__all__ = ["export", "ExportResult", "select_trial", "FORMATS", "Normalized"]
+__all__ = ["export", "ExportResult", "select_trial", "FORMATS", "load_state_dict_export"]
 
 log = logging.getLogger(__name__)
 
@@ -129,32 +129,6 @@ def select_trial(
     raise ConfigError(f"--pick must be one of max-accuracy, smallest, knee; got {pick!r}")
 
 
-def _normalized_class():
-    import torch
-    from torch import Tensor, nn
-
-    class Normalized(nn.Module):
-        """Raw inputs → per-channel normalisation (padding stays zero) → the pruned classifier."""
-
-        def __init__(self, model: nn.Module, mean: Tensor, std: Tensor) -> None:
-            super().__init__()
-            self.model = model
-            self.register_buffer("mean", mean.reshape(1, 1, -1).float().clone())
-            self.register_buffer("std", std.reshape(1, 1, -1).float().clone())
-
-        def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
-            steps = torch.arange(x.size(1), device=x.device).unsqueeze(0)
-            valid = (steps < lengths.unsqueeze(1)).unsqueeze(2).to(x.dtype)
-            return self.model((x - self.mean) / self.std * valid, lengths)
-
-    return Normalized
-
-
-def Normalized(model: Any, mean: Any, std: Any) -> Any:  # noqa: N802 - a factory that reads like the class
-    """Wrap ``model`` so it takes raw inputs (lazy: keeps torch out of ``import autoprune.export``)."""
-    return _normalized_class()(model, mean, std)
-
-
 def _raw_test_set(dm: Any) -> tuple:
     import torch
 
@@ -235,6 +209,8 @@ def load_state_dict_export(path: str | os.PathLike) -> Any:
     from autoprune.models.arch import ArchSpec
     from autoprune.models.rnn import RNNClassifier
 
+    from autoprune.models.rnn import Normalized
+
     payload = torch.load(path, map_location="cpu", weights_only=False)
     model = RNNClassifier(ArchSpec.from_dict(payload["arch"]))
     model.load_state_dict(payload["state_dict"])
@@ -290,6 +266,8 @@ def export(
     from autoprune.pruning.measure import latency_ms as measure_latency
     from autoprune.search.latency import LatencySettings
     from autoprune.search.trial import load_trial_model
+
+    from autoprune.models.rnn import Normalized
 
     config = config_from_dict(meta["config"], source=f"runs/{study}/search.json")
     model, payload = load_trial_model(ckpt)

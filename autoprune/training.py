@@ -11,7 +11,7 @@ from typing import Any, Callable, Optional, Sequence
 import lightning.pytorch as pl
 import torch
 
-__all__ = ["make_trainer", "BestValidation", "quiet_lightning"]
+__all__ = ["make_trainer", "BestValidation", "HopelessStop", "quiet_lightning"]
 
 
 def quiet_lightning() -> None:
@@ -94,3 +94,26 @@ class BestValidation(pl.Callback):
         self.from_epoch = state["from_epoch"]
         self.best = state["best"]
         self.best_epoch = state["best_epoch"]
+
+
+class HopelessStop(pl.Callback):
+    """Stop a fit whose validation accuracy after ``after_epochs`` epochs is below ``floor``.
+
+    Raises:
+        TrialStoppedEarly: the caller records the trial as stopped early.
+    """
+
+    def __init__(self, after_epochs: int, floor: float) -> None:
+        self.after_epochs = after_epochs
+        self.floor = floor
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.current_epoch + 1 != self.after_epochs:
+            return
+        acc = float(trainer.callback_metrics["val_accuracy"])
+        if acc < self.floor:
+            from autoprune.errors import TrialStoppedEarly
+
+            raise TrialStoppedEarly(
+                f"validation accuracy {acc:.4f} after {self.after_epochs} epochs is below the floor {self.floor:.4f} (dense minus max drop)"
+            )

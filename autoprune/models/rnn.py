@@ -29,6 +29,7 @@ __all__ = [
     "GATES",
     "reverse_padded",
     "convert_torch_rnn",
+    "Normalized",
 ]
 
 _CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
@@ -200,6 +201,21 @@ class RNNClassifier(nn.Module):
             model.attn_proj.load_state_dict(attention[0].state_dict())
             model.attn_score.load_state_dict(attention[1].state_dict())
         return model
+
+
+class Normalized(nn.Module):
+    """Raw inputs → per-channel normalisation (padding stays zero) → ``model``: what exports ship."""
+
+    def __init__(self, model: nn.Module, mean: Tensor, std: Tensor) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", mean.reshape(1, 1, -1).float().clone())
+        self.register_buffer("std", std.reshape(1, 1, -1).float().clone())
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        steps = torch.arange(x.size(1), device=x.device).unsqueeze(0)
+        valid = (steps < lengths.unsqueeze(1)).unsqueeze(2).to(x.dtype)
+        return self.model((x - self.mean) / self.std * valid, lengths)
 
 
 def convert_torch_rnn(rnn: nn.Module) -> RNNStack:

@@ -32,16 +32,13 @@ from autoprune.errors import PruningError
 from autoprune.models.rnn import ArchSpec, RNNClassifier
 from autoprune.pruning.policy import PruningPolicy
 from autoprune.search.latency import LatencyCache, LatencySettings
+from autoprune.errors import TrialStoppedEarly
 
 __all__ = ["TrialOptions", "TrialResult", "run_trial", "planned_arch", "load_trial_model", "TrialStoppedEarly"]
 
 log = logging.getLogger(__name__)
 
 TRIAL_FORMAT = 1
-
-
-class TrialStoppedEarly(Exception):
-    """Raised inside fit when a trial is hopeless (validation accuracy far below dense)."""
 
 
 @dataclass
@@ -164,7 +161,7 @@ def run_trial(config: StudyConfig, policy: PruningPolicy, options: Optional[Tria
     from autoprune.pruning.callback import PruningCallback, sparsity_report
     from autoprune.pruning.compact import compact
     from autoprune.pruning.measure import measure
-    from autoprune.training import BestValidation, make_trainer
+    from autoprune.training import BestValidation, HopelessStop, make_trainer
 
     pl.seed_everything(config.seed, verbose=False)
     dm = build_datamodule(config)
@@ -188,7 +185,7 @@ def run_trial(config: StudyConfig, policy: PruningPolicy, options: Optional[Tria
     best = BestValidation(ready=pruner.reached_target)
     callbacks: List[pl.Callback] = [pruner, best]
     if options.early_stop_after:
-        callbacks.append(_HopelessStop(options.early_stop_after, dense.metrics["val_accuracy"] - options.early_stop_max_drop))
+        callbacks.append(HopelessStop(options.early_stop_after, dense.metrics["val_accuracy"] - options.early_stop_max_drop))
     trainer = make_trainer(ft.epochs, callbacks, policy.grad_clip.value, policy.grad_clip.algorithm, progress=options.progress)
     try:
         trainer.fit(module, datamodule=dm)
@@ -270,22 +267,3 @@ def load_trial_model(path: str | os.PathLike) -> tuple[RNNClassifier, Dict[str, 
     model = RNNClassifier(ArchSpec.from_dict(payload["arch"]))
     model.load_state_dict(payload["state_dict"])
     return model.eval(), payload
-
-
-class _HopelessStop:
-    """Lightning callback (built lazily to keep imports light): stop when val accuracy < floor after N epochs."""
-
-    def __new__(cls, after_epochs: int, floor: float):
-        import lightning.pytorch as pl
-
-        class HopelessStop(pl.Callback):
-            def on_validation_end(self, trainer, pl_module):
-                if trainer.sanity_checking or trainer.current_epoch + 1 != after_epochs:
-                    return
-                acc = float(trainer.callback_metrics["val_accuracy"])
-                if acc < floor:
-                    raise TrialStoppedEarly(
-                        f"validation accuracy {acc:.4f} after {after_epochs} epochs is below the floor {floor:.4f} (dense minus max drop)"
-                    )
-
-        return HopelessStop()
