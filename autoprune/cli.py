@@ -271,7 +271,7 @@ def search(obj: _Ctx, config: str, study: Optional[str], trials: Optional[int], 
     click.echo(f"  open it with:  autoprune ui {summary.study}")
     if "pareto_front.png" in summary.artifacts:
         click.echo(f"  front plot:    {summary.artifacts['pareto_front.png']}")
-    click.echo(f"export a model:  autoprune export {summary.study} --pick knee")
+    click.echo(f"export a model:  autoprune export {summary.study}   (--pick best: the smallest within 1 point of dense validation accuracy)")
 
 
 @cli.command()
@@ -334,7 +334,8 @@ def ui(obj: _Ctx, study: Optional[str], port: int, tracking_uri: Optional[str]) 
 @cli.command()
 @click.argument("study")
 @click.option("--trial", type=int, default=None, help="Export this trial.")
-@click.option("--pick", type=click.Choice(["max-accuracy", "smallest", "knee"]), default=None, help="Choose among the Pareto trials meeting the limits, by validation accuracy (default: knee).")
+@click.option("--pick", type=click.Choice(["best", "max-accuracy", "smallest", "knee"]), default=None, help="Choose among the Pareto trials meeting the limits, by validation accuracy (default: best = the smallest within --tolerance of dense).")
+@click.option("--tolerance", type=click.FloatRange(0, 100), default=1.0, show_default=True, help="--pick best: allowed validation-accuracy drop below dense, in accuracy points.")
 @click.option("--max-size-bytes", type=int, default=None)
 @click.option("--max-latency-ms", type=float, default=None)
 @click.option("--min-accuracy", type=float, default=None, help="Minimum validation accuracy.")
@@ -347,7 +348,7 @@ def ui(obj: _Ctx, study: Optional[str], port: int, tracking_uri: Optional[str]) 
 @quiet_option
 @click.pass_obj
 @_handle_errors
-def export(obj: _Ctx, study: str, trial: Optional[int], pick: Optional[str], max_size_bytes: Optional[int], max_latency_ms: Optional[float], min_accuracy: Optional[float], formats: tuple, out_dir: Optional[str], force: bool, register: Optional[str], tracking_uri: Optional[str], as_json: bool) -> None:
+def export(obj: _Ctx, study: str, trial: Optional[int], pick: Optional[str], tolerance: float, max_size_bytes: Optional[int], max_latency_ms: Optional[float], min_accuracy: Optional[float], formats: tuple, out_dir: Optional[str], force: bool, register: Optional[str], tracking_uri: Optional[str], as_json: bool) -> None:
     """Export a trial's pruned model (compacted, verified on the test set) with a model card."""
     from autoprune.errors import ConfigError
     from autoprune.export import export as do_export
@@ -357,7 +358,7 @@ def export(obj: _Ctx, study: str, trial: Optional[int], pick: Optional[str], max
     res = do_export(
         study, obj.runs_dir, trial=trial, pick=pick, max_size_bytes=max_size_bytes, max_latency_ms=max_latency_ms,
         min_accuracy=min_accuracy, formats=formats or ("torchscript", "onnx", "state_dict"), out_dir=out_dir, force=force,
-        register=register, tracking_uri=tracking_uri,
+        register=register, tracking_uri=tracking_uri, tolerance=tolerance / 100.0,
     )
     if as_json:
         _emit(res.to_json())

@@ -71,10 +71,13 @@ def select_trial(
     max_size_bytes: Optional[int] = None,
     max_latency_ms: Optional[float] = None,
     min_accuracy: Optional[float] = None,
+    tolerance: float = 0.01,
 ) -> Dict[str, Any]:
     """The row of the trial to export: ``trial`` by number, or ``pick`` among the Pareto trials meeting the limits.
 
-    Picks use validation accuracy only: ``max-accuracy`` (ties: smaller), ``smallest``
+    Picks use validation accuracy only: ``best`` (the default: the smallest within ``tolerance``,
+    a fraction, of dense validation accuracy; see :func:`autoprune.search.pareto.pick_best`),
+    ``max-accuracy`` (ties: smaller), ``smallest``
     (ties: more accurate) or ``knee`` (see :func:`autoprune.search.pareto.knee_index`).
 
     Raises:
@@ -119,14 +122,21 @@ def select_trial(
         closest = min(front, key=miss)
         reasons = "; ".join(text(closest) for _, _, check, text in limits if not check(closest))
         raise TrialError(f"no Pareto trial of study '{study.study_name}' meets the limits; the closest is trial {closest['trial']}: {reasons}")
-    pick = pick or "knee"
+    pick = pick or "best"
+    if pick == "best":
+        from autoprune.search.pareto import pick_best
+
+        chosen, note = pick_best(ok, tolerance)
+        if note:
+            log.warning("%s", note)
+        return chosen
     if pick == "max-accuracy":
         return max(ok, key=lambda r: (r["val_accuracy"], -r["size_bytes"]))
     if pick == "smallest":
         return min(ok, key=lambda r: (r["size_bytes"], -r["val_accuracy"]))
     if pick == "knee":
         return ok[knee_index(ok)]
-    raise ConfigError(f"--pick must be one of max-accuracy, smallest, knee; got {pick!r}")
+    raise ConfigError(f"--pick must be one of best, max-accuracy, smallest, knee; got {pick!r}")
 
 
 def _raw_test_set(dm: Any) -> tuple:
@@ -231,6 +241,7 @@ def export(
     register: Optional[str] = None,
     tracking_uri: Optional[str] = None,
     log_mlflow: bool = True,
+    tolerance: float = 0.01,
 ) -> ExportResult:
     """Export one trial of a searched study (see module docstring).
 
@@ -247,7 +258,7 @@ def export(
     from autoprune.search.backend import open_study
 
     st, meta = open_study(study, runs_dir)
-    row = select_trial(st, trial, pick, max_size_bytes, max_latency_ms, min_accuracy)
+    row = select_trial(st, trial, pick, max_size_bytes, max_latency_ms, min_accuracy, tolerance)
     number = row["trial"]
     out = Path(out_dir) if out_dir else Path(runs_dir) / study / "exports" / f"trial-{number}"
     if out.exists() and any(out.iterdir()):

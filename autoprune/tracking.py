@@ -228,6 +228,10 @@ class Tracker:
     def log_hypervolume(self, step: int, value: float) -> None:
         if step in self._hv_logged:
             return
+        if not self._hv_logged:  # MLflow metrics carry no description: the definition goes beside them as a tag
+            from autoprune.search.pareto import HYPERVOLUME_DESCRIPTION
+
+            self.client.set_tag(self.parent_run_id, "autoprune.hypervolume", HYPERVOLUME_DESCRIPTION)
         self.client.log_batch(self.parent_run_id, metrics=[_metric("hypervolume", value, step=step)])
         self._hv_logged.add(step)
 

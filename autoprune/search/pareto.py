@@ -1,4 +1,4 @@
-"""The Pareto front of a study: rows, hypervolume, picks (max-accuracy, smallest, knee).
+"""The Pareto front of a study: rows, hypervolume, picks (best, max-accuracy, smallest, knee).
 
 Non-dominated sorting comes from Optuna (``study.best_trials``, which also respects
 constraints: only feasible trials can be on the front). Hypervolume uses Optuna's WFG
@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, List, Optional, Sequence
 
-__all__ = ["trial_row", "front_rows", "hypervolume", "knee_index", "STATE_NAMES"]
+__all__ = ["trial_row", "front_rows", "hypervolume", "knee_index", "pick_best", "selection_score", "STATE_NAMES", "HYPERVOLUME_DESCRIPTION", "HV_ACCURACY_MARGIN", "HV_SIZE_FLOOR"]
 
 #: our names for Optuna trial states (Optuna calls early stopping "pruning"; we never do)
 STATE_NAMES = {"COMPLETE": "complete", "PRUNED": "stopped_early", "FAIL": "failed", "RUNNING": "running", "WAITING": "waiting"}
@@ -38,8 +38,12 @@ def trial_row(trial: Any) -> Dict[str, Any]:
         "test_accuracy": result.get("test_accuracy"),
         "size_bytes": size,
         "size_ratio": (size / dense["size_bytes"]) if size and dense.get("size_bytes") else None,
+        "dense_test_accuracy": dense.get("test_accuracy"),  # with dense_val_accuracy: the hypervolume's reference point
         "latency_ms": result.get("latency_ms"),
         "macs": result.get("macs"),
+        "val_score": result.get("val_score"),  # a less noisy validation score, where the search records one
+        "dense_val_accuracy": dense.get("val_accuracy"),
+        "dense_val_score": dense.get("val_score"),
         "hidden_sizes": result.get("hidden_sizes"),
         "method": policy.get("method"),
         "granularity": policy.get("granularity"),
@@ -69,12 +73,28 @@ def front_rows(study: Any) -> List[Dict[str, Any]]:
     return sorted(rows, key=lambda r: (-(r["val_accuracy"] or 0.0), r["size_bytes"] or 0))
 
 
-def _loss_points(rows: Sequence[Dict[str, Any]], with_latency: bool, dense_latency: Optional[float]) -> List[List[float]]:
+#: The hypervolume's reference point and scale, in one place (``autoprune search``'s MLflow
+#: ``hypervolume`` metric, the benchmarks and the README all use these).
+HV_ACCURACY_MARGIN = 0.10  # accuracy this far below dense counts nothing
+HV_SIZE_FLOOR = 0.01  # size ratios below 1 % of dense count as 1 %
+HV_LATENCY_REF = 1.5  # latency ratio counting nothing (third objective only)
+HYPERVOLUME_DESCRIPTION = (
+    f"hypervolume of (accuracy, log10 size ratio) points: reference point accuracy = dense - {HV_ACCURACY_MARGIN:g}, "
+    f"size = dense; sizes below {HV_SIZE_FLOOR:.0%} of dense count as {HV_SIZE_FLOOR:.0%}; divided by the box "
+    f"{HV_ACCURACY_MARGIN:g} x log10(1/{HV_SIZE_FLOOR:g}), so 1.0 = dense accuracy at {HV_SIZE_FLOOR:.0%} of dense size "
+    f"(more when accuracy beats dense); with latency a third axis, latency ratio up to {HV_LATENCY_REF:g}"
+)
+
+
+def _loss_points(
+    rows: Sequence[Dict[str, Any]], accuracy_key: str, ref_accuracy: float, with_latency: bool, dense_latency: Optional[float]
+) -> List[List[float]]:
     pts = []
     for r in rows:
-        if r["val_accuracy"] is None or r["size_ratio"] is None:
+        acc, ratio = r.get(accuracy_key), r.get("size_ratio")
+        if acc is None or ratio is None:
             continue
-        p = [-float(r["val_accuracy"]), float(r["size_ratio"])]
+        p = [ref_accuracy - float(acc), math.log10(max(float(ratio), HV_SIZE_FLOOR)) - math.log10(HV_SIZE_FLOOR)]
         if with_latency:
             if not r.get("latency_ms") or not dense_latency:
                 continue
@@ -83,23 +103,44 @@ def _loss_points(rows: Sequence[Dict[str, Any]], with_latency: bool, dense_laten
     return pts
 
 
-def hypervolume(rows: Sequence[Dict[str, Any]], accuracy_key: str = "val_accuracy", with_latency: bool = False, dense_latency: Optional[float] = None) -> float:
-    """Hypervolume of (accuracy, size ratio[, latency ratio]) points, reference (0, 1[, 1.5]).
+def hypervolume(
+    rows: Sequence[Dict[str, Any]],
+    accuracy_key: str = "val_accuracy",
+    with_latency: bool = False,
+    dense_latency: Optional[float] = None,
+    dense_accuracy: Optional[float] = None,
+) -> float:
+    """Normalised hypervolume of (accuracy, size ratio[, latency ratio]) points (see :data:`HYPERVOLUME_DESCRIPTION`).
 
-    Accuracy is maximised and sizes are ratios to the dense model, so the value lies in
-    [0, 1] for two objectives: 1 would be a perfect model of zero size. Points outside
-    the reference box count nothing.
+    The reference point is the dense model's accuracy minus :data:`HV_ACCURACY_MARGIN` and
+    the dense size; size counts on a log scale down to :data:`HV_SIZE_FLOOR` of dense, so a
+    front of models at 10 %, 5 % and 2 % of dense is told apart from one that stops at
+    50 % (on a linear size scale from 0 and accuracy from 0, every reasonable front scored
+    0.95-0.97). ``dense_accuracy`` defaults to the rows' ``dense_<accuracy_key>`` (set by
+    :func:`trial_row`); points at or below the reference accuracy or above dense size count
+    nothing. 1.0 means dense accuracy at 1 % of dense size.
     """
     import numpy as np
     from optuna._hypervolume import compute_hypervolume
 
-    use = [{**r, "val_accuracy": r.get(accuracy_key)} for r in rows]
-    pts = _loss_points(use, with_latency, dense_latency)
-    ref = [0.0, 1.0] + ([1.5] if with_latency else [])
+    if dense_accuracy is None:
+        refs = {r.get(f"dense_{accuracy_key}") for r in rows} - {None}
+        if not refs:
+            if not rows:
+                return 0.0
+            raise ValueError(f"hypervolume needs the dense model's {accuracy_key}: pass dense_accuracy or rows with dense_{accuracy_key}")
+        if len(refs) > 1:
+            raise ValueError(f"rows come from different dense models ({sorted(refs)}): one hypervolume needs one reference")
+        dense_accuracy = refs.pop()
+    ref_accuracy = float(dense_accuracy) - HV_ACCURACY_MARGIN
+    pts = _loss_points(rows, accuracy_key, ref_accuracy, with_latency, dense_latency)
+    ref = [0.0, -math.log10(HV_SIZE_FLOOR)] + ([HV_LATENCY_REF] if with_latency else [])
     pts = [p for p in pts if all(a < b for a, b in zip(p, ref))]
     if not pts:
         return 0.0
-    return float(compute_hypervolume(np.asarray(pts, dtype=float), np.asarray(ref, dtype=float)))
+    # shift accuracy so that the reference sits at 0 and every point is below it (WFG wants ref > points)
+    box = HV_ACCURACY_MARGIN * ref[1] * (HV_LATENCY_REF if with_latency else 1.0)
+    return float(compute_hypervolume(np.asarray(pts, dtype=float), np.asarray(ref, dtype=float))) / box
 
 
 def knee_index(rows: Sequence[Dict[str, Any]]) -> int:
@@ -129,3 +170,42 @@ def knee_index(rows: Sequence[Dict[str, Any]]) -> int:
 
     # rounded: on a straight front float noise must not decide; ties go to the more accurate point
     return max(range(len(norm)), key=lambda i: (round(dist(i), 9), norm[i][1]))
+
+
+def selection_score(row: Dict[str, Any], dense: bool = False) -> Optional[float]:
+    """The validation number choices use: the recorded less noisy ``val_score`` when present, else validation accuracy."""
+    prefix = "dense_" if dense else ""
+    score = row.get(f"{prefix}val_score")
+    return score if score is not None else row.get(f"{prefix}val_accuracy")
+
+
+def pick_best(rows: Sequence[Dict[str, Any]], tolerance: float = 0.01) -> tuple[Dict[str, Any], Optional[str]]:
+    """What users mean by "the best pruned model": the smallest front model that keeps accuracy.
+
+    The smallest row whose validation score (:func:`selection_score`) is at most
+    ``tolerance`` (a fraction: 0.01 is one accuracy point) below the dense model's; when
+    none qualifies, the most accurate row and a message saying so.
+
+    Args:
+        rows: front rows (each carrying the dense model's validation numbers).
+        tolerance: allowed drop below dense, as a fraction of 1.
+
+    Returns:
+        ``(row, message)``; ``message`` is None when a row met the tolerance.
+    """
+    if not rows:
+        raise ValueError("pick_best needs at least one row")
+    dense = next((selection_score(r, dense=True) for r in rows if selection_score(r, dense=True) is not None), None)
+    if dense is None:  # no dense reference recorded: nothing to keep, take the most accurate
+        best = max(rows, key=lambda r: (selection_score(r), -r["size_bytes"]))
+        return best, "no dense validation accuracy is recorded for this study; exporting the most accurate Pareto trial"
+    floor = dense - tolerance - 1e-9  # a trial exactly at the tolerance meets it
+    keep = [r for r in rows if selection_score(r) >= floor]
+    if keep:
+        return min(keep, key=lambda r: (r["size_bytes"], -selection_score(r))), None
+    best = max(rows, key=lambda r: (selection_score(r), -r["size_bytes"]))
+    gap = (dense - selection_score(best)) * 100
+    return best, (
+        f"no Pareto trial is within {tolerance * 100:g} point(s) of dense validation accuracy {dense:.4f}; "
+        f"exporting the most accurate one, trial {best['trial']} ({gap:.2f} points below dense); raise --tolerance to trade accuracy for size"
+    )

@@ -259,6 +259,19 @@ def test_limits_pick_among_trials_that_meet_them(study):
 
 
 @pytest.mark.slow
+def test_default_pick_is_the_smallest_within_one_point_of_dense(study):
+    st, front = _rows(study)
+    dense = front[0]["dense_val_accuracy"]
+    row = select_trial(st)
+    keep = [r for r in front if r["val_accuracy"] >= dense - 0.01 - 1e-9]
+    if keep:
+        assert row["size_bytes"] == min(r["size_bytes"] for r in keep)
+    else:
+        assert row["val_accuracy"] == max(r["val_accuracy"] for r in front)
+    assert select_trial(st, tolerance=1.0)["size_bytes"] == min(r["size_bytes"] for r in front)
+
+
+@pytest.mark.slow
 def test_nonempty_out_dir_needs_force(study, tmp_path):
     out = tmp_path / "taken"
     out.mkdir()
