@@ -1,0 +1,100 @@
+"""``run_search``: open the study, build the objective, run trials with a runner, record results.
+
+* Storage: an Optuna journal file ``runs/<study>/optuna.journal`` (made for several
+  local worker processes) or any Optuna storage URL.
+* The runner (``search.backend``) executes trials; the driver process holds the study lock,
+  syncs finished trials to MLflow and shows progress.
+* Running the same command again resumes: finished trials are kept, trials left
+  RUNNING by a killed process are marked FAIL, and ``trials`` counts the total of
+  complete and stopped-early trials.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable, Dict, Optional
+
+from autoprune.config import StudyConfig
+from autoprune.search.recording import Recorder, SearchSummary
+from autoprune.search.runners import SearchJob, get_runner
+from autoprune.search.study import StudyLock, create_study, mark_stale, study_paths, update_meta
+
+__all__ = ["run_search", "SearchSummary"]
+
+log = logging.getLogger(__name__)
+
+
+def run_search(
+    config: StudyConfig,
+    runs_dir: str = "runs",
+    tracking_uri: Optional[str] = None,
+    storage: Optional[str] = None,
+    progress: Optional[Callable[[Dict[str, Any]], None]] = None,
+) -> SearchSummary:
+    """Search pruning policies for the study's dense model.
+
+    Args:
+        config: the validated study config; ``config.search`` holds the space, budget, sampler and runner.
+        runs_dir: output root.
+        tracking_uri: MLflow tracking URI; default: the embedded store under ``runs_dir``.
+        storage: Optuna storage URL; default: a journal file under ``runs/<study>/``.
+        progress: called with a status dict after every finished trial.
+
+    Raises:
+        ConfigError / ConstraintError / TrialError: before any training, for bad settings,
+        an unreachable tracking server, an impossible latency budget or a study already
+        being searched.
+    """
+    import optuna
+
+    from autoprune.dense import ensure_dense
+    from autoprune.search.objective import prepare_space
+    from autoprune.tracking import check_tracking_uri, default_tracking_uri
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    started = time.time()
+    s = config.search
+    paths = study_paths(runs_dir, config.study)
+    uri = tracking_uri or default_tracking_uri(runs_dir)
+    check_tracking_uri(uri)
+    storage = storage or str(paths["journal"])
+    runner = get_runner(getattr(s, "backend", "local"))
+    runner.check(config, storage)
+
+    with StudyLock(paths["lock"]):
+        # ---- everything that can be refused is refused before training the dense model
+        config, space, settings, cache = prepare_space(config, paths["root"])
+        dense = ensure_dense(config, runs_dir)
+        study = create_study(config, storage, space)
+        update_meta(paths["meta"], storage=storage, tracking_uri=uri, config=config.to_dict(), dense_checkpoint=str(dense.checkpoint))
+        dense_info = {**dense.metrics, "size_bytes": dense.metrics["params"] * 4, "latency_ms": cache.get(dense.arch, settings)}
+        recorder = Recorder(study, config, uri, runs_dir, dense_info)
+        update_meta(paths["meta"], mlflow_experiment_id=recorder.tracker.experiment_id, mlflow_parent_run_id=recorder.tracker.parent_run_id)
+
+        job = SearchJob(config, runs_dir, storage, s.trials, dense.arch.to_dict(), started + s.timeout if s.timeout else None)
+        shown: Dict[str, Any] = {}
+
+        def update() -> Dict[str, Any]:
+            status = recorder.sync()
+            if progress and status != shown:
+                progress(status)
+                shown.clear()
+                shown.update(status)
+            return status
+
+        interrupted = False
+        try:
+            status = update()
+            if status["done"] < job.total and (job.deadline is None or time.time() < job.deadline):
+                runner.run(job, study, update)
+        except KeyboardInterrupt:
+            interrupted = True
+            mark_stale(study)
+        finally:
+            artifacts = recorder.finish(paths["root"], interrupted)
+
+    summary = recorder.summary(storage, started, artifacts, interrupted)
+    if interrupted:
+        raise KeyboardInterrupt(summary)
+    return summary

@@ -1,0 +1,81 @@
+"""The local runner: trials in this process (``workers: 1``) or in N spawned worker
+processes sharing the study's storage (a journal file made for that, or an RDB URL).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import signal
+import time
+from typing import Any, Callable, Dict
+
+from autoprune.search.runners import Runner, SearchJob
+
+__all__ = ["LocalRunner", "RUNNER"]
+
+
+def _optimize(study: Any, job: SearchJob, callbacks: list) -> None:
+    import optuna
+
+    from autoprune.search.objective import make_objective
+    from autoprune.search.study import counts_toward_total
+
+    study.optimize(
+        make_objective(job.config, job.runs_dir, job.dense_arch),
+        timeout=max(1.0, job.deadline - time.time()) if job.deadline else None,
+        callbacks=[optuna.study.MaxTrialsCallback(job.total, states=counts_toward_total()), *callbacks],
+        catch=(Exception,),
+        gc_after_trial=False,
+    )
+
+
+def _worker_main(job: SearchJob, worker: int) -> None:
+    """Entry point of a worker process (spawned: nothing inherited but the job)."""
+    import torch
+
+    torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides; it terminates us
+    import optuna
+
+    from autoprune.search.study import make_sampler, storage_for
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("autoprune").setLevel(logging.WARNING)
+    study = optuna.load_study(study_name=job.config.study, storage=storage_for(job.storage), sampler=make_sampler(job.config, worker))
+    _optimize(study, job, [])
+
+
+class LocalRunner(Runner):
+    name = "local"
+
+    def run(self, job: SearchJob, study: Any, update: Callable[[], Dict[str, Any]]) -> None:
+        if job.config.search.workers <= 1:
+            import torch
+
+            torch.set_num_threads(1)
+            _optimize(study, job, [lambda st, frozen: update()])
+            return
+        ctx = mp.get_context("spawn")
+        procs = [
+            ctx.Process(target=_worker_main, args=(job, w), name=f"autoprune-worker-{w}", daemon=False)
+            for w in range(job.config.search.workers)
+        ]
+        for p in procs:
+            p.start()
+        try:
+            while any(p.is_alive() for p in procs):
+                time.sleep(2.0)
+                update()
+        except KeyboardInterrupt:
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                p.join(10)
+            raise
+        for p in procs:
+            p.join()
+        update()
+
+
+RUNNER = LocalRunner

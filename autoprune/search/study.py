@@ -1,0 +1,174 @@
+"""A search's study: where it lives (storage), the lock that keeps one driver per study,
+the sampler, and the repair of trials left running by a killed search.
+
+The Optuna study is the record that ``pareto``, ``export`` and resume read, whichever
+runner filled it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Dict
+
+from autoprune.config import StudyConfig
+from autoprune.errors import ConfigError, TrialError
+
+__all__ = [
+    "OBJECTIVE_DIRECTIONS",
+    "study_paths",
+    "storage_for",
+    "open_study",
+    "StudyLock",
+    "make_sampler",
+    "counts_toward_total",
+    "mark_stale",
+    "create_study",
+    "update_meta",
+]
+
+log = logging.getLogger(__name__)
+
+OBJECTIVE_DIRECTIONS = {"val_accuracy": "maximize", "size_bytes": "minimize", "latency_ms": "minimize"}
+
+
+def study_paths(runs_dir: str | os.PathLike, study: str) -> Dict[str, Path]:
+    root = Path(runs_dir) / study
+    return {"root": root, "journal": root / "optuna.journal", "meta": root / "search.json", "lock": root / "search.lock", "trials": root / "trials"}
+
+
+def storage_for(storage: str):
+    """An Optuna storage from a URL (RDB: passed through) or a journal file path."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    if "://" in storage:
+        return storage
+    return JournalStorage(JournalFileBackend(storage))
+
+
+def open_study(study: str, runs_dir: str | os.PathLike = "runs"):
+    """Load a searched study by name; returns (optuna study, search meta dict).
+
+    Raises:
+        TrialError: no search has been run for this study (lists the studies that have one).
+    """
+    paths = study_paths(runs_dir, study)
+    if not paths["meta"].is_file():
+        known = sorted(p.parent.name for p in Path(runs_dir).glob("*/search.json")) if Path(runs_dir).is_dir() else []
+        raise TrialError(
+            f"unknown study '{study}' under {runs_dir}/: no search has been run for it"
+            + (f"; studies with a search: {', '.join(known)}" if known else "; run `autoprune search CONFIG` first")
+        )
+    meta = json.loads(paths["meta"].read_text())
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.load_study(study_name=study, storage=storage_for(meta["storage"])), meta
+
+
+def update_meta(path: Path, **values: Any) -> Dict[str, Any]:
+    """Merge ``values`` into the study's search.json (created when missing)."""
+    meta = json.loads(path.read_text()) if path.is_file() else {}
+    meta.update(values)
+    path.write_text(json.dumps(meta, indent=2))
+    return meta
+
+
+class StudyLock:
+    """An exclusive lock on a study's directory: a second search on the same study is refused."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fh: Any = None
+
+    def __enter__(self) -> "StudyLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fh = open(self.path, "a+")
+        try:
+            fcntl.flock(self.fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.fh.seek(0)
+            holder = self.fh.read().strip() or "another process"
+            self.fh.close()
+            raise TrialError(
+                f"another search is already running on study '{self.path.parent.name}' ({holder}); "
+                f"wait for it to finish, or give this one another --study name (use --workers N to search in parallel)"
+            ) from None
+        self.fh.seek(0)
+        self.fh.truncate()
+        self.fh.write(f"pid {os.getpid()}")
+        self.fh.flush()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.fh:
+            fcntl.flock(self.fh.fileno(), fcntl.LOCK_UN)
+            self.fh.close()
+
+
+def make_sampler(config: StudyConfig, worker: int):
+    import optuna
+
+    s = config.search
+    seed = s.seed + worker
+    if s.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(population_size=s.population_size, seed=seed)
+    if s.sampler == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=min(10, s.trials))
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def counts_toward_total():
+    """The trial states ``trials`` counts: complete (feasible or not) and stopped early."""
+    from optuna.trial import TrialState
+
+    return (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def mark_stale(study: Any) -> int:
+    """Trials left RUNNING by a killed search: mark them FAIL (we hold the study lock).
+
+    WAITING trials (enqueued warm-start policies not yet run) stay: the next optimize runs them.
+    """
+    from optuna.trial import TrialState
+
+    n = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        try:
+            study._storage.set_trial_user_attr(t._trial_id, "autoprune.error", "interrupted: the search process stopped during this trial")
+            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            n += 1
+        except Exception:  # another process finished it meanwhile
+            pass
+    return n
+
+
+def create_study(config: StudyConfig, storage: str, space: Any):
+    """Create or resume the study; refuse other objectives, repair stale trials, enqueue the warm start.
+
+    Raises:
+        ConfigError: the stored study was searched with other objectives.
+    """
+    import optuna
+
+    s = config.search
+    directions = [OBJECTIVE_DIRECTIONS[o] for o in s.objectives]
+    study = optuna.create_study(
+        study_name=config.study, storage=storage_for(storage), directions=directions, sampler=make_sampler(config, 0), load_if_exists=True
+    )
+    if [d.name.lower() for d in study.directions] != directions:
+        raise ConfigError(
+            f"study '{config.study}' was searched with objectives {[d.name.lower() for d in study.directions]}, "
+            f"this config asks for {s.objectives}; use another --study name"
+        )
+    stale = mark_stale(study)
+    if stale:
+        log.info("marked %d trial(s) left running by an interrupted search as failed", stale)
+    if s.warm_start and not study.get_trials(deepcopy=False):
+        for params in space.warm_start_params()[: max(0, s.trials - 1)]:
+            study.enqueue_trial(params, skip_if_exists=True)
+    return study
