@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing pinned dependencies into $(VENV) (first time: about 2 minutes)"
 	$(PIP) install -c constraints.txt $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX) --extra-index-url https://pypi.org/simple) torch
-	$(PIP) install -c constraints.txt -e '.[onnx,dev]'
+	$(PIP) install -c constraints.txt -e '.[onnx,dev,cluster]'
 	@touch $(STAMP)
 
 install: $(STAMP)
