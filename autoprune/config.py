@@ -203,6 +203,11 @@ class SearchConfig(_Strict):
     regularization: Range = Field((1e-6, 1e-3), description="l1 / group_lasso strength (log scale)")
     max_seq_len: Optional[list[Optional[int]]] = Field(None, description="choices of training window length (null: whole sequences)")
     distillation: Optional[Range] = Field(None, description="range of the weight of distillation from the dense model (null: none)")
+    recovery: list[Literal["finetune", "rewind", "scratch"]] = Field(
+        default_factory=lambda: ["finetune"],
+        min_length=1,
+        description="recoveries after pruning to choose from: finetune | rewind (dense schedule from the pruned weights) | scratch (found architecture, fresh init)",
+    )
     objectives: list[Literal["val_accuracy", "size_bytes", "latency_ms"]] = Field(default_factory=lambda: ["val_accuracy", "size_bytes"])
     constraints: ConstraintsConfig = Field(default_factory=ConstraintsConfig)
     early_stop: EarlyStopConfig = Field(default_factory=EarlyStopConfig)

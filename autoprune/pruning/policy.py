@@ -7,6 +7,7 @@ sparsity: 0.9                # or a mapping {rnn.0.ih: 0.8, rnn.0.hh: 0.95, head
 schedule: {kind: agp, start_epoch: 0, end_epoch: 6, frequency: 1}
 grad_clip: {value: 1.0, algorithm: norm}
 finetune: {epochs: 8, lr: 0.001}
+recovery: finetune           # finetune | rewind | scratch (after pruning; autoprune.pruning.recovery)
 ```
 """
 
@@ -76,6 +77,12 @@ class PruningPolicy(_Strict):
     grad_clip: GradClipConfig = Field(default_factory=GradClipConfig)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     distillation: DistillConfig = Field(default_factory=DistillConfig)
+    recovery: Literal["finetune", "rewind", "scratch"] = Field(
+        "finetune",
+        description="after pruning: finetune (only the fine-tuning above) | rewind (retrain the pruned weights with the dense "
+        "schedule) | scratch (train the found architecture from a fresh initialisation with the dense schedule); "
+        "see autoprune.pruning.recovery",
+    )
     regularization: float = Field(1e-5, ge=0.0, description="strength of the l1 / group_lasso penalty")
     max_seq_len: Optional[int] = Field(None, ge=1)
     calibration_batches: int = Field(8, ge=1, description="batches scored by taylor / confidence")

@@ -107,6 +107,9 @@ class SearchSpace:
         if sp.distillation is not None:
             d_lo, d_hi = sp.distillation
             policy["distillation"] = {"weight": trial.suggest_float("distillation.weight", d_lo, d_hi) if d_hi > d_lo else d_lo}
+        recoveries = list(dict.fromkeys(sp.recovery))
+        if recoveries != ["finetune"]:
+            policy["recovery"] = trial.suggest_categorical("recovery", recoveries) if len(recoveries) > 1 else recoveries[0]
         if sp.max_seq_len:
             choices = list(sp.max_seq_len)
             policy["max_seq_len"] = trial.suggest_categorical("max_seq_len", choices) if len(choices) > 1 else choices[0]

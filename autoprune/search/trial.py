@@ -184,7 +184,7 @@ def run_trial(config: StudyConfig, policy: PruningPolicy, options: Optional[Tria
     pruner = PruningCallback(policy, seed=config.seed)
     best = BestValidation(ready=pruner.reached_target)
     callbacks: List[pl.Callback] = [pruner, best]
-    if options.early_stop_after:
+    if options.early_stop_after and policy.recovery == "finetune":  # rewind / scratch retrain anyway: no early verdict
         callbacks.append(HopelessStop(options.early_stop_after, dense.metrics["val_accuracy"] - options.early_stop_max_drop))
     trainer = make_trainer(ft.epochs, callbacks, policy.grad_clip.value, policy.grad_clip.algorithm, progress=options.progress)
     try:
@@ -206,6 +206,13 @@ def run_trial(config: StudyConfig, policy: PruningPolicy, options: Optional[Tria
 
     report = sparsity_report(model)
     small = compact(model)
+    recovery_history: List[Dict[str, Any]] = []
+    if policy.recovery != "finetune":  # rewind / scratch: retrain the found network with the dense schedule
+        from autoprune.pruning.recovery import recover
+
+        small, recovery_history = recover(config, policy, small, dm, teacher, progress=options.progress)
+        if any(not torch.isfinite(p).all() for p in small.parameters()):
+            raise PruningError(f"recovery '{policy.recovery}' produced non-finite weights; lower train.lr or set train.grad_clip")
     seq_len = settings["seq_len"]
     m = measure(small, seq_len)
     if options.measure_latency:
@@ -229,7 +236,7 @@ def run_trial(config: StudyConfig, policy: PruningPolicy, options: Optional[Tria
         hidden_sizes=small.hidden_sizes,
         sparsity={**report, "hidden_units": units},
         dense=dense_info,
-        history=module.history,
+        history=module.history + recovery_history,
         pruning_history=pruner.history,
         duration_s=0.0,
     )

@@ -1,0 +1,123 @@
+"""Recovery after pruning: what a trial does with the pruned, compacted model (``policy.recovery``).
+
+* ``finetune`` (default): nothing more; the fine-tuning that ran while pruning is the recovery.
+* ``rewind``: learning-rate rewinding (Renda et al. 2020, "Comparing Rewinding and Fine-tuning
+  in Neural Network Pruning"): retrain the pruned network from its pruned weights with the
+  dense model's whole schedule (``train:`` epochs, learning rate, cosine decay, optimizer,
+  clipping), its zeros kept at zero.
+* ``scratch``: a fresh random initialisation of the found architecture (compacted hidden sizes,
+  and the unstructured zero pattern where there is one), trained with the dense schedule. With
+  hidden-unit pruning this is "a small dense model trained from scratch", chosen by the search.
+
+Both retrainings keep the weights of the best validation epoch when the study trains with
+``train.select: best_val``, the last otherwise, exactly as the dense model was selected; the
+policy's distillation weight (from the dense model) applies to them too.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+
+__all__ = ["RECOVERIES", "recover"]
+
+#: policy.recovery values, in the order the docs list them
+RECOVERIES = ("finetune", "rewind", "scratch")
+
+
+def _zero_masks(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
+    """Masks of the weight matrices that pruning left with zeros (biases and dense tensors are free)."""
+    masks = {}
+    for name, p in model.named_parameters():
+        if p.dim() >= 2 and bool((p == 0).any()):
+            masks[name] = p.detach() != 0
+    return masks
+
+
+def _make_keep_zeros():
+    import lightning.pytorch as pl
+
+    class KeepZeros(pl.Callback):
+        """Re-zero pruned weights after every optimizer step (masks in place, as the pruning callback does)."""
+
+        def __init__(self, masks: Dict[str, torch.Tensor]) -> None:
+            self.masks = masks
+
+        def _apply(self, pl_module: Any) -> None:
+            if not self.masks:
+                return
+            params = dict(pl_module.model.named_parameters())
+            with torch.no_grad():
+                for name, mask in self.masks.items():
+                    params[name].mul_(mask)
+
+        def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+            self._apply(pl_module)
+
+        def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+            self._apply(pl_module)
+
+    return KeepZeros
+
+
+def recover(
+    config: Any,
+    policy: Any,
+    model: torch.nn.Module,
+    datamodule: Any,
+    teacher: Optional[torch.nn.Module] = None,
+    progress: bool = False,
+) -> Tuple[torch.nn.Module, List[Dict[str, Any]]]:
+    """Apply ``policy.recovery`` to a pruned, compacted :class:`RNNClassifier`.
+
+    Returns the recovered model (same architecture, same zero pattern) in eval mode and the
+    history of the retraining (one dict per epoch, ``phase: recovery``); ``finetune`` returns
+    the model unchanged and an empty history.
+    """
+    kind = getattr(policy, "recovery", "finetune")
+    if kind == "finetune":
+        return model, []
+    if kind not in RECOVERIES:
+        raise ValueError(f"unknown recovery {kind!r}; valid: {', '.join(RECOVERIES)}")
+    import lightning.pytorch as pl
+
+    from autoprune.models.module import RNNModule
+    from autoprune.models.rnn import RNNClassifier
+    from autoprune.training import BestValidation, make_trainer
+
+    masks = _zero_masks(model)
+    if kind == "scratch":
+        torch.manual_seed(config.seed)
+        fresh = RNNClassifier(model.spec)
+        model = fresh
+    model.train()
+    train = config.train
+    pl.seed_everything(config.seed, verbose=False)
+    distill = policy.distillation.weight if teacher is not None else 0.0
+    module = RNNModule(
+        model,
+        lr=train.lr,
+        weight_decay=train.weight_decay,
+        optimizer=train.optimizer,
+        lr_schedule=train.lr_schedule,
+        max_seq_len=train.max_seq_len,
+        seed=config.seed,
+        teacher=teacher,
+        distill_weight=distill,
+        distill_temperature=policy.distillation.temperature,
+    )
+    best = BestValidation(from_epoch=0 if train.select == "best_val" else train.epochs - 1)
+    keep = _make_keep_zeros()(masks)
+    # the dense recipe trains whole epochs of the data: no minimum number of steps per epoch (autoprune.budget)
+    saved = getattr(datamodule, "min_train_batches", None)
+    if saved:
+        datamodule.min_train_batches = 0
+    try:
+        trainer = make_trainer(train.epochs, [keep, best], train.grad_clip.value, train.grad_clip.algorithm, progress=progress)
+        trainer.fit(module, datamodule=datamodule)
+    finally:
+        if saved:
+            datamodule.min_train_batches = saved
+    keep._apply(module)  # the restored best state was recorded after a re-zeroing step; be exact anyway
+    return model.eval(), [{**h, "phase": "recovery"} for h in module.history]
