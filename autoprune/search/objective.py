@@ -41,17 +41,22 @@ def prepare_space(config: StudyConfig, root: Any) -> Tuple[StudyConfig, Any, Any
     Returns (config, space, latency settings, latency cache); the config may narrow the
     granularities when the dense model already breaks the latency budget.
     """
-    from autoprune.dense import build_datamodule
-    from autoprune.models.arch import ArchSpec
+    from autoprune.dense import build_datamodule, dense_arch
     from autoprune.search.latency import LatencyCache, LatencySettings
     from autoprune.search.space import SearchSpace
 
     s = config.search
     dm = build_datamodule(config)
-    arch = ArchSpec.from_config(config.model, dm.n_channels, dm.n_classes)
+    arch = dense_arch(config, dm, root.parent)  # a user's trained model is converted and checked here, before anything runs
     space = SearchSpace(config, arch)
     settings = LatencySettings.from_config(config.measure, dm.max_length)
     cache = LatencyCache(root / "latency_cache.json")
+    from autoprune.preflight import check_dense_measurable, check_model_memory
+
+    source = config.source or "config"
+    if not config.model.user_model:
+        check_model_memory(arch, config.task.batch_size, dm.max_length, source)
+    check_dense_measurable(arch, settings, cache, source)
     check_latency_budget(config, space, settings, cache)
     budget = s.constraints.max_latency_ms
     if budget is not None and "unstructured" in s.granularities and "hidden_unit" in s.granularities:
@@ -70,49 +75,78 @@ def make_objective(config: StudyConfig, runs_dir: str, dense_arch_dict: Dict[str
 
     from autoprune.models.arch import ArchSpec
     from autoprune.search.space import SearchSpace
-    from autoprune.search.study import study_paths
-    from autoprune.search.trial import TrialOptions, run_trial
+    from autoprune.search.trial import run_trial
 
     space = SearchSpace(config, ArchSpec.from_dict(dense_arch_dict))
-    s = config.search
-    c = s.constraints
-    paths = study_paths(runs_dir, config.study)
 
     def objective(trial: "optuna.Trial"):
+        try:
+            return _objective(trial)
+        except optuna.TrialPruned:
+            raise
+        except Exception as err:  # recorded on the trial: one line for the console and `pareto --all`, the traceback for --debug
+            from autoprune.search.faults import trial_error_attrs
+
+            for key, value in trial_error_attrs(err).items():
+                trial.set_user_attr(key, value)
+            raise
+
+    def _objective(trial: "optuna.Trial"):
         policy = space.suggest(trial)
         trial.set_user_attr("autoprune.policy", policy.to_dict())
-        options = TrialOptions(
-            runs_dir=runs_dir,
-            trial_dir=str(paths["trials"] / str(trial.number)),
-            max_latency_ms=c.max_latency_ms,
-            max_size_bytes=c.max_size_bytes,
-            early_stop_after=s.early_stop.after_epochs,
-            early_stop_max_drop=s.early_stop.max_drop,
-        )
-        try:
-            result = run_trial(config, policy, options)
-        except Exception as err:
-            trial.set_user_attr("autoprune.error", f"{type(err).__name__}: {err}"[:2000])
-            raise
-        data = result.to_dict()
-        data.pop("pruning_history", None)
-        trial.set_user_attr("autoprune.state", result.state)
-        trial.set_user_attr("autoprune.result", data)
-        if result.state == "stopped_early":
-            raise optuna.TrialPruned(result.reason)
-        size = result.size_bytes
-        if result.state == "infeasible":
-            # not trained: no accuracy exists; 0 keeps the trial dominated, the constraint tells the sampler why
-            from autoprune.models.rnn import RNNClassifier
-
-            size = sum(p.numel() for p in RNNClassifier(ArchSpec(**{**dense_arch_dict, "hidden_sizes": result.hidden_sizes})).parameters()) * 4
-        if c.max_latency_ms is not None:
-            trial.set_constraint("latency_ms", (result.latency_ms or 0.0) - c.max_latency_ms)
-        if c.max_size_bytes is not None:
-            trial.set_constraint("size_bytes", float(size) - c.max_size_bytes)
-        values = [result.val_accuracy if result.val_accuracy is not None else 0.0, float(size)]
-        if "latency_ms" in s.objectives:
-            values.append(float(result.latency_ms or 0.0))
-        return values
+        result = run_trial(config, policy, trial_options(config, runs_dir, trial.number))
+        return record_result(trial, config, dense_arch_dict, result.to_dict())
 
     return objective
+
+
+def trial_options(config: StudyConfig, runs_dir: str, number: int) -> Any:
+    """The ``TrialOptions`` of trial ``number`` (its weights go to ``runs/<study>/trials/<number>``)."""
+    from autoprune.search.study import study_paths
+    from autoprune.search.trial import TrialOptions
+
+    s = config.search
+    return TrialOptions(
+        runs_dir=runs_dir,
+        trial_dir=str(study_paths(runs_dir, config.study)["trials"] / str(number)),
+        max_latency_ms=s.constraints.max_latency_ms,
+        max_size_bytes=s.constraints.max_size_bytes,
+        early_stop_after=s.early_stop.after_epochs,
+        early_stop_max_drop=s.early_stop.max_drop,
+    )
+
+
+def record_result(trial: Any, config: StudyConfig, dense_arch_dict: Dict[str, Any], data: Dict[str, Any]) -> list:
+    """Record a ``TrialResult.to_dict()`` on the Optuna trial; return its objective values.
+
+    Raises ``optuna.TrialPruned`` for a trial stopped early. Runs where the trial was asked
+    (the objective in-process, the Ray driver), not necessarily where it trained.
+    """
+    import optuna
+
+    from autoprune.models.arch import ArchSpec
+
+    c = config.search.constraints
+    s = config.search
+    data = {k: v for k, v in data.items() if k != "pruning_history"}
+    trial.set_user_attr("autoprune.state", data["state"])
+    trial.set_user_attr("autoprune.result", data)
+    if data["state"] == "stopped_early":
+        raise optuna.TrialPruned(data.get("reason"))
+    size = data["size_bytes"]
+    if data["state"] == "infeasible":
+        # not trained: no accuracy exists; 0 keeps the trial dominated, the constraint tells the sampler why
+        from autoprune.models.rnn import RNNClassifier
+
+        size = sum(p.numel() for p in RNNClassifier(ArchSpec(**{**dense_arch_dict, "hidden_sizes": data["hidden_sizes"]})).parameters()) * 4
+    if c.max_latency_ms is not None:
+        trial.set_constraint("latency_ms", (data.get("latency_ms") or 0.0) - c.max_latency_ms)
+    if c.max_size_bytes is not None:
+        trial.set_constraint("size_bytes", float(size) - c.max_size_bytes)
+    from autoprune.search.validation import score_of
+
+    values = [score_of(data) or 0.0, float(size)]  # val_score: accuracy, ties broken by validation loss
+    if "latency_ms" in s.objectives:
+        values.append(float(data.get("latency_ms") or 0.0))
+    return values
+
