@@ -46,22 +46,61 @@ class TaskConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    """The RNN sequence classifier: a stack of single-layer LSTM/GRU modules."""
+    """The RNN sequence classifier: a stack of single-layer LSTM/GRU modules.
+
+    Either autoprune trains it (``hidden_sizes`` and the other shape keys), or it is the
+    user's trained model: ``from: package.module:function`` (returns a trained
+    ``torch.nn.Module``) or ``checkpoint: FILE`` with ``build: package.module:function``
+    (builds the untrained module the state dict or Lightning checkpoint belongs to);
+    see :mod:`autoprune.user_model`.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, populate_by_name=True)
 
     cell: Literal["lstm", "gru"] = "lstm"
-    hidden_sizes: list[int] = Field(min_length=1, max_length=3)
+    hidden_sizes: Optional[list[int]] = Field(None, min_length=1, max_length=3)
     bidirectional: bool = False
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     pooling: Literal["last", "attention"] = "last"
     attention_dim: int = Field(32, ge=1, le=4096)
+    from_: Optional[str] = Field(None, alias="from", description="package.module:function returning your trained nn.Module")
+    checkpoint: Optional[str] = Field(None, description="state dict or Lightning checkpoint of your trained module (with build)")
+    build: Optional[str] = Field(None, description="package.module:function building the module a checkpoint belongs to")
 
     @field_validator("hidden_sizes")
     @classmethod
-    def _positive(cls, v: list[int]) -> list[int]:
-        for size in v:
+    def _positive(cls, v: Optional[list[int]]) -> Optional[list[int]]:
+        for size in v or []:
             if size < 1 or size > 8192:
                 raise ValueError(f"every hidden size must be in [1, 8192], got {size}")
         return v
+
+    @field_validator("from_", "build")
+    @classmethod
+    def _function_spec(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and (v.count(":") != 1 or not all(v.split(":"))):
+            raise ValueError("must look like package.module:function")
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ModelConfig":
+        if self.from_ and (self.checkpoint or self.build):
+            raise ValueError("give either 'from' (a function returning your trained model) or 'checkpoint' with 'build', not both")
+        if bool(self.checkpoint) != bool(self.build):
+            raise ValueError("'checkpoint' and 'build' go together: the file of weights and the package.module:function that builds the module they belong to")
+        if self.user_model and self.hidden_sizes is not None:
+            raise ValueError("'hidden_sizes' comes from your trained model with 'from'/'checkpoint'; remove it")
+        if not self.user_model and self.hidden_sizes is None:
+            raise ValueError(
+                "give 'hidden_sizes' (autoprune trains the dense model) or your trained model: "
+                "'from: package.module:function' or 'checkpoint: FILE' with 'build: package.module:function'"
+            )
+        return self
+
+    @property
+    def user_model(self) -> bool:
+        """True when the dense model is the user's trained module (no dense training)."""
+        return bool(self.from_ or self.checkpoint)
 
 
 class GradClipConfig(_Strict):
@@ -278,7 +317,7 @@ class StudyConfig(_Strict):
         }
 
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude={"source"})
+        return self.model_dump(mode="json", exclude={"source"}, by_alias=True)  # by alias: model.from, as written
 
 
 def stable_hash(obj: Any, length: int = 12) -> str:
@@ -316,7 +355,7 @@ def _allowed_keys(loc: tuple) -> list[str]:
             return []
         model = fields[part].annotation
     fields = getattr(model, "model_fields", None)
-    return [k for k in fields if k != "source"] if fields else []
+    return [f.alias or k for k, f in fields.items() if k != "source"] if fields else []
 
 
 def _set_dotted(data: dict, dotted: str, value: Any) -> None:

@@ -22,7 +22,7 @@ from typing import Any, Optional
 from autoprune.config import StudyConfig, stable_hash
 from autoprune.models.arch import ArchSpec
 
-__all__ = ["DenseResult", "ensure_dense", "load_dense_model", "dense_cache_key", "study_dir", "DENSE_FORMAT"]
+__all__ = ["DenseResult", "ensure_dense", "dense_arch", "load_dense_model", "dense_cache_key", "study_dir", "DENSE_FORMAT"]
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +124,23 @@ def build_datamodule(config: StudyConfig):
         val_fraction=config.task.val_fraction,
         options=dict(config.task.options),
     )
+    if config.model.user_model and hasattr(dm, "normalize"):
+        dm.normalize = False  # the user's model was trained on the inputs as their data function gives them
     dm.setup("fit")
     return dm
+
+
+def dense_arch(config: StudyConfig, dm: Any, runs_dir: str | os.PathLike = "runs") -> ArchSpec:
+    """The dense model's architecture for the study's data, before any training.
+
+    For a user's trained model this converts and checks it (channels, classes, logits on
+    the test set) and caches it as the dense reference: mismatches fail here, before anything runs.
+    """
+    if config.model.user_model:
+        from autoprune.user_model import ensure_user_dense
+
+        return ensure_user_dense(config, runs_dir, dm=dm).arch
+    return ArchSpec.from_config(config.model, dm.n_channels, dm.n_classes)
 
 
 def ensure_dense(
@@ -146,6 +161,10 @@ def ensure_dense(
         TaskError: the data cannot be loaded.
         PruningError: training diverged (NaN loss).
     """
+    if config.model.user_model:  # the user's trained model is the dense reference: converted, checked, never trained
+        from autoprune.user_model import ensure_user_dense
+
+        return ensure_user_dense(config, runs_dir, force=force)
     key = dense_cache_key(config)
     out_dir = study_dir(runs_dir, config.study) / "dense" / key
     ckpt = out_dir / "checkpoint.pt"

@@ -110,6 +110,8 @@ class SequenceDataModule(LightningDataModule):
         self.batch_size = batch_size
         self.val_fraction = val_fraction
         self._load = load
+        #: per-channel normalisation fitted on train; off for a user's model trained on raw inputs (set before setup)
+        self.normalize = True
         self._data: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
         self._prepared: Prepared | None = None
 
@@ -152,7 +154,7 @@ class SequenceDataModule(LightningDataModule):
         if self._data is not None:
             return
         raw = self._load()
-        p = prepare(raw, name=self.name, seed=self.seed, val_fraction=self.val_fraction)
+        p = prepare(raw, name=self.name, seed=self.seed, val_fraction=self.val_fraction, normalize=self.normalize)
         self._prepared = p
         self._data = {
             k: (torch.from_numpy(p.x[k]), torch.from_numpy(p.lengths[k]),

@@ -184,7 +184,7 @@ def _pad(seqs: list[np.ndarray], t_max: int, mean, std) -> np.ndarray:
     return out
 
 
-def prepare(raw: RawSplits, *, name: str, seed: int, val_fraction: float) -> Prepared:
+def prepare(raw: RawSplits, *, name: str, seed: int, val_fraction: float, normalize: bool = True) -> Prepared:
     """Validate, split, label-encode, normalise and pad a raw data source.
 
     Validation comes from train (stratified by label, seeded by ``seed``); the test split
@@ -196,6 +196,7 @@ def prepare(raw: RawSplits, *, name: str, seed: int, val_fraction: float) -> Pre
         name: task spec, for error messages.
         seed: seed of the validation split.
         val_fraction: share of the train sequences moved to validation.
+        normalize: False leaves the values as given (mean 0, std 1: a user's model trained on raw inputs).
 
     Returns:
         The padded splits, class names and the normalisation statistics.
@@ -225,6 +226,8 @@ def prepare(raw: RawSplits, *, name: str, seed: int, val_fraction: float) -> Pre
     mean = steps.mean(axis=0)
     std = steps.std(axis=0)
     std[std == 0] = 1.0
+    if not normalize:
+        mean, std = np.zeros_like(mean), np.ones_like(std)
     t_max = max(len(s) for split in SPLITS for s in seqs[split])
     return Prepared(
         x={k: _pad(seqs[k], t_max, mean, std) for k in SPLITS},
