@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from autoprune.errors import ConfigError
 
@@ -242,6 +242,9 @@ class SearchConfig(_Strict):
     regularization: Range = Field((1e-6, 1e-3), description="l1 / group_lasso strength (log scale)")
     max_seq_len: Optional[list[Optional[int]]] = Field(None, description="choices of training window length (null: whole sequences)")
     distillation: Optional[Range] = Field(None, description="range of the weight of distillation from the dense model (null: none)")
+    quantize: list[Literal["none", "int8"]] = Field(
+        default_factory=lambda: ["none"], min_length=1, description="precisions searched after pruning: [none], [int8] or [none, int8]"
+    )
     recovery: list[Literal["finetune", "rewind", "scratch"]] = Field(
         default_factory=lambda: ["finetune"],
         min_length=1,
@@ -306,6 +309,19 @@ class StudyConfig(_Strict):
     measure: MeasureConfig = Field(default_factory=MeasureConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
     source: Optional[str] = Field(None, exclude=True, description="file the config was read from")
+
+    @field_validator("search")
+    @classmethod
+    def _int8_kernel(cls, v: SearchConfig, info: ValidationInfo) -> SearchConfig:
+        model, measure = info.data.get("model"), info.data.get("measure")
+        if "int8" in v.quantize and model is not None and measure is not None:
+            from autoprune.quantize import check_int8_kernel
+
+            try:
+                check_int8_kernel(measure.runtime, model.cell, "quantize")
+            except ConfigError as err:
+                raise ValueError(str(err)) from None
+        return v
 
     def dense_key(self) -> dict[str, Any]:
         """Everything that determines the dense checkpoint (the cache key's content)."""

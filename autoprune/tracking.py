@@ -185,7 +185,11 @@ class Tracker:
                     metrics.append(_metric(key, result[key]))
             dense = result.get("dense") or {}
             if result.get("size_bytes") and dense.get("size_bytes"):
-                metrics.append(_metric("compression_ratio", dense["size_bytes"] / result["size_bytes"]))
+                metrics.append(_metric("compression_ratio", dense["size_bytes"] / result["size_bytes"]))  # against dense float32
+            self.client.set_tag(rid, "autoprune.precision", result.get("precision") or "float32")
+            for key, value in (result.get("int8") or {}).items():
+                if key.startswith("float_") and value is not None:  # the same model before int8, beside the int8 numbers
+                    metrics.append(_metric(key, value))
             sp = result.get("sparsity") or {}
             for key in ("overall", "rnn"):
                 if key in sp:

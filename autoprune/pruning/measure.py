@@ -42,16 +42,16 @@ __all__ = [
 _BYTES = 4  # float32
 
 
-def tensor_size_bytes(t: Tensor) -> int:
-    """Bytes to store ``t``: dense, or the smaller sparse encoding when it holds zeros."""
+def tensor_size_bytes(t: Tensor, elem_bytes: int = _BYTES) -> int:
+    """Bytes to store ``t`` at ``elem_bytes`` per value (4: float32, 1: int8): dense, or the smaller sparse encoding when it holds zeros."""
     numel = t.numel()
-    dense = numel * _BYTES
+    dense = numel * elem_bytes
     nnz = int(torch.count_nonzero(t))
     if nnz == numel:
         return dense
-    bitmask = nnz * _BYTES + math.ceil(numel / 8)
+    bitmask = nnz * elem_bytes + math.ceil(numel / 8)
     rows = t.shape[0] if t.dim() > 1 else 1
-    csr = nnz * _BYTES + nnz * 4 + (rows + 1) * 4
+    csr = nnz * elem_bytes + nnz * 4 + (rows + 1) * 4
     return min(dense, bitmask, csr)
 
 
@@ -134,8 +134,11 @@ def latency_ms(
     runtime: str = "torch",
     repeats: int = 30,
     warmup: int = 5,
+    quantize: str = "none",
 ) -> float:
     """Median forward time in milliseconds after ``warmup`` untimed runs.
+
+    ``quantize="int8"`` times the int8 form the runtime runs (see :mod:`autoprune.quantize`).
 
     Raises:
         ConfigError: unknown runtime, or ``onnxruntime`` requested but not installed.
@@ -146,25 +149,26 @@ def latency_ms(
     was_training = model.training
     if runtime == "torch":
         model.eval()
+        run = model
+        if quantize == "int8":
+            from autoprune.quantize import torch_int8
+
+            run = torch_int8(model)
         with _threads(threads), torch.inference_mode():
             for _ in range(warmup):
-                model(x, lengths)
+                run(x, lengths)
             for _ in range(repeats):
                 t0 = time.perf_counter()
-                model(x, lengths)
+                run(x, lengths)
                 times.append(time.perf_counter() - t0)
         model.train(was_training)
     elif runtime == "onnxruntime":
         if not onnx_available():
             raise ConfigError("runtime 'onnxruntime' needs the onnx extra: pip install 'autoprune[onnx]'")
-        import onnxruntime as ort
+        from autoprune.quantize import onnx_int8_bytes, ort_session
 
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
         with _threads(threads):
-            sess = ort.InferenceSession(to_onnx_bytes(model), opts, providers=["CPUExecutionProvider"])
+            sess = ort_session(onnx_int8_bytes(model) if quantize == "int8" else to_onnx_bytes(model), threads)
         model.train(was_training)
         feed = {"x": x.numpy(), "lengths": lengths.numpy()}
         for _ in range(warmup):

@@ -7,6 +7,7 @@ sparsity: 0.9                # or a mapping {rnn.0.ih: 0.8, rnn.0.hh: 0.95, head
 schedule: {kind: agp, start_epoch: 0, end_epoch: 6, frequency: 1}
 grad_clip: {value: 1.0, algorithm: norm}
 finetune: {epochs: 8, lr: 0.001}
+quantize: none               # none | int8 (applied after compaction; studies from before the key read as none)
 recovery: finetune           # finetune | rewind | scratch (after pruning; autoprune.pruning.recovery)
 ```
 """
@@ -86,6 +87,9 @@ class PruningPolicy(_Strict):
     regularization: float = Field(1e-5, ge=0.0, description="strength of the l1 / group_lasso penalty")
     max_seq_len: Optional[int] = Field(None, ge=1)
     calibration_batches: int = Field(8, ge=1, description="batches scored by taylor / confidence")
+    quantize: Literal["none", "int8"] = Field(
+        "none", description="int8: weights int8 after pruning and compaction, activations quantized at run time (autoprune.quantize)"
+    )
 
     @field_validator("method")
     @classmethod

@@ -20,7 +20,7 @@ __all__ = ["LatencyCache", "LatencySettings"]
 
 
 class LatencySettings(dict):
-    """``batch_size``, ``seq_len``, ``threads``, ``runtime``, ``repeats``, ``warmup`` (kwargs of ``latency_ms``)."""
+    """``batch_size``, ``seq_len``, ``threads``, ``runtime``, ``repeats``, ``warmup`` and optionally ``quantize`` (kwargs of ``latency_ms``)."""
 
     @classmethod
     def from_config(cls, measure_cfg, max_length: int) -> "LatencySettings":
@@ -34,7 +34,12 @@ class LatencySettings(dict):
         )
 
     def key(self) -> str:
-        return f"b{self['batch_size']}-t{self['seq_len']}-th{self['threads']}-{self['runtime']}"
+        precision = self.get("quantize", "none")
+        return f"b{self['batch_size']}-t{self['seq_len']}-th{self['threads']}-{self['runtime']}" + ("" if precision == "none" else f"-{precision}")
+
+    def with_precision(self, quantize: str) -> "LatencySettings":
+        """The same settings for a model quantized as ``quantize`` (``none`` | ``int8``)."""
+        return LatencySettings(self, quantize=quantize)
 
 
 class LatencyCache:

@@ -113,6 +113,8 @@ class SearchSpace:
         if sp.max_seq_len:
             choices = list(sp.max_seq_len)
             policy["max_seq_len"] = trial.suggest_categorical("max_seq_len", choices) if len(choices) > 1 else choices[0]
+        precisions = list(sp.quantize)
+        policy["quantize"] = trial.suggest_categorical("quantize", precisions) if len(precisions) > 1 else precisions[0]
         return policy_from_dict(policy, source=f"trial {getattr(trial, 'number', '?')}")
 
     def warm_start_params(self) -> List[Dict[str, Any]]:

@@ -76,6 +76,8 @@ class TrialResult:
     reason: Optional[str] = None
     duration_s: float = 0.0
     checkpoint: Optional[str] = None
+    precision: str = "float32"  # float32 | int8: what size, accuracy and latency were measured on
+    int8: Dict[str, Any] = field(default_factory=dict)  # int8 only: runtime, float32 numbers, correct test predictions per runtime
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -119,6 +121,10 @@ def run_trial(config: StudyConfig, policy: PruningPolicy, options: Optional[Tria
             nothing is written to ``trial_dir`` then.
     """
     options = options or TrialOptions()
+    if policy.quantize == "int8":  # before the dense model trains: the runtime must have the kernel
+        from autoprune.quantize import check_int8_kernel
+
+        check_int8_kernel(config.measure.runtime, config.model.cell, "policy quantize")
     started = time.perf_counter()
     if options.threads:
         torch.set_num_threads(options.threads)
@@ -143,7 +149,7 @@ def run_trial(config: StudyConfig, policy: PruningPolicy, options: Optional[Tria
     # ---- latency / size before training: only the structure matters
     arch = planned_arch(dense.arch, policy)
     if options.max_latency_ms is not None:
-        lat = cache.get(arch, settings)
+        lat = cache.get(arch, settings.with_precision(policy.quantize))
         if lat > options.max_latency_ms:
             return TrialResult(
                 "infeasible",
@@ -216,9 +222,16 @@ def run_trial(config: StudyConfig, policy: PruningPolicy, options: Optional[Tria
     seq_len = settings["seq_len"]
     m = measure(small, seq_len)
     if options.measure_latency:
-        m.latency_ms = cache.get(small.spec, settings)
+        m.latency_ms = cache.get(small.spec, settings.with_precision(policy.quantize))
     val = evaluate(small, *dm.tensors("val"))
     test = evaluate(small, *dm.tensors("test"))
+    int8: Dict[str, Any] = {}
+    if policy.quantize != "none":  # the model as it will run: int8 size and accuracy in measure.runtime
+        from autoprune.quantize import quantized_result
+
+        q = quantized_result(small, dm, policy.quantize, config.measure.runtime)
+        int8 = {**q["int8"], "float_val_accuracy": val["accuracy"], "float_test_accuracy": test["accuracy"], "float_size_bytes": m.size_bytes}
+        m.size_bytes, val, test = q["size_bytes"], q["val"], q["test"]
     units = {}
     for l, (before, after) in enumerate(zip(dense.arch.hidden_sizes, small.hidden_sizes)):
         for d, (b, a) in enumerate(zip(before, after)):
@@ -239,6 +252,8 @@ def run_trial(config: StudyConfig, policy: PruningPolicy, options: Optional[Tria
         history=module.history + recovery_history,
         pruning_history=pruner.history,
         duration_s=0.0,
+        precision="int8" if int8 else "float32",
+        int8=int8,
     )
     if options.max_size_bytes is not None and m.size_bytes > options.max_size_bytes:
         result.reason = f"size {m.size_bytes} B exceeds max_size_bytes={options.max_size_bytes}"

@@ -1,0 +1,256 @@
+"""int8 after pruning: the model as it will run, in the runtime ``measure.runtime`` names.
+
+A policy's ``quantize: int8`` applies after compaction. Weights become int8 (symmetric,
+zero point 0), activations are quantized dynamically at run time; biases stay float32.
+
+* ``onnxruntime`` (the route that lasts): the float ONNX graph (weights as initializers)
+  goes through ``onnxruntime.quantization.quantize_dynamic`` with per-output-channel
+  scales, giving ``DynamicQuantizeLSTM`` and ``MatMulInteger`` kernels. ONNX Runtime has
+  no int8 GRU kernel: its quantizer leaves a GRU in float, so int8 GRU is refused there.
+* ``torch``: ``torch.ao.quantization.quantize_dynamic`` (per-tensor scales; int8 kernels
+  for LSTM, GRU and Linear). ``torch.ao.quantization`` is deprecated and torchao's
+  quantizers cover ``nn.Linear`` only, so this route lives exactly as long as torch ships
+  it; everything torch-int8 goes through :func:`torch_int8`, which says so when it is gone.
+
+Dynamic activation scales are computed over the whole input of a call, so other
+sequences in a batch would change a sequence's logits: int8 accuracy is always evaluated
+one sequence at a time (batch 1, trimmed to its length), the way a deployment sees it,
+and always on the raw-input form that export ships (normalisation folded in front).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Tuple
+
+from autoprune.errors import ConfigError
+
+__all__ = [
+    "PRECISIONS",
+    "INT8_CELLS",
+    "precision_name",
+    "check_int8_kernel",
+    "int8_size_bytes",
+    "torch_int8",
+    "onnx_int8_bytes",
+    "ort_session",
+    "int8_predictor",
+    "predict_each",
+    "raw_split",
+    "int8_evaluation",
+    "quantized_result",
+]
+
+PRECISIONS = ("none", "int8")
+#: cells with an int8 kernel in each runtime (ONNX Runtime quantizes LSTM, not GRU)
+INT8_CELLS: Dict[str, Tuple[str, ...]] = {"torch": ("lstm", "gru"), "onnxruntime": ("lstm",)}
+#: runtimes whose int8 weights carry one scale per output channel (the rest: one per tensor)
+_PER_CHANNEL = {"onnxruntime": True, "torch": False}
+
+
+def precision_name(quantize: Optional[str]) -> str:
+    """``float32`` or ``int8``: what MLflow and the model card call a policy's precision."""
+    return "int8" if quantize == "int8" else "float32"
+
+
+def check_int8_kernel(runtime: str, cell: str, where: str = "quantize") -> None:
+    """Refuse int8 where the runtime has no int8 kernel for the cell (before anything trains).
+
+    Raises:
+        ConfigError: naming the runtime, the cell and what would work.
+    """
+    cells = INT8_CELLS.get(runtime, ())
+    if cell not in cells:
+        others = [r for r, c in INT8_CELLS.items() if cell in c]
+        raise ConfigError(
+            f"{where}: int8 needs an int8 {cell.upper()} kernel, and runtime {runtime!r} (measure.runtime) has "
+            + (f"int8 kernels for {', '.join(c.upper() for c in cells)} only" if cells else "none")
+            + f"; use measure.runtime: {others[0]} or quantize: none" * bool(others)
+        )
+
+
+def _int8_tensor_bytes(w: Any, per_channel: bool) -> int:
+    """Bytes of one int8 weight matrix: values (dense or sparse, whichever is smaller) + scales + zero points."""
+    import torch
+
+    w = w.detach().float()
+    if per_channel:
+        amax = w.abs().amax(dim=1, keepdim=True)
+        channels = w.shape[0]
+    else:
+        amax = w.abs().max().reshape(1, 1)
+        channels = 1
+    scale = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
+    q = torch.round(w / scale)
+    from autoprune.pruning.measure import tensor_size_bytes
+
+    return tensor_size_bytes(q, elem_bytes=1) + channels * (4 + 1)  # float32 scale + int8 zero point per channel
+
+
+def int8_size_bytes(model: Any, runtime: str = "onnxruntime") -> int:
+    """Storage of ``model`` with int8 weight matrices (as the runtime quantizes them) and float32 biases.
+
+    Weight matrices (every 2-D parameter: recurrent ``weight_ih``/``weight_hh``, the head, the
+    attention projections) count one byte per value, with the sparse encoding where smaller,
+    plus a float32 scale and an int8 zero point per output channel (ONNX Runtime) or per
+    tensor (torch). Everything else counts as float32, as in :func:`autoprune.pruning.measure.size_bytes`.
+    """
+    from autoprune.pruning.measure import tensor_size_bytes
+
+    per_channel = _PER_CHANNEL.get(runtime, True)
+    total = 0
+    for p in model.parameters():
+        total += _int8_tensor_bytes(p, per_channel) if p.dim() == 2 else tensor_size_bytes(p.detach())
+    return total
+
+
+def torch_int8(module: Any) -> Any:
+    """A dynamically quantized copy of ``module`` (int8 LSTM/GRU/Linear) for torch.
+
+    Raises:
+        ConfigError: this torch no longer ships ``torch.ao.quantization.quantize_dynamic``.
+    """
+    import torch
+    from torch import nn
+
+    try:
+        from torch.ao.quantization import quantize_dynamic
+    except ImportError:  # pragma: no cover - a future torch
+        raise ConfigError(
+            f"torch {torch.__version__} has no torch.ao.quantization.quantize_dynamic: int8 in runtime 'torch' is gone; "
+            "use measure.runtime: onnxruntime"
+        ) from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the deprecation notice of torch.ao.quantization, on every call
+        return quantize_dynamic(copy.deepcopy(module).eval(), {nn.LSTM, nn.GRU, nn.Linear}, dtype=torch.qint8)
+
+
+def onnx_int8_bytes(module: Any, input_size: Optional[int] = None) -> bytes:
+    """The int8 ONNX graph of ``module(x, lengths)``: float export, then ONNX Runtime's dynamic quantizer.
+
+    Deterministic: the same weights give the same bytes (export and trial build the same file).
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from autoprune.pruning.measure import to_onnx_bytes
+
+    if input_size is None:  # a Normalized wrapper carries its model's spec one level down
+        input_size = getattr(module, "spec", None).input_size if hasattr(module, "spec") else module.model.spec.input_size
+    root = logging.getLogger()
+    level = root.level
+    with tempfile.TemporaryDirectory(prefix="autoprune-int8-") as tmp:
+        src, dst = Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx"
+        src.write_bytes(to_onnx_bytes(module, input_size))
+        root.setLevel(logging.ERROR)  # the quantizer logs "consider pre-processing" on the root logger
+        try:
+            quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=True)
+        finally:
+            root.setLevel(level)
+        return dst.read_bytes()
+
+
+def ort_session(model: bytes | str, threads: int = 1) -> Any:
+    """A CPU ONNX Runtime session with ``threads`` intra-op threads."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+
+
+def int8_predictor(wrapped: Any, runtime: str, input_size: Optional[int] = None) -> Callable[[Any, Any], Any]:
+    """``fn(x, lengths) -> logits`` of the int8 form of ``wrapped`` in ``runtime``."""
+    import torch
+
+    if runtime == "torch":
+        q = torch_int8(wrapped)
+        return lambda x, lengths: q(x, lengths)
+    if runtime == "onnxruntime":
+        sess = ort_session(onnx_int8_bytes(wrapped, input_size))
+        return lambda x, lengths: torch.from_numpy(sess.run(None, {"x": x.numpy(), "lengths": lengths.numpy()})[0])
+    raise ConfigError(f"int8 runtime must be one of {', '.join(INT8_CELLS)}, got {runtime!r}")
+
+
+def predict_each(fn: Callable[[Any, Any], Any], x: Any, lengths: Any) -> Any:
+    """Logits of every sequence run alone (batch 1, trimmed to its length): dynamic int8 depends on the batch."""
+    import torch
+
+    outs = []
+    with torch.inference_mode():
+        for i in range(len(lengths)):
+            n = int(lengths[i])
+            outs.append(torch.as_tensor(fn(x[i : i + 1, :n].contiguous(), lengths[i : i + 1].contiguous())))
+    return torch.cat(outs)
+
+
+def raw_split(dm: Any, split: str) -> tuple:
+    """``(raw x, lengths, y, mean, std)`` of a split: the inputs as the task gives them (un-normalised, zero-padded)."""
+    import torch
+
+    x, lengths, y = dm.tensors(split)
+    mean = getattr(dm, "channel_mean", None)
+    std = getattr(dm, "channel_std", None)
+    if mean is None or std is None:
+        mean, std = torch.zeros(x.size(2)), torch.ones(x.size(2))
+    steps = torch.arange(x.size(1)).unsqueeze(0)
+    valid = (steps < lengths.unsqueeze(1)).unsqueeze(2).float()
+    raw = (x * std.reshape(1, 1, -1) + mean.reshape(1, 1, -1)) * valid
+    return raw, lengths, y, mean, std
+
+
+def int8_evaluation(model: Any, dm: Any, runtime: str) -> Dict[str, Any]:
+    """Accuracy of the int8 form of a compacted model on validation and test, as deployed.
+
+    Returns ``val_accuracy``/``val_loss`` and ``test_accuracy``/``test_loss`` in ``runtime``, and ``test_correct``:
+    the count of correct test predictions in every runtime with an int8 kernel for the
+    cell (export checks each exported file against its runtime's count).
+    """
+    import torch
+
+    from autoprune.models.rnn import Normalized
+    from autoprune.pruning.measure import onnx_available
+
+    out: Dict[str, Any] = {"runtime": runtime, "test_correct": {}}
+    cell = model.spec.cell
+    for split in ("val", "test"):
+        raw, lengths, y, mean, std = raw_split(dm, split)
+        wrapped = Normalized(model, mean, std).eval()
+        for rt in INT8_CELLS:
+            if cell not in INT8_CELLS[rt] or (rt != runtime and split == "val"):
+                continue
+            if rt == "onnxruntime" and not onnx_available():
+                continue
+            logits = predict_each(int8_predictor(wrapped, rt, raw.size(2)), raw, lengths)
+            correct = int((logits.argmax(1) == y).sum())
+            if rt == runtime:
+                out[f"{split}_accuracy"] = correct / len(y)
+                out[f"{split}_loss"] = float(torch.nn.functional.cross_entropy(logits.float(), y))
+            if split == "test":
+                out["test_correct"][rt] = correct
+                out["n_test"] = len(y)
+    return out
+
+
+def quantized_result(model: Any, dm: Any, quantize: str, runtime: str) -> Dict[str, Any]:
+    """What a trial records for a quantized policy, measured on the int8 model in ``runtime``.
+
+    Returns ``size_bytes`` and ``val``/``test`` (``accuracy``, ``loss``) of the int8 model, plus
+    ``int8``: the float32 model's numbers beside them (``float_val_accuracy``,
+    ``float_test_accuracy`` are filled by the caller), the runtime and the per-runtime counts
+    of correct test predictions (see :func:`int8_evaluation`).
+    """
+    if quantize != "int8":
+        raise ConfigError(f"quantize must be one of {', '.join(PRECISIONS)}, got {quantize!r}")
+    ev = int8_evaluation(model, dm, runtime)
+    return {
+        "size_bytes": int8_size_bytes(model, runtime),
+        "val": {"accuracy": ev["val_accuracy"], "loss": ev["val_loss"]},
+        "test": {"accuracy": ev["test_accuracy"], "loss": ev["test_loss"]},
+        "int8": {"runtime": runtime, "test_correct": ev["test_correct"], "n_test": ev["n_test"]},
+    }
