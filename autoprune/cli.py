@@ -217,7 +217,11 @@ def _print_front(rows: list, dense: Optional[dict] = None) -> None:
 @quiet_option
 @click.pass_obj
 @_handle_errors
-def search(obj: _Ctx, config: str, study: Optional[str], trials: Optional[int], timeout: Optional[float], workers: Optional[int], max_latency_ms: Optional[float], max_size_bytes: Optional[int], sampler: Optional[str], storage: Optional[str], tracking_uri: Optional[str], as_json: bool) -> None:
+@click.option("--backend", type=click.Choice(["local", "ray"]), default=None, help="Trial runner: local processes or Ray Tune (default: the config's search.backend, else local).")
+@click.option("--ray-address", default=None, help="Ray cluster to join: auto or HOST:PORT (default: start a local Ray instance).")
+@click.option("--concurrency", type=int, default=None, help="Ray backend: trials running at once.")
+@click.option("--cpus-per-trial", type=float, default=None, help="Ray backend: CPUs reserved per trial.")
+def search(obj: _Ctx, config: str, study: Optional[str], trials: Optional[int], timeout: Optional[float], workers: Optional[int], backend: Optional[str], ray_address: Optional[str], concurrency: Optional[int], cpus_per_trial: Optional[float], max_latency_ms: Optional[float], max_size_bytes: Optional[int], sampler: Optional[str], storage: Optional[str], tracking_uri: Optional[str], as_json: bool) -> None:
     """Search pruning policies; record the Pareto front of accuracy vs size in MLflow."""
     from autoprune.config import load_config
     from autoprune.search.backend import run_search
@@ -238,6 +242,10 @@ def search(obj: _Ctx, config: str, study: Optional[str], trials: Optional[int], 
     bar = None
     if show:
         from tqdm import tqdm
+            "search.backend": backend,
+            "search.ray.address": ray_address,
+            "search.ray.concurrency": concurrency,
+            "search.ray.cpus_per_trial": cpus_per_trial,
 
         bar = tqdm(total=cfg.search.trials, desc=f"search {cfg.study}", unit="trial", file=sys.stderr, dynamic_ncols=True, disable=not sys.stderr.isatty())
 

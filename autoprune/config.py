@@ -230,6 +230,32 @@ class EarlyStopConfig(_Strict):
     max_drop: float = Field(0.2, gt=0.0, le=1.0)
 
 
+class RecipeCheckConfig(_Strict):
+    """Before a search: the fine-tune with nothing pruned must keep the dense validation accuracy (search/recipe_check.py)."""
+
+    enabled: bool = True
+    max_drop: float = Field(0.05, ge=0.0, le=1.0, description="allowed validation-accuracy drop (at least one validation sequence)")
+
+
+class RayConfig(_Strict):
+    """The Ray Tune runner (``search.backend: ray``; search/runners/ray.py)."""
+
+    address: Optional[str] = Field(
+        None, description="null: start a local Ray instance (files under runs/<study>/ray); auto or HOST:PORT: join that cluster"
+    )
+    concurrency: int = Field(2, ge=1, le=1024, description="trials running at once")
+    cpus_per_trial: float = Field(1.0, gt=0, le=256, description="CPUs Ray reserves per trial (torch threads: at least 1)")
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: Optional[str]) -> Optional[str]:
+        import re
+
+        if v is not None and v != "auto" and not re.fullmatch(r"(ray://)?[A-Za-z0-9_.\-\[\]:]+:[0-9]{1,5}", v):
+            raise ValueError(f"must be auto, HOST:PORT (the head's GCS port, e.g. 10.0.0.5:6379) or ray://HOST:PORT; got {v!r}")
+        return v
+
+
 class SearchConfig(_Strict):
     """The pruning search space, objectives, constraints and sampler."""
 
@@ -261,7 +287,32 @@ class SearchConfig(_Strict):
     trials: int = Field(30, ge=1)
     timeout: Optional[float] = Field(None, gt=0, description="seconds")
     workers: int = Field(1, ge=1, le=64)
+    backend: str = Field("local", description="runner of the trials: local (this machine: in-process or worker processes) | ray (Ray Tune)")
+    ray: RayConfig = Field(default_factory=RayConfig)
     seed: int = Field(0, ge=0)
+    max_consecutive_failures: int = Field(
+        10, ge=1, le=100000, description="stop the search (parent run FAILED) after this many failed trials in a row"
+    )
+
+    @field_validator("max_seq_len")
+    @classmethod
+    def _seq_lens(cls, v: Optional[list[Optional[int]]]) -> Optional[list[Optional[int]]]:
+        if v is not None:
+            if not v:
+                raise ValueError("give at least one choice, e.g. [null, 16] (null: whole sequences), or leave the key out")
+            for n in v:
+                if n is not None and not 1 <= n <= 1_000_000:
+                    raise ValueError(f"every training window length must be null (whole sequences) or an integer in [1, 1000000], got {n}")
+        return v
+
+    @field_validator("backend")
+    @classmethod
+    def _backend(cls, v: str) -> str:
+        from autoprune.search.runners import runner_names  # lists the runner modules, imports none
+
+        if v not in runner_names():
+            raise ValueError(f"unknown search backend {v!r}; valid: {', '.join(runner_names())}")
+        return v
 
     @field_validator("methods")
     @classmethod
@@ -295,6 +346,10 @@ class SearchConfig(_Strict):
 
         if not any(g in METHODS[m].granularities for m in self.methods for g in self.granularities):
             raise ValueError(f"no method in {self.methods} supports any granularity in {self.granularities}")
+        if self.backend != "local" and self.workers > 1:
+            raise ValueError(
+                f"workers={self.workers} starts local worker processes; with backend {self.backend} set ray.concurrency (--concurrency) instead"
+            )
         return self
 
 

@@ -72,7 +72,7 @@ def run_search(
         recorder = Recorder(study, config, uri, runs_dir, dense_info)
         update_meta(paths["meta"], mlflow_experiment_id=recorder.tracker.experiment_id, mlflow_parent_run_id=recorder.tracker.parent_run_id)
 
-        job = SearchJob(config, runs_dir, storage, s.trials, dense.arch.to_dict(), started + s.timeout if s.timeout else None)
+        job = SearchJob(config, runs_dir, storage, s.trials, dense.arch.to_dict(), started + s.timeout if s.timeout else None, str(dense.checkpoint))
         shown: Dict[str, Any] = {}
 
         def update() -> Dict[str, Any]:

@@ -29,6 +29,7 @@ class SearchJob:
     total: int  # complete + stopped-early trials the study should reach
     dense_arch: Dict[str, Any]
     deadline: Optional[float]  # time.time() after which no trial starts
+    dense_checkpoint: Optional[str] = None  # the dense model every trial starts from
 
 
 class Runner:
@@ -61,5 +62,10 @@ def get_runner(name: str) -> Runner:
     """
     if name not in runner_names():
         raise ValueError(f"unknown search backend {name!r}; valid: {', '.join(runner_names())}")
-    module = importlib.import_module(f"{__name__}.{name}")
+    try:
+        module = importlib.import_module(f"{__name__}.{name}")
+    except ImportError as err:  # a runner whose engine is an optional extra (ray: the 'cluster' extra)
+        from autoprune.errors import ConfigError
+
+        raise ConfigError(f"search.backend {name}: {err}; install what it needs, e.g. pip install -c constraints.txt -e '.[cluster]'") from None
     return module.RUNNER()

@@ -1,0 +1,291 @@
+"""The Ray Tune runner: each trial is a Ray Tune trial that calls the same pure ``run_trial``.
+
+* The sampler stays Optuna's: ``StudySearcher`` (a thin subclass of Ray's ``OptunaSearch``)
+  asks the search's own Optuna study on the driver, so trials land in the same study and
+  storage as a local search (warm-start trials included: ``ask`` takes enqueued ones first).
+* Results are told on the driver with the objective's ``record_result``: budgets become
+  Optuna constraints, a trial stopped early is PRUNED, an error (or a worker or node that
+  died) is FAIL with its error. Ray's stock searcher would tell a stopped trial COMPLETE and
+  set no constraints; this one never does.
+* The driver records to MLflow (``update()`` after every finished trial): one writer per run.
+* ``trials`` counts like the local runner: the searcher stops asking when complete plus
+  stopped-early trials (plus those in flight) reach the total, and asks again when one fails.
+* Without ``search.ray.address`` a local Ray instance starts with its files under
+  ``runs/<study>/ray``; with one, the driver joins that cluster. Trials read the dense
+  checkpoint and write their weights under the runs folder: on several machines it must be
+  one shared path (README "Scaling out"); a trial that cannot see it fails with that message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional
+
+import ray
+from ray import tune
+from ray.tune.search import Searcher
+from ray.tune.search.optuna import OptunaSearch
+
+from autoprune.errors import ConfigError
+from autoprune.search.runners import Runner, SearchJob
+
+__all__ = ["RayRunner", "RUNNER", "StudySearcher"]
+
+log = logging.getLogger(__name__)
+
+#: set for every Ray process we start or join: no token auth for a local instance, no Tune
+#: SIGINT handler (the driver's own handlers mark trials failed), no per-trial log files
+_ENV = {
+    "RAY_CHDIR_TO_TRIAL_DIR": "0",
+    "TUNE_DISABLE_SIGINT_HANDLER": "1",
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+    "TUNE_DISABLE_AUTO_INIT": "1",
+    "RAY_AIR_NEW_OUTPUT": "0",  # with verbose=0: no experiment tables on the console (the driver shows progress)
+}
+_DIED = "the Ray worker running this trial stopped before reporting (its process or node died)"
+
+
+def _trial_main(params: Dict[str, Any], job: SearchJob, dense_checkpoint: str) -> None:
+    """A Ray Tune function trainable: one trial, on whichever node Ray chose."""
+    metrics: Dict[str, Any] = {"val_accuracy": 0.0, "size_bytes": 0.0, "autoprune_node": ray.get_runtime_context().get_node_id(), "autoprune_host": socket.gethostname()}
+    try:
+        if not Path(dense_checkpoint).is_file():
+            raise FileNotFoundError(
+                f"the dense checkpoint {dense_checkpoint} is not visible on node {socket.gethostname()}: "
+                f"on a cluster, --runs-dir must be one shared path (the same on every node)"
+            )
+        from autoprune.pruning.policy import policy_from_dict
+        from autoprune.search.objective import trial_options
+        from autoprune.search.trial import run_trial
+
+        options = trial_options(job.config, job.runs_dir, params["number"])
+        options.threads = max(1, int(job.config.search.ray.cpus_per_trial))
+        result = run_trial(job.config, policy_from_dict(params["policy"]), options)
+        data = result.to_dict()
+        data.pop("pruning_history", None)
+        metrics.update(val_accuracy=float(result.val_accuracy or 0.0), size_bytes=float(result.size_bytes or 0), autoprune_result=json.dumps(data, default=str))
+    except Exception as err:  # told FAIL on the driver, with the error the local runner would record
+        from autoprune.search.faults import trial_error_attrs
+
+        metrics["autoprune_error"] = json.dumps(trial_error_attrs(err))
+    tune.report(metrics)
+
+
+def _trial_name(trial: Any) -> str:
+    return f"trial-{trial.config['number']}"
+
+
+class StudySearcher(OptunaSearch):
+    """Ray Tune's Optuna searcher on the search's own study, told results the local way.
+
+    Args:
+        study: the open Optuna study (its sampler is the search's).
+        job: the search job.
+        space: the ``SearchSpace`` that turns an Optuna trial into a policy.
+        update: the driver's recorder (MLflow sync, progress), called after each result.
+    """
+
+    def __init__(self, study: Any, job: SearchJob, space: Any, update: Callable[[], Dict[str, Any]]) -> None:
+        super().__init__(space=None, metric=["val_accuracy", "size_bytes"], mode=["max", "min"], study_name=study.study_name)
+        self._ot_study = study
+        self._job = job
+        self._space_obj = space
+        self._update = update
+        self._counted = (0, -math.inf)  # (count, when read)
+        self.failed_to_ask = 0
+
+    def set_search_properties(self, metric: Optional[str], mode: Optional[str], config: Dict, **spec: Any) -> bool:
+        return True  # the space and the study are ours already
+
+    def _done(self, fresh: bool = False) -> int:
+        from autoprune.search.study import counts_toward_total
+
+        count, when = self._counted
+        if fresh or time.time() - when > 1.0:  # others (local searches, other drivers) may add trials too
+            count = len(self._ot_study.get_trials(deepcopy=False, states=counts_toward_total()))
+            self._counted = (count, time.time())
+        return count
+
+    def suggest(self, trial_id: str) -> Optional[Dict[str, Any]]:
+        job = self._job
+        if job.deadline is not None and time.time() >= job.deadline:
+            return Searcher.FINISHED
+        done = self._done()
+        if done >= job.total:
+            return Searcher.FINISHED
+        if done + len(self._ot_trials) >= job.total:
+            return None  # enough in flight; ask again if one of them fails
+        ot_trial = self._ot_study.ask()
+        try:
+            policy = self._space_obj.suggest(ot_trial)
+        except Exception as err:  # as the local objective: the trial is recorded failed
+            self._fail(ot_trial, err)
+            return None
+        ot_trial.set_user_attr("autoprune.policy", policy.to_dict())
+        ot_trial.set_user_attr("autoprune.backend", "ray")
+        self._ot_trials[trial_id] = ot_trial
+        return {"number": ot_trial.number, "policy": policy.to_dict()}
+
+    def _fail(self, ot_trial: Any, err: Optional[BaseException], attrs: Optional[Dict[str, str]] = None) -> None:
+        from optuna.trial import TrialState
+
+        from autoprune.search.faults import trial_error_attrs
+
+        for key, value in (attrs if attrs is not None else trial_error_attrs(err)).items():
+            ot_trial.set_user_attr(key, value)
+        self._ot_study.tell(ot_trial, state=TrialState.FAIL)
+
+    def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
+        pass  # the Optuna study is the record; resume reruns the search, not Tune's experiment
+
+    def restore_from_dir(self, checkpoint_dir: str) -> None:
+        pass
+
+    def on_trial_result(self, trial_id: str, result: Dict) -> None:
+        pass  # one report per trial: everything happens on completion
+
+    def on_trial_complete(self, trial_id: str, result: Optional[Dict] = None, error: bool = False) -> None:
+        import optuna
+        from optuna.trial import TrialState
+
+        from autoprune.search.objective import record_result
+
+        ot_trial = self._ot_trials.pop(trial_id, None)
+        if ot_trial is None:
+            return
+        result = result or {}
+        if result.get("autoprune_node"):
+            ot_trial.set_user_attr("autoprune.node", result["autoprune_node"])
+            ot_trial.set_user_attr("autoprune.host", result.get("autoprune_host"))
+        if result.get("autoprune_result"):
+            try:
+                values = record_result(ot_trial, self._job.config, self._job.dense_arch, json.loads(result["autoprune_result"]))
+                self._ot_study.tell(ot_trial, values)
+            except optuna.TrialPruned:
+                self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
+            except Exception as err:
+                self._fail(ot_trial, err)
+        elif result.get("autoprune_error"):
+            self._fail(ot_trial, None, json.loads(result["autoprune_error"]))
+        else:
+            self._fail(ot_trial, None, {"autoprune.error": _DIED})
+        self._done(fresh=True)
+        self._update()
+
+
+def _check_address(address: str, timeout_s: float = 5.0) -> None:
+    """Refuse, with one line, a Ray address nothing answers at (before any training)."""
+    if address == "auto":
+        return  # ray.init finds the local cluster itself, or says there is none
+    host, _, port = address.split("://")[-1].rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        raise ConfigError(
+            f"search.ray.address / --ray-address {address}: no Ray head answers there ({type(err).__name__}: {err}); "
+            f"start one with `ray start --head --port {port}`, fix the address, or leave it unset to start a local Ray instance"
+        ) from None
+
+
+def _short_temp_dir(root: Path) -> Path:
+    """Ray's files for a local instance, under runs/<study>/ray. Unix socket paths are limited to
+    107 bytes, so when that path is too long the files go to a short folder in /tmp and
+    runs/<study>/ray links to it."""
+    wanted = root / "ray"
+    if len(str(wanted.resolve())) <= 40:
+        wanted.mkdir(parents=True, exist_ok=True)
+        return wanted.resolve()
+    short = Path(tempfile.gettempdir()) / "ap-ray-" + hashlib.sha1(str(wanted.resolve()).encode()).hexdigest()[:10]
+    short.mkdir(parents=True, exist_ok=True)
+    if wanted.is_symlink() or not wanted.exists():
+        if wanted.is_symlink() and os.readlink(wanted) != str(short):
+            wanted.unlink()
+        if not wanted.exists():
+            wanted.parent.mkdir(parents=True, exist_ok=True)
+            wanted.symlink_to(short, target_is_directory=True)
+    return short
+
+
+class RayRunner(Runner):
+    name = "ray"
+
+    def check(self, config: Any, storage: str) -> None:
+        r = config.search.ray
+        if r.address:
+            _check_address(r.address)
+
+    def _init(self, job: SearchJob) -> bool:
+        """Start or join Ray; True when this process started (and so must stop) it."""
+        r = job.config.search.ray
+        for key, value in _ENV.items():
+            os.environ.setdefault(key, value)
+        if ray.is_initialized():
+            return False
+        runtime_env = {"env_vars": dict(_ENV)}
+        if r.address:
+            try:
+                ray.init(address=r.address, runtime_env=runtime_env, logging_level=logging.WARNING, log_to_driver=False)
+            except Exception as err:  # ConnectionError, RuntimeError, ...: one line, not Ray's traceback
+                raise ConfigError(f"search.ray.address / --ray-address {r.address}: cannot join the Ray cluster ({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
+            return True
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        from autoprune.search.study import study_paths
+
+        temp = _short_temp_dir(study_paths(job.runs_dir, job.config.study)["root"])
+        ray.init(
+            num_cpus=max(1, math.ceil(r.concurrency * r.cpus_per_trial)),
+            _temp_dir=str(temp),
+            include_dashboard=False,
+            runtime_env=runtime_env,
+            logging_level=logging.WARNING,
+            log_to_driver=False,
+        )
+        return True
+
+    def run(self, job: SearchJob, study: Any, update: Callable[[], Dict[str, Any]]) -> None:
+        from autoprune.models.arch import ArchSpec
+        from autoprune.search.space import SearchSpace
+
+        dense_checkpoint = str(Path(job.dense_checkpoint).resolve()) if job.dense_checkpoint else ""
+        # trials run elsewhere (another cwd, another node): every path they get is absolute
+        job = dataclasses.replace(job, runs_dir=str(Path(job.runs_dir).resolve()))
+        started = self._init(job)
+        try:
+            r = job.config.search.ray
+            searcher = StudySearcher(study, job, SearchSpace(job.config, ArchSpec.from_dict(job.dense_arch)), update)
+            trainable = tune.with_resources(tune.with_parameters(_trial_main, job=job, dense_checkpoint=dense_checkpoint), {"cpu": r.cpus_per_trial})
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(
+                    search_alg=searcher,
+                    num_samples=-1,
+                    max_concurrent_trials=r.concurrency,
+                    reuse_actors=True,  # a trial's process keeps torch and Lightning imported for the next
+                    trial_name_creator=_trial_name,
+                    trial_dirname_creator=_trial_name,
+                ),
+                run_config=tune.RunConfig(
+                    name=f"search-{time.strftime('%Y%m%d-%H%M%S')}",
+                    storage_path=str(Path(job.runs_dir, job.config.study, "ray_results").resolve()),
+                    verbose=0,
+                    failure_config=tune.FailureConfig(max_failures=0),
+                ),
+            )
+            # results live in the Optuna study, not in Tune's (disabled) result files: no warning about them
+            logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+            tuner.fit()
+        finally:
+            if started:
+                ray.shutdown()
+
+
+RUNNER = RayRunner
