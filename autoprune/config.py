@@ -199,6 +199,10 @@ class GradClipSpace(_Strict):
 
 class FinetuneSpace(_Strict):
     epochs: tuple[int, int] = (6, 10)
+    min_epoch_steps: Optional[int] = Field(
+        None, ge=1, le=100000,
+        description="a fine-tune epoch is at least this many optimizer steps, so epoch budgets do not shrink with the data set (autoprune.budget)",
+    )
     lr: Range = (3e-4, 3e-3)
 
     @field_validator("epochs")
@@ -278,6 +282,7 @@ class SearchConfig(_Strict):
     )
     objectives: list[Literal["val_accuracy", "size_bytes", "latency_ms"]] = Field(default_factory=lambda: ["val_accuracy", "size_bytes"])
     constraints: ConstraintsConfig = Field(default_factory=ConstraintsConfig)
+    recipe_check: RecipeCheckConfig = Field(default_factory=RecipeCheckConfig)
     early_stop: EarlyStopConfig = Field(default_factory=EarlyStopConfig)
     warm_start: bool = Field(
         True, description="begin a new study with uniform hand-style policies (a few global sparsities and unit fractions)"

@@ -56,6 +56,9 @@ class FinetuneConfig(_Strict):
     lr: float = Field(1e-3, gt=0.0, le=10.0)
     weight_decay: float = Field(0.0, ge=0.0)
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    min_epoch_steps: Optional[int] = Field(
+        None, ge=1, le=100000, description="an epoch is at least this many optimizer steps (small data sets; see autoprune.budget)"
+    )
 
 
 class DistillConfig(_Strict):

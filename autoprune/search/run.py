@@ -81,6 +81,9 @@ def run_search(
                 progress(status)
                 shown.clear()
                 shown.update(status)
+        from autoprune.search.recipe_check import check_search_start
+
+        check_search_start(config, runs_dir, dense)  # epoch budget, small-validation warning, fine-tune with nothing pruned
             return status
 
         interrupted = False

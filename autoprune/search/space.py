@@ -99,7 +99,7 @@ class SearchSpace:
             "sparsity": sparsity,
             "schedule": schedule,
             "grad_clip": {"value": clip, "algorithm": algo},
-            "finetune": {"epochs": epochs, "lr": lr},
+            "finetune": {"epochs": epochs, "lr": lr, "min_epoch_steps": sp.finetune.min_epoch_steps},
         }
         if METHODS[method].uses_regularization:
             r_lo, r_hi = sp.regularization

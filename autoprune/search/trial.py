@@ -63,6 +63,8 @@ class TrialResult:
     state: str
     val_accuracy: Optional[float] = None
     test_accuracy: Optional[float] = None
+    val_loss: Optional[float] = None
+    val_score: Optional[float] = None  # accuracy + a loss tie-break (search/validation.py): what the search ranks by
     size_bytes: Optional[int] = None
     nonzero_params: Optional[int] = None
     params: Optional[int] = None
@@ -171,6 +173,10 @@ def run_trial(config: StudyConfig, policy: PruningPolicy, options: Optional[Tria
 
     pl.seed_everything(config.seed, verbose=False)
     dm = build_datamodule(config)
+    dm.min_train_batches = policy.finetune.min_epoch_steps or 0  # autoprune.budget: epochs do not shrink with the data
+    from autoprune.search.validation import val_score
+
+    dense_info["val_score"] = val_score(dense.metrics["val_accuracy"], dense.metrics.get("val_loss"), dm.n_val)
     model, _ = load_dense_model(dense.checkpoint)
     model.train()
     ft = policy.finetune
@@ -241,6 +247,8 @@ def run_trial(config: StudyConfig, policy: PruningPolicy, options: Optional[Tria
         "complete",
         val_accuracy=val["accuracy"],
         test_accuracy=test["accuracy"],
+        val_loss=val["loss"],
+        val_score=val_score(val["accuracy"], val["loss"], dm.n_val),
         size_bytes=m.size_bytes,
         nonzero_params=m.nonzero_params,
         params=m.params,

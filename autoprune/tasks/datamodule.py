@@ -35,15 +35,16 @@ class _IndexBatches(Sampler[torch.Tensor]):
     loop advances the epoch on every new iteration.
     """
 
-    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int) -> None:
+    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int, min_batches: int = 0) -> None:
         self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
+        self.min_batches = min_batches  # an epoch goes on over reshuffled passes until it has this many (autoprune.budget)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return math.ceil(self.n / self.batch_size)
+        return max(math.ceil(self.n / self.batch_size), self.min_batches)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         if self.shuffle:
@@ -52,8 +53,12 @@ class _IndexBatches(Sampler[torch.Tensor]):
             order = torch.randperm(self.n, generator=g)
             self.epoch += 1
         else:
-            order = torch.arange(self.n)
-        yield from order.split(self.batch_size)
+            g, order = None, torch.arange(self.n)
+        batches = list(order.split(self.batch_size))
+        while len(batches) < self.min_batches:
+            more = torch.randperm(self.n, generator=g) if self.shuffle else order
+            batches.extend(more.split(self.batch_size))
+        yield from batches[: len(self)]
 
 
 class _TensorBatches(Dataset):
@@ -112,6 +117,8 @@ class SequenceDataModule(LightningDataModule):
         self._load = load
         #: per-channel normalisation fitted on train; off for a user's model trained on raw inputs (set before setup)
         self.normalize = True
+        #: least number of training batches per epoch (``finetune.min_epoch_steps``; 0: one pass)
+        self.min_train_batches = 0
         self._data: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
         self._prepared: Prepared | None = None
 
@@ -227,16 +234,16 @@ class SequenceDataModule(LightningDataModule):
         self.setup()
         return self._data[split]
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str, shuffle: bool, min_batches: int = 0) -> DataLoader:
         x, lengths, y = self.tensors(split)
-        sampler = _IndexBatches(len(y), self.batch_size, shuffle, self.seed)
+        sampler = _IndexBatches(len(y), self.batch_size, shuffle, self.seed, min_batches)
         return DataLoader(
             _TensorBatches(x, lengths, y), sampler=sampler, batch_size=None,
             collate_fn=_no_collate, num_workers=0,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        return self._loader("train", shuffle=True, min_batches=self.min_train_batches)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)

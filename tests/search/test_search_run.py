@@ -41,6 +41,7 @@ SEARCH = {
     "finetune": {"epochs": [2, 3]},
     "schedule": {"kinds": ["agp", "one_shot"], "end_before_last": 0},
     "early_stop": {"after_epochs": None},
+    "recipe_check": {"enabled": False},  # tests here count run_trial calls; tests/search/test_small_data.py covers the check
 }
 
 FRONT_KEYS = {"trial", "val_accuracy", "test_accuracy", "size_bytes", "latency_ms", "policy"}
