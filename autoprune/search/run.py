@@ -66,6 +66,9 @@ def run_search(
         # ---- everything that can be refused is refused before training the dense model
         config, space, settings, cache = prepare_space(config, paths["root"])
         dense = ensure_dense(config, runs_dir)
+        from autoprune.search.recipe_check import check_search_start
+
+        check_search_start(config, runs_dir, dense)  # epoch budget, small-validation warning, fine-tune with nothing pruned
         study = create_study(config, storage, space)
         update_meta(paths["meta"], storage=storage, tracking_uri=uri, config=config.to_dict(), dense_checkpoint=str(dense.checkpoint))
         dense_info = {**dense.metrics, "size_bytes": dense.metrics["params"] * 4, "latency_ms": cache.get(dense.arch, settings)}
@@ -81,9 +84,6 @@ def run_search(
                 progress(status)
                 shown.clear()
                 shown.update(status)
-        from autoprune.search.recipe_check import check_search_start
-
-        check_search_start(config, runs_dir, dense)  # epoch budget, small-validation warning, fine-tune with nothing pruned
             return status
 
         interrupted = False
