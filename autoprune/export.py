@@ -264,9 +264,11 @@ def export(
     if out.exists() and any(out.iterdir()):
         if not force:
             raise ExportError(f"output folder {out} exists and is not empty; choose another --out or pass --force to replace it")
-    ckpt = row.get("checkpoint")
+    from autoprune.search.recording import find_trial_checkpoint
+
+    ckpt = find_trial_checkpoint(study, number, row.get("checkpoint"), runs_dir, meta) or row.get("checkpoint")
     if not ckpt or not Path(ckpt).is_file():
-        raise TrialError(f"trial {number} of study '{study}' has no saved weights at {ckpt}; was runs/{study}/trials/ deleted?")
+        raise TrialError(f"trial {number} of study '{study}' has no saved weights at {ckpt}, nor under {runs_dir}/{study}/trials/{number}/ (nor in an MLflow server's run); was runs/{study}/trials/ deleted? (on a cluster: README 'Scaling out')")
 
     import numpy as np
     import torch

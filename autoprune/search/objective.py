@@ -75,6 +75,7 @@ def make_objective(config: StudyConfig, runs_dir: str, dense_arch_dict: Dict[str
 
     from autoprune.models.arch import ArchSpec
     from autoprune.search.space import SearchSpace
+    from autoprune.search.study import driver_id
     from autoprune.search.trial import run_trial
 
     space = SearchSpace(config, ArchSpec.from_dict(dense_arch_dict))
@@ -83,6 +84,9 @@ def make_objective(config: StudyConfig, runs_dir: str, dense_arch_dict: Dict[str
         try:
             return _objective(trial)
         except optuna.TrialPruned:
+            raise
+        except KeyboardInterrupt:
+            trial.set_user_attr("autoprune.error", "interrupted: KeyboardInterrupt during this trial")
             raise
         except Exception as err:  # recorded on the trial: one line for the console and `pareto --all`, the traceback for --debug
             from autoprune.search.faults import trial_error_attrs
@@ -94,6 +98,8 @@ def make_objective(config: StudyConfig, runs_dir: str, dense_arch_dict: Dict[str
     def _objective(trial: "optuna.Trial"):
         policy = space.suggest(trial)
         trial.set_user_attr("autoprune.policy", policy.to_dict())
+        trial.set_user_attr("autoprune.backend", "local")
+        trial.set_user_attr("autoprune.driver", driver_id())
         result = run_trial(config, policy, trial_options(config, runs_dir, trial.number))
         return record_result(trial, config, dense_arch_dict, result.to_dict())
 

@@ -16,9 +16,44 @@ from typing import Any, Dict, List, Optional
 
 from autoprune.config import StudyConfig
 
-__all__ = ["Recorder", "SearchSummary", "write_front_artifacts"]
+__all__ = ["Recorder", "SearchSummary", "write_front_artifacts", "find_trial_checkpoint"]
 
 log = logging.getLogger(__name__)
+
+#: artifact folder of a trial's nested run holding its weights (tracking servers only)
+TRIAL_ARTIFACTS = "trial"
+
+
+def find_trial_checkpoint(study: str, number: int, recorded: Optional[str], runs_dir: str, meta: Dict[str, Any]) -> Optional[str]:
+    """Where a trial's weights are: the recorded path (absolute; a shared runs folder on a cluster),
+    the same trial under ``runs_dir`` (a runs folder mounted or copied elsewhere), or, when the search
+    recorded to an MLflow server, its nested run's ``trial/`` artifacts, downloaded under ``runs_dir``."""
+    local = Path(runs_dir) / study / "trials" / str(number) / "model.pt"
+    for path in (recorded, local):
+        if path and Path(path).is_file():
+            return str(path)
+    uri = meta.get("tracking_uri") or ""
+    if not uri.startswith(("http://", "https://")) or not meta.get("mlflow_experiment_id"):
+        return None
+    import shutil
+    import tempfile
+
+    import mlflow
+    from mlflow import MlflowClient
+
+    runs = MlflowClient(uri).search_runs([meta["mlflow_experiment_id"]], filter_string=f"tags.`autoprune.trial` = '{number}'", max_results=1)
+    if not runs:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            got = mlflow.artifacts.download_artifacts(run_id=runs[0].info.run_id, artifact_path=TRIAL_ARTIFACTS, dst_path=tmp, tracking_uri=uri)
+        except Exception as err:
+            log.warning("trial %d: no weights in the MLflow run %s (%s)", number, runs[0].info.run_id, str(err).splitlines()[0][:200])
+            return None
+        local.parent.mkdir(parents=True, exist_ok=True)
+        for f in Path(got).iterdir():
+            shutil.copy2(f, local.parent / f.name)
+    return str(local) if local.is_file() else None
 
 
 @dataclass
@@ -92,6 +127,7 @@ class Recorder:
                     int(t.datetime_start.timestamp() * 1000) if t.datetime_start else None,
                     int(t.datetime_complete.timestamp() * 1000) if t.datetime_complete else None,
                 )
+                self._log_trial_files(t)
         front = front_rows(self.study)
         tracker.set_pareto([r["trial"] for r in front])
         # feasible only (a size budget broken after training keeps state "complete"), as on the front
@@ -113,13 +149,26 @@ class Recorder:
         }
         return last["status"]
 
-    def finish(self, out_dir: Path, interrupted: bool) -> Dict[str, str]:
-        """Last sync, the front artifacts on the parent run, and the parent's final status."""
-        self.sync()
+    def _log_trial_files(self, trial: Any) -> None:
+        """With a tracking server: the trial's folder (model.pt, result.json) as artifacts ``trial/`` of its
+        nested run, so ``export`` finds the weights where the runs folder is not shared."""
+        if not self.uri.startswith(("http://", "https://")):
+            return
+        ckpt = (trial.user_attrs.get("autoprune.result") or {}).get("checkpoint")
+        if ckpt and Path(ckpt).is_file():
+            try:
+                self.tracker.client.log_artifacts(self.tracker.trial_run_id(trial.number), str(Path(ckpt).parent), TRIAL_ARTIFACTS)
+            except Exception as err:  # the search goes on; export says where it looked
+                log.warning("trial %d: could not upload its weights to the MLflow server: %s", trial.number, str(err).splitlines()[0][:200])
+
+    def finish(self, out_dir: Path, interrupted: bool, status: Optional[str] = None) -> Dict[str, str]:
+        """Last sync, the front artifacts on the parent run, and the parent's final status
+        (``status`` when given, e.g. FAILED; else KILLED when interrupted, FINISHED otherwise)."""
         try:
+            self.sync()
             return write_front_artifacts(self.study, self.tracker, self.dense, out_dir, self.config.search.objectives)
         finally:
-            self.tracker.finish_parent("KILLED" if interrupted else "FINISHED")
+            self.tracker.finish_parent(status or ("KILLED" if interrupted else "FINISHED"))
 
     def summary(self, storage: str, started: float, artifacts: Dict[str, str], interrupted: bool) -> SearchSummary:
         from autoprune.search.pareto import front_rows, hypervolume, trial_state
@@ -148,7 +197,7 @@ class Recorder:
 
 
 def write_front_artifacts(study: Any, tracker: Any, dense: Dict[str, Any], out_dir: Path, objectives: List[str]) -> Dict[str, str]:
-    """pareto_front.csv, an interactive plotly HTML (Optuna's Pareto plot) and a static PNG, logged to the parent run."""
+    """pareto_front.csv, a small interactive HTML plot (:mod:`autoprune.mlflow_ui`) and a static PNG, logged to the parent run."""
     import csv
 
     from autoprune.search.pareto import front_rows, trial_row, trial_state
@@ -165,14 +214,12 @@ def write_front_artifacts(study: Any, tracker: Any, dense: Dict[str, Any], out_d
     out = {"pareto_front.csv": str(csv_path)}
     complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE" and trial_state(t) == "complete"]
     if complete:
-        import optuna
+        from autoprune.mlflow_ui import write_front_plot
 
-        names = {"val_accuracy": "validation accuracy", "size_bytes": "size (bytes)", "latency_ms": "latency (ms)"}
-        try:
-            fig = optuna.visualization.plot_pareto_front(study, target_names=[names[o] for o in objectives])
-            html = out_dir / "pareto_front.html"
-            fig.write_html(str(html), include_plotlyjs=True)
-            out["pareto_front.html"] = str(html)
+        try:  # a few kB of SVG: renders in MLflow's sandboxed artifact viewer, offline (a plotly page did not)
+            out["pareto_front.html"] = write_front_plot(
+                out_dir / "pareto_front.html", [trial_row(t) for t in complete], rows, dense, f"study {study.study_name}: Pareto front"
+            )
         except Exception as err:  # plotting must never lose a search
             log.warning("could not write the interactive Pareto plot: %s", err)
         png = out_dir / "pareto_front.png"

@@ -11,6 +11,7 @@ import fcntl
 import json
 import logging
 import os
+import socket
 from pathlib import Path
 from typing import Any, Dict
 
@@ -28,6 +29,8 @@ __all__ = [
     "mark_stale",
     "create_study",
     "update_meta",
+    "driver_id",
+    "is_shared_storage",
 ]
 
 log = logging.getLogger(__name__)
@@ -67,7 +70,10 @@ def open_study(study: str, runs_dir: str | os.PathLike = "runs"):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.load_study(study_name=study, storage=storage_for(meta["storage"])), meta
+    storage = meta["storage"]
+    if "://" not in storage and not Path(storage).is_file() and paths["journal"].is_file():
+        storage = str(paths["journal"])  # a relative journal path recorded from another working directory
+    return optuna.load_study(study_name=study, storage=storage_for(storage)), meta
 
 
 def update_meta(path: Path, **values: Any) -> Dict[str, Any]:
@@ -129,17 +135,51 @@ def counts_toward_total():
     return (TrialState.COMPLETE, TrialState.PRUNED)
 
 
-def mark_stale(study: Any) -> int:
-    """Trials left RUNNING by a killed search: mark them FAIL (we hold the study lock).
+def driver_id() -> str:
+    """``host:pid`` of the process that asked a trial (recorded as ``autoprune.driver``)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
+
+def is_shared_storage(study: Any) -> bool:
+    """True when the study lives in a database server, where searches on other machines may add trials
+    at the same time (the study lock file only keeps out searches on this machine)."""
+    url = str(getattr(getattr(study._storage, "_backend", study._storage), "url", "") or "")
+    return "://" in url and not url.startswith("sqlite")
+
+
+def _left_behind(trial: Any) -> bool:
+    """On a shared storage: a RUNNING trial is ours to repair only when its driver ran on this machine
+    and is gone (or is this process). Trials of searches on other machines are left alone."""
+    host, _, pid = str(trial.user_attrs.get("autoprune.driver", "")).rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def mark_stale(study: Any, reason: str = "interrupted: the search process stopped during this trial") -> int:
+    """Trials left RUNNING by a killed search: mark them FAIL with ``reason`` (we hold the study lock).
+
+    On a journal file or SQLite (one machine, the lock held) that is every RUNNING trial; on a
+    database server only those asked by this machine's dead (or this) search process.
     WAITING trials (enqueued warm-start policies not yet run) stay: the next optimize runs them.
     """
     from optuna.trial import TrialState
 
     n = 0
+    shared = is_shared_storage(study)
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if shared and not _left_behind(t):
+            continue
         try:
-            study._storage.set_trial_user_attr(t._trial_id, "autoprune.error", "interrupted: the search process stopped during this trial")
+            study._storage.set_trial_user_attr(t._trial_id, "autoprune.error", reason)
             study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
             n += 1
         except Exception:  # another process finished it meanwhile

@@ -37,6 +37,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from autoprune.errors import ConfigError
 from autoprune.search.runners import Runner, SearchJob
+from autoprune.search.study import driver_id
 
 __all__ = ["RayRunner", "RUNNER", "StudySearcher"]
 
@@ -132,6 +133,7 @@ class StudySearcher(OptunaSearch):
             return None
         ot_trial.set_user_attr("autoprune.policy", policy.to_dict())
         ot_trial.set_user_attr("autoprune.backend", "ray")
+        ot_trial.set_user_attr("autoprune.driver", driver_id())
         self._ot_trials[trial_id] = ot_trial
         return {"number": ot_trial.number, "policy": policy.to_dict()}
 
