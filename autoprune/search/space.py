@@ -149,6 +149,10 @@ class SearchSpace:
                     seen.add(key)
                     if "agp" in self.space.schedule.kinds and len(self.space.schedule.kinds) > 1:
                         params["schedule.kind"] = "agp"
+                    recoveries = list(dict.fromkeys(self.space.recovery))
+                    if gran == "hidden_unit" and "rewind" in recoveries and len(recoveries) > 1:
+                        # measured (benchmarks/results/recovery_choice_*.md): at 2-5 % of dense size rewinding beats fine-tuning
+                        params["recovery"] = "rewind"
                     out.append(params)
         return out
 

@@ -1,0 +1,82 @@
+"""recovery_choice: which recovery after pruning helps at small sizes? (chooses the shipped studies' defaults)
+
+``python -m benchmarks.recovery_choice [--task jv|mnist1d] [--seed 0] [--results-dir DIR]``
+
+One seed, one task: uniform hidden-unit pruning (Taylor, AGP, the search's fine-tune
+budget) to the largest width that fits 5 % and 2 % of the dense size, then each recovery
+(``finetune``, ``rewind``, ``scratch``), each with and without distillation from the dense
+model (weight 0.5). Not part of ``python -m benchmarks`` (it is a measurement that set the
+defaults, not a headline); it writes ``results/recovery_choice_<task>.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List
+
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+from benchmarks._common import REPO, Context, header, log, one_thread, quiet, table, write_result
+
+NAME = "recovery_choice"
+LEVELS = [0.05, 0.02]
+VARIANTS = [("finetune", 0.0), ("finetune", 0.5), ("rewind", 0.0), ("rewind", 0.5), ("scratch", 0.0), ("scratch", 0.5)]
+
+
+def run(ctx: Context, task: str, seed: int) -> List[str]:
+    from benchmarks import search_quality as sq
+    from benchmarks._common import shared_dense
+    from autoprune.search.trial import TrialOptions, run_trial
+
+    config = sq.base_config(task, seed, study=f"rc_{task}_s{seed}", **{"search.seed": seed})
+    rd = ctx.runs(NAME, fresh=False)
+    dense = shared_dense(sq.base_config(task, seed, study=f"dense_{task}"), sq.dense_cache(ctx), rd, [config.study])  # the search_quality cache
+    epochs = sq.FINETUNE_EPOCHS
+    rows: List[List[Any]] = []
+    for level in LEVELS:
+        width = sq.width_for_level(dense.arch, level)
+        frac = 1.0 - width / max(max(h) for h in dense.arch.hidden_sizes)
+        for recovery, distill in VARIANTS:
+            policy = sq.uniform_unit_policy("taylor", frac, config, recovery=recovery, distill=distill)
+            log(f"{NAME}: {task} ≤ {level:.0%} (width {width}) {recovery} distill {distill}")
+            t0 = time.perf_counter()
+            r = run_trial(config, policy, TrialOptions(runs_dir=str(rd), threads=1, measure_latency=False))
+            rows.append([f"≤ {level:.0%}", width, f"{100 * r.size_bytes / (dense.metrics['params'] * 4):.2f} %", recovery, distill,
+                         r.val_accuracy, r.test_accuracy, time.perf_counter() - t0])
+    lines = [
+        f"## {sq.TASKS[task]['label']}, seed {seed}",
+        "",
+        f"Dense: validation {dense.metrics['val_accuracy']:.4f}, test {dense.metrics['test_accuracy']:.4f}. Every row: Taylor hidden-unit "
+        f"pruning of the same fraction of units in every layer, AGP over {epochs} fine-tune epochs at lr {sq.BASELINE_LR}, then the recovery; "
+        f"rewind and scratch retrain with the study's dense schedule ({config.train.epochs} epochs, lr {config.train.lr}, {config.train.lr_schedule}). "
+        "Distillation weight 0.5 (temperature 2) applies to the fine-tune and to the retraining.",
+        "",
+    ]
+    lines += table(["level", "width", "size", "recovery", "distillation", "val acc", "test acc", "wall (s)"], rows, align="lrllrrrr")
+    return lines
+
+
+def main(argv: List[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.recovery_choice")
+    parser.add_argument("--task", default="jv", choices=["jv", "mnist1d"])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--runs-dir", default=str(REPO / "runs" / "bench"))
+    parser.add_argument("--results-dir", default=str(REPO / "benchmarks" / "results"))
+    args = parser.parse_args(argv)
+    os.chdir(REPO)
+    one_thread()
+    quiet()
+    command = "python -m benchmarks.recovery_choice " + " ".join(argv if argv is not None else sys.argv[1:])
+    ctx = Context(quick=False, runs_root=Path(args.runs_dir), results_dir=Path(args.results_dir), command=command.strip())
+    body = run(ctx, args.task, args.seed)
+    write_result(ctx, f"{NAME}_{args.task}", header(f"recovery_choice: fine-tune vs rewind vs scratch, with and without distillation ({args.task})", ctx) + body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
