@@ -39,9 +39,16 @@ def _handle_errors(fn: Callable) -> Callable:
                 raise
             click.echo(f"error: {err}", err=True)
             sys.exit(2)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
+        except KeyboardInterrupt as err:
+            click.echo(f"interrupted{f' by {err.signal_name}' if hasattr(err, 'signal_name') else ''}", err=True)
+            sys.exit(getattr(err, "exit_code", 130))
+        except BaseException as err:
+            from autoprune.search.faults import SearchInterrupted
+
+            if not isinstance(err, SearchInterrupted):
+                raise
+            click.echo(f"interrupted by {err.signal_name} (nothing was being recorded yet; run the same command again)", err=True)
+            sys.exit(err.exit_code)
 
     return wrapper
 
@@ -69,6 +76,8 @@ def cli(ctx: click.Context, runs_dir: str, debug: bool, quiet: bool) -> None:
     ctx.obj = _Ctx(runs_dir, debug, quiet)
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
     logging.getLogger("autoprune").setLevel(logging.WARNING if quiet else logging.INFO)
+    if debug:  # the traceback of every failed trial, below its one-line reason
+        logging.getLogger("autoprune.search.faults").setLevel(logging.DEBUG)
     for noisy in ("mlflow", "alembic", "optuna"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -208,6 +217,10 @@ def _print_front(rows: list, dense: Optional[dict] = None) -> None:
 @click.option("--trials", type=int, default=None, help="Total number of trials (complete + stopped early), counting earlier runs.")
 @click.option("--timeout", type=float, default=None, help="Stop starting new trials after this many seconds.")
 @click.option("--workers", type=int, default=None, help="Worker processes (one torch thread each).")
+@click.option("--backend", type=click.Choice(["local", "ray"]), default=None, help="Trial runner: local processes or Ray Tune (default: the config's search.backend, else local).")
+@click.option("--ray-address", default=None, help="Ray cluster to join: auto or HOST:PORT (default: start a local Ray instance).")
+@click.option("--concurrency", type=int, default=None, help="Ray backend: trials running at once.")
+@click.option("--cpus-per-trial", type=float, default=None, help="Ray backend: CPUs reserved per trial.")
 @click.option("--max-latency-ms", type=float, default=None, help="Latency budget (measured as the config's 'measure' section says).")
 @click.option("--max-size-bytes", type=int, default=None, help="Size budget.")
 @click.option("--sampler", type=click.Choice(["nsga2", "tpe", "random"]), default=None, help="Optuna sampler.")
@@ -217,10 +230,6 @@ def _print_front(rows: list, dense: Optional[dict] = None) -> None:
 @quiet_option
 @click.pass_obj
 @_handle_errors
-@click.option("--backend", type=click.Choice(["local", "ray"]), default=None, help="Trial runner: local processes or Ray Tune (default: the config's search.backend, else local).")
-@click.option("--ray-address", default=None, help="Ray cluster to join: auto or HOST:PORT (default: start a local Ray instance).")
-@click.option("--concurrency", type=int, default=None, help="Ray backend: trials running at once.")
-@click.option("--cpus-per-trial", type=float, default=None, help="Ray backend: CPUs reserved per trial.")
 def search(obj: _Ctx, config: str, study: Optional[str], trials: Optional[int], timeout: Optional[float], workers: Optional[int], backend: Optional[str], ray_address: Optional[str], concurrency: Optional[int], cpus_per_trial: Optional[float], max_latency_ms: Optional[float], max_size_bytes: Optional[int], sampler: Optional[str], storage: Optional[str], tracking_uri: Optional[str], as_json: bool) -> None:
     """Search pruning policies; record the Pareto front of accuracy vs size in MLflow."""
     from autoprune.config import load_config
@@ -233,6 +242,10 @@ def search(obj: _Ctx, config: str, study: Optional[str], trials: Optional[int], 
             "search.trials": trials,
             "search.timeout": timeout,
             "search.workers": workers,
+            "search.backend": backend,
+            "search.ray.address": ray_address,
+            "search.ray.concurrency": concurrency,
+            "search.ray.cpus_per_trial": cpus_per_trial,
             "search.constraints.max_latency_ms": max_latency_ms,
             "search.constraints.max_size_bytes": max_size_bytes,
             "search.sampler": sampler,
@@ -242,10 +255,6 @@ def search(obj: _Ctx, config: str, study: Optional[str], trials: Optional[int], 
     bar = None
     if show:
         from tqdm import tqdm
-            "search.backend": backend,
-            "search.ray.address": ray_address,
-            "search.ray.concurrency": concurrency,
-            "search.ray.cpus_per_trial": cpus_per_trial,
 
         bar = tqdm(total=cfg.search.trials, desc=f"search {cfg.study}", unit="trial", file=sys.stderr, dynamic_ncols=True, disable=not sys.stderr.isatty())
 
@@ -259,11 +268,16 @@ def search(obj: _Ctx, config: str, study: Optional[str], trials: Optional[int], 
 
     try:
         summary = run_search(cfg, obj.runs_dir, tracking_uri=tracking_uri, storage=storage, progress=progress)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         if bar is not None:
             bar.close()
-        click.echo(f"interrupted: the running trial is marked failed; run the same command again to resume the study '{cfg.study}'", err=True)
-        sys.exit(130)
+        how = f" by {err.signal_name}" if hasattr(err, "signal_name") else ""
+        click.echo(
+            f"interrupted{how}: the running trial is marked failed and the MLflow search run KILLED; "
+            f"run the same command again to resume the study '{cfg.study}'",
+            err=True,
+        )
+        sys.exit(getattr(err, "exit_code", 130))
     if bar is not None:
         bar.close()
     if as_json:
@@ -312,14 +326,15 @@ def pareto(obj: _Ctx, study: str, show_all: bool, as_json: bool) -> None:
 @click.argument("study", required=False)
 @click.option("--port", default=5000, show_default=True, type=int)
 @click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None, help="Show this store instead of the embedded one.")
+@click.option("--open", "open_browser", is_flag=True, help="Open the link in a browser once the UI answers.")
 @click.pass_obj
 @_handle_errors
-def ui(obj: _Ctx, study: Optional[str], port: int, tracking_uri: Optional[str]) -> None:
+def ui(obj: _Ctx, study: Optional[str], port: int, tracking_uri: Optional[str], open_browser: bool) -> None:
     """Start the MLflow UI on 127.0.0.1 against the study's store and print its URL."""
     import os
-    import subprocess
 
     from autoprune.tracking import default_tracking_uri
+    from autoprune.uiserver import check_port, serve
 
     uri = tracking_uri or default_tracking_uri(obj.runs_dir)
     if study is not None:
@@ -328,15 +343,32 @@ def ui(obj: _Ctx, study: Optional[str], port: int, tracking_uri: Optional[str]) 
         _, meta = open_study(study, obj.runs_dir)
         uri = tracking_uri or meta.get("tracking_uri", uri)
     if uri.startswith(("http://", "https://")):
-        click.echo(f"the tracking store is a server already: open {uri}")
+        from autoprune.mlflow_ui import study_link
+
+        click.echo(f"the tracking store is a server already: open {study_link(study, uri, uri) if study else uri}")
         return
+    check_port(port)  # before anything starts: in range and free
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    click.echo(f"MLflow UI: http://127.0.0.1:{port}  (store {uri}; Ctrl-C stops it)")
-    try:
-        subprocess.run(cmd, env=env, check=False)
-    except KeyboardInterrupt:
-        pass
+    from autoprune.mlflow_ui import open_when_ready, study_links
+
+    base = f"http://127.0.0.1:{port}"
+    links = study_links(study, uri, base) if study else {"front": base}  # the front in MLflow's model-training runs table
+    click.echo(f"MLflow UI: {links['front']}  (store {uri}; Ctrl-C stops it)")
+    if "plot" in links:
+        click.echo(f"front plot: {links['plot']}")
+    if open_browser:
+        open_when_ready(links["front"], base)
+    code = serve(cmd, env)  # stops the server's whole process group on SIGINT/SIGTERM
+    if code not in (0, 130, 143):
+        click.echo(f"error: the MLflow server exited with code {code} (its message is above)", err=True)
+    sys.exit(code)
+
+
+def _export_formats() -> dict:
+    from autoprune.export_formats import FORMATS  # the registry; imports no torch
+
+    return FORMATS
 
 
 @cli.command()
@@ -347,7 +379,7 @@ def ui(obj: _Ctx, study: Optional[str], port: int, tracking_uri: Optional[str]) 
 @click.option("--max-size-bytes", type=int, default=None)
 @click.option("--max-latency-ms", type=float, default=None)
 @click.option("--min-accuracy", type=float, default=None, help="Minimum validation accuracy.")
-@click.option("--format", "formats", multiple=True, type=click.Choice(["torchscript", "onnx", "state_dict"]), help="Repeatable (default: torchscript, onnx and state_dict).")
+@click.option("--format", "formats", multiple=True, type=click.Choice(list(_export_formats())), help="Repeatable (default: torchscript, onnx and state_dict); an int8 trial ships int8 files.")
 @click.option("--out", "out_dir", default=None, help="Output folder (default: runs/<study>/exports/trial-<n>).")
 @click.option("--force", is_flag=True, help="Replace a non-empty output folder.")
 @click.option("--register", default=None, help="Register the model under this name in the MLflow model registry.")

@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from autoprune.errors import ConfigError
@@ -129,8 +128,8 @@ class TrainConfig(_Strict):
 class MeasureConfig(_Strict):
     """How latency is measured: the deployment setting the budget refers to."""
 
-    batch_size: int = Field(1, ge=1)
-    seq_len: Optional[int] = Field(None, ge=1, description="defaults to the task's longest sequence")
+    batch_size: int = Field(1, ge=1, le=65536, description="the deployment's batch (usually 1)")
+    seq_len: Optional[int] = Field(None, ge=1, le=1_000_000, description="defaults to the task's longest sequence")
     threads: int = Field(1, ge=1, le=256)
     runtime: Literal["torch", "onnxruntime"] = "torch"
     repeats: int = Field(30, ge=3)
@@ -199,11 +198,11 @@ class GradClipSpace(_Strict):
 
 class FinetuneSpace(_Strict):
     epochs: tuple[int, int] = (6, 10)
+    lr: Range = (3e-4, 3e-3)
     min_epoch_steps: Optional[int] = Field(
         None, ge=1, le=100000,
         description="a fine-tune epoch is at least this many optimizer steps, so epoch budgets do not shrink with the data set (autoprune.budget)",
     )
-    lr: Range = (3e-4, 3e-3)
 
     @field_validator("epochs")
     @classmethod
@@ -272,18 +271,18 @@ class SearchConfig(_Strict):
     regularization: Range = Field((1e-6, 1e-3), description="l1 / group_lasso strength (log scale)")
     max_seq_len: Optional[list[Optional[int]]] = Field(None, description="choices of training window length (null: whole sequences)")
     distillation: Optional[Range] = Field(None, description="range of the weight of distillation from the dense model (null: none)")
-    quantize: list[Literal["none", "int8"]] = Field(
-        default_factory=lambda: ["none"], min_length=1, description="precisions searched after pruning: [none], [int8] or [none, int8]"
-    )
     recovery: list[Literal["finetune", "rewind", "scratch"]] = Field(
         default_factory=lambda: ["finetune"],
         min_length=1,
         description="recoveries after pruning to choose from: finetune | rewind (dense schedule from the pruned weights) | scratch (found architecture, fresh init)",
     )
+    quantize: list[Literal["none", "int8"]] = Field(
+        default_factory=lambda: ["none"], min_length=1, description="precisions searched after pruning: [none], [int8] or [none, int8]"
+    )
     objectives: list[Literal["val_accuracy", "size_bytes", "latency_ms"]] = Field(default_factory=lambda: ["val_accuracy", "size_bytes"])
     constraints: ConstraintsConfig = Field(default_factory=ConstraintsConfig)
-    recipe_check: RecipeCheckConfig = Field(default_factory=RecipeCheckConfig)
     early_stop: EarlyStopConfig = Field(default_factory=EarlyStopConfig)
+    recipe_check: RecipeCheckConfig = Field(default_factory=RecipeCheckConfig)
     warm_start: bool = Field(
         True, description="begin a new study with uniform hand-style policies (a few global sparsities and unit fractions)"
     )
@@ -470,17 +469,10 @@ def config_from_dict(data: Any, source: str = "<config>", overrides: Optional[di
 
 
 def read_yaml(path: str | Path) -> Any:
-    """Read a YAML file; malformed YAML raises ConfigError with file and line."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such config file")
-    try:
-        return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(f"{where}: malformed YAML: {problem}") from None
+    """Read a YAML file; malformed YAML, duplicate keys (line) and non-UTF-8 bytes (byte position) raise ConfigError."""
+    from autoprune.yamlio import load_yaml_file
+
+    return load_yaml_file(path)
 
 
 def load_config(path: str | Path, overrides: Optional[dict[str, Any]] = None) -> StudyConfig:

@@ -106,7 +106,9 @@ def load_dense_model(checkpoint: str | os.PathLike):
 
     from autoprune.models.rnn import RNNClassifier
 
-    payload = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    from autoprune.checkpoints import load_checkpoint
+
+    payload = load_checkpoint(checkpoint)
     model = RNNClassifier(ArchSpec.from_dict(payload["arch"]))
     model.load_state_dict(payload["state_dict"])
     model.eval()
@@ -184,6 +186,9 @@ def ensure_dense(
     pl.seed_everything(config.seed, workers=True, verbose=False)
     dm = build_datamodule(config)
     arch = ArchSpec.from_config(config.model, dm.n_channels, dm.n_classes)
+    from autoprune.preflight import check_model_memory
+
+    check_model_memory(arch, config.task.batch_size, dm.max_length, config.source or "config")  # before building it
     model = RNNClassifier(arch)
     module = RNNModule(
         model,

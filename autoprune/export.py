@@ -22,13 +22,11 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from autoprune.errors import ConfigError, ExportError, TrialError
 
+from autoprune.export_formats import FORMATS, load_state_dict_export  # the format registry (writer, loader, verifier, snippet)
+
 __all__ = ["export", "ExportResult", "select_trial", "FORMATS", "load_state_dict_export"]
 
 log = logging.getLogger(__name__)
-
-FORMATS = ("torchscript", "onnx", "state_dict")
-_FILES = {"torchscript": "model.torchscript.pt", "onnx": "model.onnx", "state_dict": "model_state.pt"}
-ATOL = 1e-4
 
 
 @dataclass
@@ -139,39 +137,6 @@ def select_trial(
     raise ConfigError(f"--pick must be one of best, max-accuracy, smallest, knee; got {pick!r}")
 
 
-def _raw_test_set(dm: Any) -> tuple:
-    import torch
-
-    x, lengths, y = dm.tensors("test")
-    mean = getattr(dm, "channel_mean", None)
-    std = getattr(dm, "channel_std", None)
-    if mean is None or std is None:
-        mean, std = torch.zeros(x.size(2)), torch.ones(x.size(2))
-    steps = torch.arange(x.size(1)).unsqueeze(0)
-    valid = (steps < lengths.unsqueeze(1)).unsqueeze(2).float()
-    raw = (x * std.reshape(1, 1, -1) + mean.reshape(1, 1, -1)) * valid
-    return raw, lengths, y, mean, std
-
-
-def _predict(fn: Any, x: Any, lengths: Any, batch_size: int = 256) -> Any:
-    import torch
-
-    outs = []
-    with torch.inference_mode():
-        for i in range(0, len(lengths), batch_size):
-            xb, lb = x[i : i + batch_size], lengths[i : i + batch_size]
-            outs.append(torch.as_tensor(fn(xb[:, : int(lb.max())], lb)))
-    return torch.cat(outs)
-
-
-def _require_onnx() -> None:
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-    except ImportError as err:
-        raise ExportError(f"--format onnx needs the onnx extra ({err.name} is not installed): pip install 'autoprune[onnx]'") from None
-
-
 def _write_readme(out: Path, card: Dict[str, Any], files: Dict[str, str]) -> None:
     c = card
     lines = [
@@ -180,51 +145,18 @@ def _write_readme(out: Path, card: Dict[str, Any], files: Dict[str, str]) -> Non
         f"Task `{c['task']}`: {c['n_classes']} classes, {c['architecture']['input_size']} input channels.",
         f"Test accuracy {c['test_accuracy']:.4f} (dense {c['dense']['test_accuracy']:.4f}); "
         f"size {c['size_bytes']:,} B ({c['size_ratio'] * 100:.2f} % of dense); hidden sizes {c['hidden_sizes_after']} "
-        f"(dense {c['hidden_sizes_before']}).",
+        f"(dense {c['hidden_sizes_before']}). Precision: {c.get('precision', 'float32')}"
+        + (f" (float32 test accuracy {c['int8']['float_test_accuracy']:.4f}; sizes count int8 values, scales and zero points)." if c.get("int8") else "."),
         "",
         "Inputs are **raw** sequences as the task provides them: `x` float32 `[batch, time, channels]`, padded with zeros "
         "after each sequence's end, and `lengths` int64 `[batch]`. Normalisation is inside the model. Output: logits `[batch, classes]`; "
         "class names are in `model_card.json` (`class_names`).",
         "",
     ]
-    if "torchscript" in files:
-        lines += ["## TorchScript (plain PyTorch, no autoprune)", "```python", "import torch", f"model = torch.jit.load('{Path(files['torchscript']).name}')", "logits = model(x, lengths)", "```", ""]
-    if "onnx" in files:
-        lines += [
-            "## ONNX Runtime (batch and time axes are dynamic)",
-            "```python",
-            "import onnxruntime as ort",
-            f"sess = ort.InferenceSession('{Path(files['onnx']).name}')",
-            "logits = sess.run(None, {'x': x.astype('float32'), 'lengths': lengths.astype('int64')})[0]",
-            "```",
-            "",
-        ]
-    if "state_dict" in files:
-        lines += [
-            "## state_dict (rebuild with autoprune)",
-            "```python",
-            "from autoprune.export import load_state_dict_export",
-            f"model = load_state_dict_export('{Path(files['state_dict']).name}')",
-            "```",
-            "",
-        ]
+    for name, filename in files.items():
+        lines += FORMATS[name].snippet(Path(filename).name, c.get("precision", "float32")) + [""]
     lines += ["`test_set.npz` holds the raw test inputs (`x`, `lengths`, `y`) the export was verified on."]
     (out / "README.md").write_text("\n".join(lines) + "\n")
-
-
-def load_state_dict_export(path: str | os.PathLike) -> Any:
-    """Rebuild an exported ``model_state.pt`` (architecture + weights + normalisation) as an nn.Module."""
-    import torch
-
-    from autoprune.models.arch import ArchSpec
-    from autoprune.models.rnn import RNNClassifier
-
-    from autoprune.models.rnn import Normalized
-
-    payload = torch.load(path, map_location="cpu", weights_only=False)
-    model = RNNClassifier(ArchSpec.from_dict(payload["arch"]))
-    model.load_state_dict(payload["state_dict"])
-    return Normalized(model, payload["mean"], payload["std"]).eval()
 
 
 def export(
@@ -249,12 +181,11 @@ def export(
         TrialError: unknown study/trial, unexportable trial, limits nobody meets.
         ExportError: output folder not empty without ``force``, missing extra, failed verification.
     """
-    formats = list(dict.fromkeys(formats)) or ["torchscript"]
-    for f in formats:
-        if f not in FORMATS:
-            raise ConfigError(f"--format must be one of {', '.join(FORMATS)}; got {f!r}")
-    if "onnx" in formats:
-        _require_onnx()
+    from autoprune.export_formats import ExportSubject, get_format, int8_unsupported, predict_batched, verify_file
+
+    chosen = [get_format(f) for f in dict.fromkeys(formats)] or [get_format("torchscript")]
+    for fmt in chosen:
+        fmt.requires()
     from autoprune.search.backend import open_study
 
     st, meta = open_study(study, runs_dir)
@@ -280,54 +211,55 @@ def export(
     from autoprune.search.latency import LatencySettings
     from autoprune.search.trial import load_trial_model
 
-    from autoprune.models.rnn import Normalized
+    from autoprune.quantize import raw_split
 
     config = config_from_dict(meta["config"], source=f"runs/{study}/search.json")
     model, payload = load_trial_model(ckpt)
     model = compact(model)  # already compact; folds anything left and drops mask buffers
+    result = json.loads((Path(ckpt).parent / "result.json").read_text())
+    quantize = (payload.get("policy") or {}).get("quantize", "none")  # trials from before int8 have no key: none
+    int8 = result.get("int8") or {}
+    for fmt in chosen if quantize == "int8" else ():
+        why = int8_unsupported(fmt, model.spec.cell)
+        if why:
+            raise ExportError(f"trial {number} is int8 and {why}; choose another --format")
     dm = build_datamodule(config)
-    raw_x, lengths, y, mean, std = _raw_test_set(dm)
-    wrapped = Normalized(model, mean, std).eval()
-    reference = _predict(wrapped, raw_x, lengths)
-    acc = int((reference.argmax(1) == y).sum()) / len(y)
-    recorded = row["test_accuracy"]
-    if abs(acc - recorded) * len(y) > 0.5:  # compare counts of correct predictions
-        raise ExportError(f"trial {number}: the rebuilt model's test accuracy {acc:.6f} differs from the recorded {recorded:.6f}; the saved weights do not match the trial")
+    raw_x, lengths, y, mean, std = raw_split(dm, "test")
+    subject = ExportSubject(model, mean, std, "int8" if quantize == "int8" else "float32", getattr(dm, "class_names", None))
+    wrapped = subject.wrapped
+    float_ref = predict_batched(wrapped, raw_x, lengths)
+    acc_float = int((float_ref.argmax(1) == y).sum()) / len(y)
+    recorded_float = int8.get("float_test_accuracy", row["test_accuracy"]) if quantize == "int8" else row["test_accuracy"]
+    if abs(acc_float - recorded_float) * len(y) > 0.5:  # compare counts of correct predictions
+        raise ExportError(f"trial {number}: the rebuilt model's test accuracy {acc_float:.6f} differs from the recorded {recorded_float:.6f}; the saved weights do not match the trial")
+    if quantize == "int8":
+        expected = dict(int8.get("test_correct") or {})  # correct test predictions the trial recorded per runtime
+    else:
+        expected = {fmt.runtime: round(row["test_accuracy"] * len(y)) for fmt in chosen}
+    acc = row["test_accuracy"]
 
     parent = out.parent
     parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
     files: Dict[str, str] = {}
+    checks: Dict[str, Dict[str, Any]] = {}
     try:
-        if "torchscript" in formats:
-            path = staging / _FILES["torchscript"]
-            torch.jit.save(torch.jit.script(wrapped), str(path))
-            loaded = torch.jit.load(str(path))
-            _verify("torchscript", _predict(loaded, raw_x, lengths), reference, y, recorded)
-            files["torchscript"] = path.name
-        if "onnx" in formats:
-            import onnxruntime as ort
-
-            from autoprune.pruning.measure import to_onnx_bytes
-
-            path = staging / _FILES["onnx"]
-            path.write_bytes(to_onnx_bytes(wrapped, raw_x.size(2)))
-            sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-            got = _predict(lambda xb, lb: sess.run(None, {"x": xb.numpy(), "lengths": lb.numpy()})[0], raw_x, lengths)
-            _verify("onnx", got, reference, y, recorded)
-            files["onnx"] = path.name
-        if "state_dict" in formats:
-            path = staging / _FILES["state_dict"]
-            torch.save({"arch": model.spec.to_dict(), "state_dict": model.state_dict(), "mean": mean, "std": std, "class_names": getattr(dm, "class_names", None)}, path)
-            _verify("state_dict", _predict(load_state_dict_export(path), raw_x, lengths), reference, y, recorded)
-            files["state_dict"] = path.name
+        references: Dict[str, Any] = {}
+        for fmt in chosen:
+            if fmt.runtime not in expected:
+                raise ExportError(f"trial {number} has no recorded int8 test result in {fmt.runtime} to verify --format {fmt.name} against")
+            path = staging / fmt.filename
+            fmt.write(subject, path)
+            if fmt.runtime not in references:
+                references[fmt.runtime] = float_ref if quantize != "int8" else subject.predict(subject.reference(fmt.runtime), raw_x, lengths)
+            checks[fmt.name] = verify_file(fmt, subject, path, raw_x, lengths, y, expected[fmt.runtime], references[fmt.runtime])
+            files[fmt.name] = path.name
         np.savez_compressed(staging / "test_set.npz", x=raw_x.numpy(), lengths=lengths.numpy(), y=y.numpy())
 
-        settings = LatencySettings.from_config(config.measure, dm.max_length)
+        settings = LatencySettings.from_config(config.measure, dm.max_length).with_precision(quantize)
         lat_now = measure_latency(model, **settings)
-        result = json.loads((Path(ckpt).parent / "result.json").read_text())
-        result.get("dense", {})
         card = _model_card(study, number, config, model, result, payload, settings, lat_now, files, staging, dm, meta)
+        card["verification"] = {name: {**check, "tolerance": FORMATS[name].tolerance[subject.precision], "runtime": FORMATS[name].runtime} for name, check in checks.items()}
         (staging / "model_card.json").write_text(json.dumps(card, indent=2, default=str))
         _write_readme(staging, card, files)
         if out.exists():
@@ -340,19 +272,10 @@ def export(
     full = {k: str(out / v) for k, v in files.items()}
     model_uri = None
     if log_mlflow:
-        model_uri = _log_to_mlflow(meta, tracking_uri, number, out, wrapped, raw_x, lengths, files, register)
+        model_uri = _log_to_mlflow(meta, tracking_uri, number, out, subject.torch_module(), raw_x, lengths, files, register)
         card["mlflow_model_uri"] = model_uri
         (out / "model_card.json").write_text(json.dumps(card, indent=2, default=str))
     return ExportResult(number, full, True, acc, row["val_accuracy"], card["size_bytes"], lat_now, model_uri, str(out), card)
-
-
-def _verify(fmt: str, got: Any, reference: Any, y: Any, recorded: float) -> None:
-    diff = float((got.float() - reference).abs().max())
-    if diff > ATOL:
-        raise ExportError(f"{fmt} export does not match the pruned model: max |difference| of logits {diff:.2e} > {ATOL:.0e}")
-    acc = int((got.argmax(1) == y).sum()) / len(y)
-    if abs(acc - recorded) * len(y) > 0.5:
-        raise ExportError(f"{fmt} export's test accuracy {acc:.6f} differs from the trial's recorded {recorded:.6f}")
 
 
 def _model_card(study, number, config, model, result, payload, settings, lat_now, files, staging, dm, meta) -> Dict[str, Any]:
@@ -363,7 +286,13 @@ def _model_card(study, number, config, model, result, payload, settings, lat_now
     from autoprune.pruning.measure import macs_per_sequence, size_bytes
 
     dense = result.get("dense", {})
-    sz = size_bytes(model)
+    quantize = (payload.get("policy") or {}).get("quantize", "none")
+    if quantize == "int8":
+        from autoprune.quantize import int8_size_bytes
+
+        sz = int8_size_bytes(model, config.measure.runtime)
+    else:
+        sz = size_bytes(model)
     return {
         "study": study,
         "trial": number,
@@ -380,6 +309,9 @@ def _model_card(study, number, config, model, result, payload, settings, lat_now
         "dense": {k: dense.get(k) for k in ("val_accuracy", "test_accuracy", "size_bytes", "params", "latency_ms", "macs")},
         "size_bytes": sz,
         "size_ratio": sz / dense["size_bytes"] if dense.get("size_bytes") else None,
+        "compression_ratio": dense["size_bytes"] / sz if dense.get("size_bytes") else None,  # against dense float32
+        "precision": "int8" if quantize == "int8" else "float32",
+        "int8": result.get("int8") or None,
         "nonzero_params": result.get("nonzero_params"),
         "params": sum(p.numel() for p in model.parameters()),
         "macs": macs_per_sequence(model, settings["seq_len"]),

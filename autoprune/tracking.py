@@ -110,6 +110,9 @@ class Tracker:
                 self.experiment_id = self.client.create_experiment(study, artifact_location=artifact_location)
             else:
                 self.experiment_id = exp.experiment_id
+            from autoprune.mlflow_ui import prepare_experiment
+
+            prepare_experiment(self.client, self.experiment_id)  # MLflow's model-training view and the front's shared view
         self.parent_run_id: Optional[str] = None
         self._trial_runs: Dict[int, str] = {}
         self._pareto: Dict[int, bool] = {}
@@ -127,6 +130,10 @@ class Tracker:
             for run in self._children():
                 trial = run.data.tags.get(TRIAL_TAG)
                 if trial is not None:
+                    if run.info.status == "RUNNING" or int(trial) in self._trial_runs:
+                        # a search killed while logging this trial: its run is incomplete; the next sync logs it again
+                        self.client.delete_run(run.info.run_id)
+                        continue
                     self._trial_runs[int(trial)] = run.info.run_id
                     self._pareto[int(trial)] = run.data.tags.get(PARETO_TAG) == "true"
             hv = self.client.get_metric_history(self.parent_run_id, "hypervolume")

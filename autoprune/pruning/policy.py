@@ -111,6 +111,11 @@ class PruningPolicy(_Strict):
     @field_validator("sparsity")
     @classmethod
     def _sparsity(cls, v: Union[float, Dict[str, float]]) -> Union[float, Dict[str, float]]:
+        if isinstance(v, dict) and not v:
+            raise ValueError(
+                "an empty mapping prunes nothing; give one number for every group (sparsity: 0.7) "
+                "or a sparsity per group name (sparsity: {rnn.0.ih: 0.8, rnn.0.hh: 0.6})"
+            )
         values = v.values() if isinstance(v, dict) else [v]
         for value in values:
             if not 0.0 <= float(value) < 1.0:

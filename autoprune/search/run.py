@@ -12,13 +12,24 @@
 from __future__ import annotations
 
 import logging
+import signal
 import time
 from typing import Any, Callable, Dict, Optional
 
 from autoprune.config import StudyConfig
 from autoprune.search.recording import Recorder, SearchSummary
 from autoprune.search.runners import SearchJob, get_runner
-from autoprune.search.study import StudyLock, create_study, mark_stale, study_paths, update_meta
+from autoprune.search.faults import (
+    FailureWatch,
+    SearchInterrupted,
+    SearchStopped,
+    TooManyFailures,
+    deferred,
+    interrupt_handlers,
+    quiet_optuna_failures,
+)
+from autoprune.search.journal import check_storage_url
+from autoprune.search.study import StudyLock, check_storage_reachable, create_study, mark_stale, study_paths, update_meta
 
 __all__ = ["run_search", "SearchSummary"]
 
@@ -58,11 +69,16 @@ def run_search(
     paths = study_paths(runs_dir, config.study)
     uri = tracking_uri or default_tracking_uri(runs_dir)
     check_tracking_uri(uri)
+    check_storage_url(storage)
+    check_storage_reachable(storage or "")
     storage = storage or str(paths["journal"])
     runner = get_runner(getattr(s, "backend", "local"))
     runner.check(config, storage)
+    quiet_optuna_failures()  # one line per failed trial (FailureWatch), not Optuna's traceback
 
-    with StudyLock(paths["lock"]):
+    with interrupt_handlers(), StudyLock(paths["lock"]):
+        if "://" not in storage:
+            _repair_journal(storage)
         # ---- everything that can be refused is refused before training the dense model
         config, space, settings, cache = prepare_space(config, paths["root"])
         dense = ensure_dense(config, runs_dir)
@@ -77,9 +93,14 @@ def run_search(
 
         job = SearchJob(config, runs_dir, storage, s.trials, dense.arch.to_dict(), started + s.timeout if s.timeout else None, str(dense.checkpoint))
         shown: Dict[str, Any] = {}
+        from datetime import datetime
+
+        watch = FailureWatch(s.max_consecutive_failures, since=datetime.fromtimestamp(started), study=config.study)
 
         def update() -> Dict[str, Any]:
-            status = recorder.sync()
+            with deferred():  # a signal waits until the MLflow records are whole
+                status = recorder.sync()
+            watch.update(study.get_trials(deepcopy=False))
             if progress and status != shown:
                 progress(status)
                 shown.clear()
@@ -87,17 +108,46 @@ def run_search(
             return status
 
         interrupted = False
+        signum = signal.SIGINT
+        final: Optional[str] = None
         try:
             status = update()
             if status["done"] < job.total and (job.deadline is None or time.time() < job.deadline):
                 runner.run(job, study, update)
+        except SearchInterrupted as stop:
+            interrupted, signum = True, stop.signum
+            mark_stale(study, f"interrupted by {stop.signal_name}: the search was stopped during this trial")
         except KeyboardInterrupt:
             interrupted = True
             mark_stale(study)
+        except TooManyFailures:
+            final = "FAILED"
+            mark_stale(study, "stopped: the search stopped after too many consecutive failed trials")
+            raise
+        except BaseException:
+            final = "FAILED"
+            mark_stale(study, "stopped: the search process failed")
+            raise
         finally:
-            artifacts = recorder.finish(paths["root"], interrupted)
+            artifacts = recorder.finish(paths["root"], interrupted, status=final)
 
     summary = recorder.summary(storage, started, artifacts, interrupted)
     if interrupted:
-        raise KeyboardInterrupt(summary)
+        raise SearchStopped(summary, signum)
     return summary
+
+
+def _repair_journal(path: str) -> None:
+    """Before anything appends to a journal: drop a torn tail (backup kept), clear a dead writer's lock."""
+    from pathlib import Path
+
+    from autoprune.search.journal import remove_stale_journal_lock, repair_journal
+
+    if remove_stale_journal_lock(path):
+        log.info("removed the journal lock %s.lock left by a killed search", path)
+    report = repair_journal(path)
+    if report.repaired:
+        log.warning(
+            "repaired the study journal %s: %s (%d bytes dropped, %d records recovered); the original is kept as %s",
+            path, "; ".join(report.notes), report.dropped_bytes, report.recovered_records, Path(report.backup).name,
+        )

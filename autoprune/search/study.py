@@ -31,6 +31,7 @@ __all__ = [
     "update_meta",
     "driver_id",
     "is_shared_storage",
+    "check_storage_reachable",
 ]
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,31 @@ def storage_for(storage: str):
     if "://" in storage:
         return storage
     return JournalStorage(JournalFileBackend(storage))
+
+
+def check_storage_reachable(storage: str, timeout_s: int = 5) -> None:
+    """Fail fast, with one line, when a database server storage cannot be reached (before any training).
+
+    Raises:
+        ConfigError: naming the URL (password hidden) and what went wrong.
+    """
+    if "://" not in storage or storage.startswith("sqlite"):
+        return
+    import sqlalchemy
+
+    url = sqlalchemy.engine.make_url(storage)
+    connect_args = {"connect_timeout": timeout_s} if url.get_backend_name() in ("postgresql", "mysql") else {}
+    engine = sqlalchemy.create_engine(url, connect_args=connect_args, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        engine.connect().close()
+    except Exception as err:  # OperationalError and friends: all mean "cannot use it"
+        reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0][:200]
+        raise ConfigError(
+            f"--storage {url.render_as_string(hide_password=True)}: cannot connect to the database ({reason}); "
+            f"start the server, create the database, or fix the URL"
+        ) from None
+    finally:
+        engine.dispose()
 
 
 def open_study(study: str, runs_dir: str | os.PathLike = "runs"):

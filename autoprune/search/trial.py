@@ -293,7 +293,9 @@ def _save_trial(trial_dir: Path, model: RNNClassifier, policy: PruningPolicy, re
 
 def load_trial_model(path: str | os.PathLike) -> tuple[RNNClassifier, Dict[str, Any]]:
     """Rebuild a trial's compacted model from its ``model.pt`` (no retraining)."""
-    payload = torch.load(path, map_location="cpu", weights_only=False)
+    from autoprune.checkpoints import load_checkpoint
+
+    payload = load_checkpoint(path)
     model = RNNClassifier(ArchSpec.from_dict(payload["arch"]))
     model.load_state_dict(payload["state_dict"])
     return model.eval(), payload

@@ -35,15 +35,25 @@ def _worker_main(job: SearchJob, worker: int) -> None:
     import torch
 
     torch.set_num_threads(1)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides; it terminates us
+    from autoprune.search.faults import SearchInterrupted, die_with_parent, interrupt_handlers, quiet_optuna_failures
+
+    die_with_parent()  # a SIGKILLed driver leaves no orphan writing to the study
     import optuna
 
     from autoprune.search.study import make_sampler, storage_for
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    quiet_optuna_failures()
     logging.getLogger("autoprune").setLevel(logging.WARNING)
-    study = optuna.load_study(study_name=job.config.study, storage=storage_for(job.storage), sampler=make_sampler(job.config, worker))
-    _optimize(study, job, [])
+    with interrupt_handlers():
+        # Ctrl-C reaches the whole process group: the driver decides, it terminates us (SIGTERM), and then
+        # the trial stays RUNNING until the driver marks it failed (Lightning would otherwise finish it early)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            study = optuna.load_study(study_name=job.config.study, storage=storage_for(job.storage), sampler=make_sampler(job.config, worker))
+            _optimize(study, job, [])
+        except SearchInterrupted as stop:
+            raise SystemExit(stop.exit_code) from None
 
 
 class LocalRunner(Runner):
@@ -67,11 +77,14 @@ class LocalRunner(Runner):
             while any(p.is_alive() for p in procs):
                 time.sleep(2.0)
                 update()
-        except KeyboardInterrupt:
+        except BaseException:  # interrupted, or too many failures: stop the workers before the driver cleans up
             for p in procs:
                 p.terminate()
             for p in procs:
                 p.join(10)
+                if p.is_alive():
+                    p.kill()
+                    p.join(5)
             raise
         for p in procs:
             p.join()
