@@ -1,8 +1,8 @@
 """recovery_choice: which recovery after pruning helps at small sizes? (chooses the shipped studies' defaults)
 
-``python -m benchmarks.recovery_choice [--task jv|mnist1d] [--seed 0] [--results-dir DIR]``
+``python -m benchmarks.recovery_choice [--task jv|mnist1d] [--seeds 0 1] [--results-dir DIR]``
 
-One seed, one task: uniform hidden-unit pruning (Taylor, AGP, the search's fine-tune
+One task, a few seeds (the dense model and the trials seeded together): uniform hidden-unit pruning (Taylor, AGP, the search's fine-tune
 budget) to the largest width that fits 5 % and 2 % of the dense size, then each recovery
 (``finetune``, ``rewind``, ``scratch``), each with and without distillation from the dense
 model (weight 0.5). Not part of ``python -m benchmarks`` (it is a measurement that set the
@@ -16,7 +16,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, List, Tuple
 
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
@@ -28,7 +28,7 @@ LEVELS = [0.05, 0.02]
 VARIANTS = [("finetune", 0.0), ("finetune", 0.5), ("rewind", 0.0), ("rewind", 0.5), ("scratch", 0.0), ("scratch", 0.5)]
 
 
-def run(ctx: Context, task: str, seed: int) -> List[str]:
+def run(ctx: Context, task: str, seed: int) -> Tuple[List[str], List[List[Any]]]:
     from benchmarks import search_quality as sq
     from benchmarks._common import shared_dense
     from autoprune.search.trial import TrialOptions, run_trial
@@ -58,13 +58,25 @@ def run(ctx: Context, task: str, seed: int) -> List[str]:
         "",
     ]
     lines += table(["level", "width", "size", "recovery", "distillation", "val acc", "test acc", "wall (s)"], rows, align="lrllrrrr")
-    return lines
+    return lines, rows
+
+
+def summary(per_seed: List[List[List[Any]]]) -> List[str]:
+    """Mean test (and validation) accuracy over the seeds, per level and variant."""
+    import statistics
+
+    out = [f"## Mean over {len(per_seed)} seeds", ""]
+    rows = []
+    for i, first in enumerate(per_seed[0]):
+        vals = [seed_rows[i] for seed_rows in per_seed]
+        rows.append(first[:5] + [statistics.fmean(v[5] for v in vals), statistics.fmean(v[6] for v in vals), " / ".join(f"{v[6]:.3f}" for v in vals)])
+    return out + table(["level", "width", "size", "recovery", "distillation", "mean val acc", "mean test acc", "test acc per seed"], rows, align="lrllrrrl")
 
 
 def main(argv: List[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.recovery_choice")
     parser.add_argument("--task", default="jv", choices=["jv", "mnist1d"])
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--runs-dir", default=str(REPO / "runs" / "bench"))
     parser.add_argument("--results-dir", default=str(REPO / "benchmarks" / "results"))
     args = parser.parse_args(argv)
@@ -73,7 +85,13 @@ def main(argv: List[str] | None = None) -> int:
     quiet()
     command = "python -m benchmarks.recovery_choice " + " ".join(argv if argv is not None else sys.argv[1:])
     ctx = Context(quick=False, runs_root=Path(args.runs_dir), results_dir=Path(args.results_dir), command=command.strip())
-    body = run(ctx, args.task, args.seed)
+    body: List[str] = []
+    per_seed = []
+    for seed in args.seeds:
+        lines, rows = run(ctx, args.task, seed)
+        body += lines + [""]
+        per_seed.append(rows)
+    body = summary(per_seed) + [""] + body
     write_result(ctx, f"{NAME}_{args.task}", header(f"recovery_choice: fine-tune vs rewind vs scratch, with and without distillation ({args.task})", ctx) + body)
     return 0
 

@@ -20,6 +20,8 @@ recipe, is chosen by validation accuracy and is reported on test:
   fine-tuned for the budget with the masks in place, then ``prune.remove``;
 
 the last two at 50 / 80 / 90 / 95 / 98 % sparsity with the same learning rate and clipping.
+When the study's space offers int8 (``search.quantize``), every baseline point also gets the
+same post-training int8 variant (``autoprune.quantize``), so the comparison stays fair.
 
 Reported per task: mean and standard deviation over the seeds of the test accuracy at
 ≤ 10 / 5 / 2 % of the dense size (the point chosen by validation accuracy among a contender's
@@ -193,6 +195,22 @@ def _row(label: Any, val: float, test: float, size_ratio: float, dense: Any, **i
     }
 
 
+def wants_int8(config: Any) -> bool:
+    """Whether the study's space offers int8: then every baseline point gets the same post-training int8 variant."""
+    return "int8" in (getattr(config.search, "quantize", None) or ["none"])
+
+
+def int8_variant(model: Any, dm: Any, config: Any, dense: Any, row: Dict[str, Any]) -> Dict[str, Any]:
+    """The same model after autoprune's post-training int8 quantization (``measure.runtime``), as a point of its own."""
+    from autoprune.quantize import quantized_result
+
+    q = quantized_result(model, dm, "int8", config.measure.runtime)
+    val = q["val"]["accuracy"] if "val" in q else q["val_accuracy"]
+    test = q["test"]["accuracy"] if "test" in q else q["test_accuracy"]
+    return {**row, "trial": f"{row['trial']} int8", "val_accuracy": val, "test_accuracy": test,
+            "size_ratio": q["size_bytes"] / (dense.metrics["params"] * 4), "precision": "int8"}
+
+
 # --------------------------------------------------------------------------- contenders (one job each)
 
 
@@ -258,6 +276,10 @@ def run_scratch(ctx: Context, task: str, seed: int) -> Dict[str, Any]:
         wall += time.perf_counter() - t0 if not small.cached else float(small.metrics.get("train_time_s", 0.0))
         rows.append(_row(f"width {width}", small.metrics["val_accuracy"], small.metrics["test_accuracy"], small.metrics["params"] / total, dense,
                          method="—", granularity="dense", schedule="—", recovery="scratch"))
+        if wants_int8(config):
+            from autoprune.dense import build_datamodule, load_dense_model
+
+            rows.append(int8_variant(load_dense_model(small.checkpoint)[0], build_datamodule(config), config, dense, rows[-1]))
     return {"rows": rows, "counted": len(rows), "n_complete": len(rows), "n_stopped_early": 0, "n_failed": 0, "wall_s": wall, "errors": [], "dense_key": dense.key}
 
 
@@ -273,10 +295,16 @@ def run_uniform(ctx: Context, task: str, seed: int, method: str) -> Dict[str, An
         policy = uniform_unit_policy(method, 1.0 - width / top, config)
         log(f"{NAME}: {task} s{seed}: uniform {method}, width {width}")
         t0 = time.perf_counter()
-        r = run_trial(config, policy, TrialOptions(runs_dir=str(runs_dir(ctx)), threads=1, measure_latency=False))
+        trial_dir = runs_dir(ctx) / config.study / "trials" / f"w{width}"
+        r = run_trial(config, policy, TrialOptions(runs_dir=str(runs_dir(ctx)), trial_dir=str(trial_dir), threads=1, measure_latency=False))
         wall += time.perf_counter() - t0
         rows.append(_row(f"width {width}", r.val_accuracy, r.test_accuracy, r.size_bytes / (dense.metrics["params"] * 4), dense,
                          method=method, granularity="hidden_unit", schedule="agp"))
+        if wants_int8(config):
+            from autoprune.dense import build_datamodule
+            from autoprune.search.trial import load_trial_model
+
+            rows.append(int8_variant(load_trial_model(trial_dir / "model.pt")[0], build_datamodule(config), config, dense, rows[-1]))
     return {"rows": rows, "counted": len(rows), "n_complete": len(rows), "n_stopped_early": 0, "n_failed": 0, "wall_s": wall, "errors": [], "dense_key": dense.key}
 
 
@@ -340,6 +368,8 @@ def run_peer(ctx: Context, task: str, seed: int, kind: str) -> Dict[str, Any]:
         wall += time.perf_counter() - t0
         rows.append(_row(f"{s:.0%}", val["accuracy"], test["accuracy"], size / (dense.metrics["params"] * 4), dense,
                          method="l1", granularity="unstructured", schedule="one_shot"))
+        if wants_int8(config):
+            rows.append(int8_variant(small, dm, config, dense, rows[-1]))
     return {"rows": rows, "counted": len(rows), "n_complete": len(rows), "n_stopped_early": 0, "n_failed": 0, "wall_s": wall, "errors": [], "dense_key": dense.key}
 
 

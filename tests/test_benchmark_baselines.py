@@ -43,3 +43,19 @@ def test_peer_pruning_zeroes_the_rnn_weights_and_leaves_plain_parameters(tiny_co
     assert int((model.head.weight == 0).sum()) == 0  # only the RNN weights were pruned
     x, lengths, y = dm.tensors("val")
     assert torch.isfinite(model(x, lengths)).all()
+
+
+@pytest.mark.slow
+def test_int8_variant_of_a_baseline_point(tiny_study, runs_dir):
+    from autoprune.config import config_from_dict
+    from autoprune.dense import build_datamodule, load_dense_model
+
+    tiny_study["search"] = {"quantize": ["none", "int8"]}
+    config = config_from_dict(tiny_study, source="tiny.yaml")
+    assert sq.wants_int8(config) and not sq.wants_int8(config_from_dict({**tiny_study, "search": {}}, source="tiny.yaml"))
+    dense = ensure_dense(config, runs_dir)
+    row = sq._row("dense", 0.9, 0.8, 1.0, dense)
+    q = sq.int8_variant(load_dense_model(dense.checkpoint)[0], build_datamodule(config), config, dense, row)
+    assert q["trial"] == "dense int8" and q["precision"] == "int8"
+    assert 0.2 < q["size_ratio"] < 0.5  # int8 weights: about a quarter of float32, plus scales
+    assert 0.0 <= q["val_accuracy"] <= 1.0 and 0.0 <= q["test_accuracy"] <= 1.0
