@@ -123,13 +123,15 @@ class SearchSpace:
         Unstructured: one sparsity for every matrix at 0.8, 0.9, 0.95 (clipped into the range);
         hidden units: one fraction for every layer at 0.5, 0.7, 0.8, 0.88, 0.93, which lands near
         25, 10, 5, 2.5 and 1.5 % of the dense size (hidden-unit pruning shrinks both sides of
-        every recurrent matrix). The sampler fills in everything else. Starting from these makes the front at least as good as the usual
+        every recurrent matrix). When int8 is searched, int8 copies of the 0.5, 0.7 and 0.8 unit
+        levels follow (about 6, 2.5 and 1.3 % of dense float32). The sampler fills in everything else. Starting from these makes the front at least as good as the usual
         hand-tuned baselines and gives the evolutionary sampler good parents.
         """
         out: List[Dict[str, Any]] = []
         labels = {f"{m}/{g}": (m, g) for m, g in self.pairs}
         prefer = {"unstructured": ["magnitude", "taylor"], "hidden_unit": ["taylor", "magnitude", "group_lasso"]}
         levels = {"unstructured": [0.8, 0.9, 0.95], "hidden_unit": [0.5, 0.7, 0.8, 0.88, 0.93]}
+        int8_copies: List[Dict[str, Any]] = []  # prune-then-quantize by hand: int8 copies of the 0.5-0.8 unit levels
         for gran in ("unstructured", "hidden_unit"):
             candidates = [f"{m}/{gran}" for m in prefer[gran] if f"{m}/{gran}" in labels] or [k for k, v in labels.items() if v[1] == gran]
             if not candidates:
@@ -154,7 +156,9 @@ class SearchSpace:
                         # measured (benchmarks/results/recovery_choice_*.md): at 2-5 % of dense size rewinding beats fine-tuning
                         params["recovery"] = "rewind"
                     out.append(params)
-        return out
+                    if gran == "hidden_unit" and level <= 0.8 and len(self.space.quantize) > 1:
+                        int8_copies.append({**params, "quantize": "int8"})
+        return out + int8_copies
 
     def smallest_arch(self) -> Optional[ArchSpec]:
         """The smallest architecture the space allows (most hidden units removed), or None without hidden-unit pruning."""

@@ -154,3 +154,14 @@ def test_int8_trial_is_measured_as_deployed(tiny_config, runs_dir, runtime):
     plain = run_trial(config, policy_from_dict({**policy.to_dict(), "quantize": "none"}), TrialOptions(runs_dir=str(runs_dir)))
     assert plain.precision == "float32" and plain.int8 == {}
     assert plain.size_bytes == r.int8["float_size_bytes"] and plain.test_accuracy == r.int8["float_test_accuracy"]
+
+
+def test_warm_start_adds_int8_copies_of_the_moderate_unit_levels_only_when_int8_is_searched(tiny_study):
+    arch = ArchSpec("lstm", 1, [[16]], 2, "last", 8, 0.0)
+    tiny_study["search"] = {"quantize": ["none", "int8"]}
+    params = SearchSpace(config_from_dict(tiny_study), arch).warm_start_params()
+    int8 = [p for p in params if p.get("quantize") == "int8"]
+    assert [p["units.rnn.0"] for p in int8] == [0.5, 0.7, 0.75]  # 0.8 clipped to the default units range
+    assert all(p["method"].endswith("/hidden_unit") for p in int8)
+    tiny_study["search"] = {}
+    assert not any("quantize" in p for p in SearchSpace(config_from_dict(tiny_study), arch).warm_start_params())
