@@ -251,26 +251,17 @@ def search(obj: _Ctx, config: str, study: Optional[str], trials: Optional[int], 
             "search.sampler": sampler,
         },
     )
-    show = not (obj.quiet or as_json)
-    bar = None
-    if show:
-        from tqdm import tqdm
+    from autoprune.progress import SearchProgress
 
-        bar = tqdm(total=cfg.search.trials, desc=f"search {cfg.study}", unit="trial", file=sys.stderr, dynamic_ncols=True, disable=not sys.stderr.isatty())
-
-    def progress(status: dict) -> None:
-        best = f"{status['best_val_accuracy']:.4f}" if status["best_val_accuracy"] is not None else "-"
-        if bar is not None and not bar.disable:
-            bar.n = status["done"]
-            bar.set_postfix_str(f"front {status['front']}, best val acc {best}, failed {status['failed']}")
-        elif show:
-            log.info("trials %d/%d  front %d  best val accuracy (within budget) %s  failed %d", status["done"], status["total"], status["front"], best, status["failed"])
-
+    # a live bar on a terminal (trials, front, best model within the budget, ETA), plain lines otherwise, nothing with -q
+    bar = SearchProgress(cfg.search.trials, cfg.study, quiet=obj.quiet or as_json)
     try:
-        summary = run_search(cfg, obj.runs_dir, tracking_uri=tracking_uri, storage=storage, progress=progress)
+        summary = run_search(cfg, obj.runs_dir, tracking_uri=tracking_uri, storage=storage, progress=bar)
+    except Exception:
+        bar.close()
+        raise
     except KeyboardInterrupt as err:
-        if bar is not None:
-            bar.close()
+        bar.close()
         how = f" by {err.signal_name}" if hasattr(err, "signal_name") else ""
         click.echo(
             f"interrupted{how}: the running trial is marked failed and the MLflow search run KILLED; "
@@ -278,8 +269,7 @@ def search(obj: _Ctx, config: str, study: Optional[str], trials: Optional[int], 
             err=True,
         )
         sys.exit(getattr(err, "exit_code", 130))
-    if bar is not None:
-        bar.close()
+    bar.close()
     if as_json:
         _emit(summary.to_json())
         return
@@ -363,6 +353,21 @@ def ui(obj: _Ctx, study: Optional[str], port: int, tracking_uri: Optional[str], 
     if code not in (0, 130, 143):
         click.echo(f"error: the MLflow server exited with code {code} (its message is above)", err=True)
     sys.exit(code)
+
+
+@cli.command()
+@click.argument("study")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
+@click.pass_obj
+@_handle_errors
+def dashboard(obj: _Ctx, study: str, port: int) -> None:
+    """Optuna Dashboard on the study's storage, on 127.0.0.1 (trials, objectives, Pareto front)."""
+    from autoprune.dashboard import serve_dashboard
+
+    try:
+        serve_dashboard(study, obj.runs_dir, port, announce=click.echo)
+    except KeyboardInterrupt:
+        pass
 
 
 def _export_formats() -> dict:

@@ -145,6 +145,8 @@ class Recorder:
             "total": self.config.search.trials,
             "front": len(front),
             "best_val_accuracy": best,
+            # the most accurate front model (the front holds feasible trials only: within the budget)
+            "best": next(({k: r[k] for k in ("trial", "val_accuracy", "size_ratio")} for r in front if r["val_accuracy"] == best), None),
             "failed": sum(1 for t in finished if trial_state(t) == "failed"),
         }
         return last["status"]
