@@ -36,6 +36,9 @@ def default_tracking_uri(runs_dir: str | os.PathLike) -> str:
 
 
 def _client(uri: str):
+    # with a tracking server MLflow prints "View run ... at: URL" to stdout for every run it ends: that
+    # would break `--json` output (the URLs are in the summary and `autoprune ui` anyway)
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=uri)

@@ -146,6 +146,12 @@ class StudySearcher(OptunaSearch):
             ot_trial.set_user_attr(key, value)
         self._ot_study.tell(ot_trial, state=TrialState.FAIL)
 
+    def __getstate__(self) -> Dict[str, Any]:
+        # Tune pickles its searcher with the experiment (for a restore we never use: the Optuna study is
+        # the record); the driver-side members (open study, recorder, progress) stay out of it
+        drop = {"_ot_study", "_update", "_space_obj", "_ot_trials"}
+        return {k: v for k, v in self.__dict__.items() if k not in drop}
+
     def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
         pass  # the Optuna study is the record; resume reruns the search, not Tune's experiment
 
