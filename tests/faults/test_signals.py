@@ -51,8 +51,8 @@ def _copy(trained, tmp_path):
     return tmp_path
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-@pytest.mark.parametrize("workers", [1, 2])
+# the two signals take the same path; each is sent once in-process (workers 1) and once to a driver with workers
+@pytest.mark.parametrize("sig, code, workers", [(signal.SIGINT, 130, 1), (signal.SIGTERM, 143, 1), (signal.SIGTERM, 143, 2)])
 def test_signal_during_a_trial(trained, tmp_path, sig, code, workers):
     work = _copy(trained, tmp_path)
     runs = work / "runs"
