@@ -28,6 +28,8 @@ __all__ = ["export", "ExportResult", "select_trial", "FORMATS", "load_state_dict
 
 log = logging.getLogger(__name__)
 
+_DEFAULT_FORMATS = ("torchscript", "onnx", "state_dict")
+
 
 @dataclass
 class ExportResult:
@@ -167,7 +169,7 @@ def export(
     max_size_bytes: Optional[int] = None,
     max_latency_ms: Optional[float] = None,
     min_accuracy: Optional[float] = None,
-    formats: Sequence[str] = ("torchscript", "onnx", "state_dict"),
+    formats: Sequence[str] = _DEFAULT_FORMATS,
     out_dir: Optional[str] = None,
     force: bool = False,
     register: Optional[str] = None,
@@ -219,9 +221,12 @@ def export(
     result = json.loads((Path(ckpt).parent / "result.json").read_text())
     quantize = (payload.get("policy") or {}).get("quantize", "none")  # trials from before int8 have no key: none
     int8 = result.get("int8") or {}
-    for fmt in chosen if quantize == "int8" else ():
+    for fmt in list(chosen) if quantize == "int8" else ():
         why = int8_unsupported(fmt, model.spec.cell)
-        if why:
+        if why and tuple(formats) == _DEFAULT_FORMATS and len(chosen) > 1:
+            log.warning("trial %d is int8 and %s: not written", number, why)  # the default set ships what the precision allows
+            chosen.remove(fmt)
+        elif why:
             raise ExportError(f"trial {number} is int8 and {why}; choose another --format")
     dm = build_datamodule(config)
     raw_x, lengths, y, mean, std = raw_split(dm, "test")

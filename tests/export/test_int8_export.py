@@ -131,3 +131,17 @@ def test_registry_entries_are_complete():
         for precision in ("float32", "int8"):
             lines = fmt.snippet(fmt.filename, precision)
             assert any(fmt.filename in line for line in lines)
+
+
+@pytest.mark.slow
+def test_int8_without_a_kernel_in_a_format_runtime(int8_study, tmp_path, monkeypatch):
+    """As for an int8 GRU (ONNX Runtime has no int8 GRU kernel): the default set skips ONNX, an explicit --format onnx is refused."""
+    import autoprune.export_formats as formats_mod
+
+    runs, row = int8_study
+    monkeypatch.setattr(formats_mod, "int8_unsupported", lambda fmt, cell: "--format onnx runs in onnxruntime, which has no int8 GRU kernel" if fmt.name == "onnx" else None)
+    with pytest.raises(ExportError, match=rf"trial {row['trial']} is int8 and --format onnx runs in onnxruntime, which has no int8 GRU kernel; choose another --format"):
+        export("tiny", str(runs), trial=row["trial"], formats=["onnx", "torchscript"], out_dir=str(tmp_path / "a"), log_mlflow=False)
+    assert not (tmp_path / "a").exists()
+    res = export("tiny", str(runs), trial=row["trial"], out_dir=str(tmp_path / "b"), log_mlflow=False)
+    assert set(res.files) == {"torchscript", "state_dict"}
