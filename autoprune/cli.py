@@ -128,9 +128,10 @@ def train(obj: _Ctx, config: str, study: Optional[str], force: bool, as_json: bo
     if as_json:
         _emit(out)
         return
-    state = "reused cached" if result.cached else "trained"
+    state = "reused cached" if result.cached else ("converted your" if cfg.model.user_model else "trained")
     click.echo(
-        f"{state} dense {cfg.model.cell.upper()} {cfg.model.hidden_sizes} on {cfg.task.name}: "
+        f"{state} dense {result.arch.cell.upper()} {[sizes[0] for sizes in result.arch.hidden_sizes]}"
+        f"{' bidirectional' if result.arch.bidirectional else ''} on {cfg.task.name}: "
         f"val accuracy {out['val_accuracy']:.4f}, test accuracy {out['test_accuracy']:.4f}, "
         f"{out['params']:,} parameters\ncheckpoint: {result.checkpoint}"
     )
@@ -179,12 +180,14 @@ def prune(obj: _Ctx, config: str, policy_path: str, study: Optional[str], as_jso
         "latency_settings": {k: v for k, v in cfg.measure.model_dump().items()},
         "checkpoint": result.checkpoint,
         "duration_s": round(result.duration_s, 2),
+        "precision": result.precision,
+        "int8": result.int8 or None,
     }
     if as_json:
         _emit(out)
         return
     click.echo(
-        f"{policy.method}/{policy.granularity} at sparsity {policy.sparsity}: "
+        f"{policy.method}/{policy.granularity} at sparsity {policy.sparsity}, {result.precision}: "
         f"test accuracy {out['test_accuracy']:.4f} (dense {out['dense_test_accuracy']:.4f}), "
         f"size {out['size_bytes']:,} B ({out['compression_ratio']:.1f}x smaller), hidden sizes {out['hidden_sizes']}, "
         f"latency {out['latency_ms']:.3f} ms (dense {out['dense_latency_ms']:.3f} ms)\nweights: {out['checkpoint']}"
@@ -196,12 +199,12 @@ def _fmt_row(r: dict) -> str:
     test = f"{r['test_accuracy']:.4f}" if r.get("test_accuracy") is not None else "-"
     return (
         f"{r['trial']:>5}  {r['val_accuracy']:.4f}  {test:>6}  {r['size_bytes']:>10,}  {r['size_ratio'] * 100:6.2f}%  {lat:>8}  "
-        f"{r['method'] or '-':<11} {r['granularity'] or '-':<12} {r['schedule'] or '-':<8} {r['hidden_sizes']}"
+        f"{r['method'] or '-':<11} {r['granularity'] or '-':<12} {r['schedule'] or '-':<8} {r.get('precision') or 'float32':<7}  {r['hidden_sizes']}"
     )
 
 
 def _print_front(rows: list, dense: Optional[dict] = None) -> None:
-    click.echo(f"{'trial':>5}  {'val':>6}  {'test':>6}  {'size (B)':>10}  {'of dense':>7}  {'lat (ms)':>8}  {'method':<11} {'granularity':<12} {'schedule':<8} hidden")
+    click.echo(f"{'trial':>5}  {'val':>6}  {'test':>6}  {'size (B)':>10}  {'of dense':>7}  {'lat (ms)':>8}  {'method':<11} {'granularity':<12} {'schedule':<8} {'prec':<7}  hidden")
     if dense:
         click.echo(
             f"{'dense':>5}  {dense['val_accuracy']:.4f}  {dense['test_accuracy']:.4f}  {dense['size_bytes']:>10,}  {100:6.2f}%  "
