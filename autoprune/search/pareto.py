@@ -45,6 +45,7 @@ def trial_row(trial: Any) -> Dict[str, Any]:
         "dense_val_accuracy": dense.get("val_accuracy"),
         "dense_val_score": dense.get("val_score"),
         "hidden_sizes": result.get("hidden_sizes"),
+        "precision": result.get("precision") or "float32",  # results from before int8 have no key: float32
         "method": policy.get("method"),
         "granularity": policy.get("granularity"),
         "schedule": (policy.get("schedule") or {}).get("kind"),
