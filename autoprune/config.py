@@ -386,7 +386,8 @@ class StudyConfig(_Strict):
         """Everything that determines the dense checkpoint (the cache key's content)."""
         return {
             "task": self.task.model_dump(),
-            "model": self.model.model_dump(),
+            # the user-model keys are all None for a trained-here model: left out, cached checkpoints keep their keys
+            "model": self.model.model_dump(exclude={"from_", "checkpoint", "build"}),
             "train": self.train.model_dump(),
             "seed": self.seed,
         }
