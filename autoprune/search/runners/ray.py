@@ -212,7 +212,7 @@ def _short_temp_dir(root: Path) -> Path:
     if len(str(wanted.resolve())) <= 40:
         wanted.mkdir(parents=True, exist_ok=True)
         return wanted.resolve()
-    short = Path(tempfile.gettempdir()) / "ap-ray-" + hashlib.sha1(str(wanted.resolve()).encode()).hexdigest()[:10]
+    short = Path(tempfile.gettempdir()) / ("ap-ray-" + hashlib.sha1(str(wanted.resolve()).encode()).hexdigest()[:10])
     short.mkdir(parents=True, exist_ok=True)
     if wanted.is_symlink() or not wanted.exists():
         if wanted.is_symlink() and os.readlink(wanted) != str(short):
