@@ -220,7 +220,7 @@ def _print_front(rows: list, dense: Optional[dict] = None) -> None:
 @click.option("--trials", type=int, default=None, help="Total number of trials (complete + stopped early), counting earlier runs.")
 @click.option("--timeout", type=float, default=None, help="Stop starting new trials after this many seconds.")
 @click.option("--workers", type=int, default=None, help="Worker processes (one torch thread each).")
-@click.option("--backend", type=click.Choice(["local", "ray"]), default=None, help="Trial runner: local processes or Ray Tune (default: the config's search.backend, else local).")
+@click.option("--backend", default=None, help="Trial runner: local (processes on this machine) or ray (Ray Tune); default: the config's search.backend, else local.")
 @click.option("--ray-address", default=None, help="Ray cluster to join: auto or HOST:PORT (default: start a local Ray instance).")
 @click.option("--concurrency", type=int, default=None, help="Ray backend: trials running at once.")
 @click.option("--cpus-per-trial", type=float, default=None, help="Ray backend: CPUs reserved per trial.")
