@@ -68,9 +68,14 @@ def _as_postgres_user() -> list:
 @pytest.fixture(scope="session")
 def postgres(tmp_path_factory):
     """A throwaway PostgreSQL server; yields ``make_url(dbname) -> postgresql+psycopg://...`` (creates the database)."""
+    import glob
+
+    # Debian keeps the server binaries off PATH, under /usr/lib/postgresql/<version>/bin
+    path = os.pathsep.join([os.environ.get("PATH", ""), *sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)])
     for tool in ("initdb", "pg_ctl"):
-        if not shutil.which(tool):
-            pytest.skip(f"PostgreSQL server binaries missing ({tool} not on PATH): apt-get install -y postgresql (CI's .ci/run does)")
+        if not shutil.which(tool, path=path):
+            pytest.skip(f"PostgreSQL server binaries missing ({tool} neither on PATH nor in /usr/lib/postgresql/*/bin): apt-get install -y postgresql (CI's .ci/run does)")
+    initdb, pg_ctl = shutil.which("initdb", path=path), shutil.which("pg_ctl", path=path)
     pytest.importorskip("psycopg", reason="psycopg missing: pip install -c constraints.txt -e '.[cluster]'")
     import psycopg
 
@@ -79,10 +84,10 @@ def postgres(tmp_path_factory):
     if prefix:
         shutil.chown(root, "nobody")
     data = root / "data"
-    subprocess.run(prefix + ["initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"], check=True, capture_output=True)
+    subprocess.run(prefix + [initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"], check=True, capture_output=True)
     port = free_port()
     opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
-    subprocess.run(prefix + ["pg_ctl", "-D", str(data), "-o", opts, "-l", str(root / "log"), "-w", "start"], check=True, capture_output=True)
+    subprocess.run(prefix + [pg_ctl, "-D", str(data), "-o", opts, "-l", str(root / "log"), "-w", "start"], check=True, capture_output=True)
     made = set()
 
     def make_url(db: str) -> str:
@@ -96,7 +101,7 @@ def postgres(tmp_path_factory):
     try:
         yield make_url
     finally:
-        subprocess.run(prefix + ["pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop"], capture_output=True)
+        subprocess.run(prefix + [pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"], capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
 
 
