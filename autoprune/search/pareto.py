@@ -183,9 +183,12 @@ def selection_score(row: Dict[str, Any], dense: bool = False) -> Optional[float]
 def pick_best(rows: Sequence[Dict[str, Any]], tolerance: float = 0.01) -> tuple[Dict[str, Any], Optional[str]]:
     """What users mean by "the best pruned model": the smallest front model that keeps accuracy.
 
-    The smallest row whose validation score (:func:`selection_score`) is at most
-    ``tolerance`` (a fraction: 0.01 is one accuracy point) below the dense model's; when
-    none qualifies, the most accurate row and a message saying so.
+    The smallest row whose validation accuracy is at most ``tolerance`` (a fraction: 0.01
+    is one accuracy point) below the dense model's (ties: the higher :func:`selection_score`);
+    when none qualifies, the row with the highest :func:`selection_score` (the recorded
+    less noisy ``val_score`` where there is one) and a message saying so. The tolerance is
+    judged on accuracy, the number people compare, so the pick is never more than
+    ``tolerance`` below dense however a score breaks ties.
 
     Args:
         rows: front rows (each carrying the dense model's validation numbers).
@@ -196,17 +199,16 @@ def pick_best(rows: Sequence[Dict[str, Any]], tolerance: float = 0.01) -> tuple[
     """
     if not rows:
         raise ValueError("pick_best needs at least one row")
-    dense = next((selection_score(r, dense=True) for r in rows if selection_score(r, dense=True) is not None), None)
+    most_accurate = max(rows, key=lambda r: (selection_score(r), -r["size_bytes"]))
+    dense = next((r["dense_val_accuracy"] for r in rows if r.get("dense_val_accuracy") is not None), None)
     if dense is None:  # no dense reference recorded: nothing to keep, take the most accurate
-        best = max(rows, key=lambda r: (selection_score(r), -r["size_bytes"]))
-        return best, "no dense validation accuracy is recorded for this study; exporting the most accurate Pareto trial"
+        return most_accurate, "no dense validation accuracy is recorded for this study; exporting the most accurate Pareto trial"
     floor = dense - tolerance - 1e-9  # a trial exactly at the tolerance meets it
-    keep = [r for r in rows if selection_score(r) >= floor]
+    keep = [r for r in rows if r["val_accuracy"] >= floor]
     if keep:
         return min(keep, key=lambda r: (r["size_bytes"], -selection_score(r))), None
-    best = max(rows, key=lambda r: (selection_score(r), -r["size_bytes"]))
-    gap = (dense - selection_score(best)) * 100
-    return best, (
+    gap = (dense - most_accurate["val_accuracy"]) * 100
+    return most_accurate, (
         f"no Pareto trial is within {tolerance * 100:g} point(s) of dense validation accuracy {dense:.4f}; "
-        f"exporting the most accurate one, trial {best['trial']} ({gap:.2f} points below dense); raise --tolerance to trade accuracy for size"
+        f"exporting the most accurate one, trial {most_accurate['trial']} ({gap:.2f} points below dense); raise --tolerance to trade accuracy for size"
     )

@@ -32,11 +32,17 @@ def test_none_within_tolerance_takes_the_most_accurate_and_says_so():
     assert note.startswith("no Pareto trial is within 1 point(s) of dense validation accuracy 0.9900; exporting the most accurate one, trial 0 (9.00 points below dense)")
 
 
-def test_a_less_noisy_score_is_preferred_when_recorded():
-    rows = [_row(0, 0.97, 1000, val_score=0.90, dense_val_score=0.96), _row(1, 0.96, 100, val_score=0.80, dense_val_score=0.96)]
-    assert selection_score(rows[1]) == 0.80 and selection_score(rows[1], dense=True) == 0.96
-    row, note = pick_best(rows, 0.01)
-    assert row["trial"] == 0 and "trial 0" in note
+def test_tolerance_is_judged_on_accuracy_and_a_recorded_score_decides_the_rest():
+    rows = [
+        _row(0, 0.95, 1000, val_score=0.956, dense_val_score=0.966),
+        _row(1, 0.94, 100, val_score=0.941, dense_val_score=0.966),  # 1 accuracy point below, 2.5 score points below
+        _row(2, 0.94, 100, val_score=0.945, dense_val_score=0.966),  # same size, better score
+    ]
+    assert selection_score(rows[1]) == 0.941 and selection_score(rows[1], dense=True) == 0.966
+    assert pick_best(rows, 0.01) == (rows[2], None)
+    below = [_row(0, 0.90, 1000, dense_val=0.99, val_score=0.901), _row(1, 0.90, 100, dense_val=0.99, val_score=0.905)]
+    row, note = pick_best(below, 0.01)
+    assert row["trial"] == 1 and "trial 1 (9.00 points below dense)" in note
 
 
 def test_empty_front_is_refused():
