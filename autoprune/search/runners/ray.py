@@ -102,7 +102,7 @@ class StudySearcher(OptunaSearch):
         self._space_obj = space
         self._update = update
         self._counted = (0, -math.inf)  # (count, when read)
-        self.failed_to_ask = 0
+        self.error: Optional[Exception] = None  # raised by the recorder (e.g. too many failures): re-raised after Tune stops
 
     def set_search_properties(self, metric: Optional[str], mode: Optional[str], config: Dict, **spec: Any) -> bool:
         return True  # the space and the study are ours already
@@ -118,7 +118,7 @@ class StudySearcher(OptunaSearch):
 
     def suggest(self, trial_id: str) -> Optional[Dict[str, Any]]:
         job = self._job
-        if job.deadline is not None and time.time() >= job.deadline:
+        if self.error is not None or (job.deadline is not None and time.time() >= job.deadline):
             return Searcher.FINISHED
         done = self._done()
         if done >= job.total:
@@ -130,6 +130,7 @@ class StudySearcher(OptunaSearch):
             policy = self._space_obj.suggest(ot_trial)
         except Exception as err:  # as the local objective: the trial is recorded failed
             self._fail(ot_trial, err)
+            self._recorded()
             return None
         ot_trial.set_user_attr("autoprune.policy", policy.to_dict())
         ot_trial.set_user_attr("autoprune.backend", "ray")
@@ -186,8 +187,15 @@ class StudySearcher(OptunaSearch):
             self._fail(ot_trial, None, json.loads(result["autoprune_error"]))
         else:
             self._fail(ot_trial, None, {"autoprune.error": _DIED})
+        self._recorded()
+
+    def _recorded(self) -> None:
+        """After a trial is told: count afresh and let the driver record (MLflow, progress, failure guard)."""
         self._done(fresh=True)
-        self._update()
+        try:
+            self._update()
+        except Exception as err:  # Tune would log and swallow it: stop asking, re-raise on the driver after fit
+            self.error = err
 
 
 def _check_address(address: str, timeout_s: float = 5.0) -> None:
@@ -291,6 +299,8 @@ class RayRunner(Runner):
             # results live in the Optuna study, not in Tune's (disabled) result files: no warning about them
             logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
             tuner.fit()
+            if searcher.error is not None:
+                raise searcher.error
         finally:
             if started:
                 ray.shutdown()
