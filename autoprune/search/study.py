@@ -97,9 +97,16 @@ def open_study(study: str, runs_dir: str | os.PathLike = "runs"):
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = meta["storage"]
-    if "://" not in storage and not Path(storage).is_file() and paths["journal"].is_file():
-        storage = str(paths["journal"])  # a relative journal path recorded from another working directory
-    return optuna.load_study(study_name=study, storage=storage_for(storage)), meta
+    if "://" not in storage and Path(storage).name == paths["journal"].name and paths["journal"].is_file():
+        # the study's own journal, wherever runs/ is now (search.json may hold a path relative to another directory)
+        storage = str(paths["journal"])
+    try:
+        return optuna.load_study(study_name=study, storage=storage_for(storage)), meta
+    except ValueError as err:  # json.JSONDecodeError included: a damaged journal
+        raise TrialError(
+            f"{storage}: the study storage cannot be read ({type(err).__name__}: {str(err)[:200]}); "
+            f"run `autoprune search` on the study again: it repairs a torn journal (keeping a backup)"
+        ) from None
 
 
 def update_meta(path: Path, **values: Any) -> Dict[str, Any]:

@@ -75,3 +75,14 @@ def test_search_after_a_torn_journal_repairs_and_continues(work):
     for args in (["pareto", "tiny", "--all"], ["export", "tiny", "--format", "state_dict"]):
         res = run_cli(["--runs-dir", "runs", *args], work)
         assert res.returncode == 0, (args, res.stderr[-2000:])
+
+
+def test_reading_a_damaged_journal_says_how_to_repair(tmp_path):
+    from autoprune.search.study import open_study
+
+    root = tmp_path / "runs" / "s"
+    root.mkdir(parents=True)
+    (root / "search.json").write_text(json.dumps({"storage": "elsewhere/s/optuna.journal"}))
+    (root / "optuna.journal").write_text(f"{R1}\n{R2[:-20]}{R3}\n{R2}\n")
+    with pytest.raises(TrialError, match=r"optuna\.journal: the study storage cannot be read .* run `autoprune search` on the study again"):
+        open_study("s", tmp_path / "runs")
