@@ -63,10 +63,24 @@ def front_view_state() -> Dict[str, Any]:
     }
 
 
-def prepare_experiment(client: Any, experiment_id: str) -> None:
-    """Mark the experiment as model training and store the front view (idempotent)."""
-    client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
-    client.set_experiment_tag(experiment_id, SHARED_VIEW_PREFIX + FRONT_VIEW_KEY, json.dumps(front_view_state()))
+def prepare_experiment(client: Any, experiment_id: str, strict: bool = True) -> bool:
+    """Mark the experiment as model training and store the front view (idempotent).
+
+    Returns True when both tags are set; with ``strict=False`` a store that refuses them
+    (say, a server where this user may not edit the experiment) gets a warning, not an error:
+    the search still records everything else.
+    """
+    try:
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
+        client.set_experiment_tag(experiment_id, SHARED_VIEW_PREFIX + FRONT_VIEW_KEY, json.dumps(front_view_state()))
+        return True
+    except Exception as err:  # MLflow raises several kinds for a refused write
+        if strict:
+            raise
+        import logging
+
+        logging.getLogger(__name__).warning("could not tag MLflow experiment %s for the model-training view: %s", experiment_id, str(err).splitlines()[0][:200])
+        return False
 
 
 def front_url(base_url: str, experiment_id: str, shared_view: bool = True) -> str:

@@ -115,7 +115,7 @@ class Tracker:
                 self.experiment_id = exp.experiment_id
             from autoprune.mlflow_ui import prepare_experiment
 
-            prepare_experiment(self.client, self.experiment_id)  # MLflow's model-training view and the front's shared view
+            prepare_experiment(self.client, self.experiment_id, strict=False)  # MLflow's model-training view and the front's shared view
         self.parent_run_id: Optional[str] = None
         self._trial_runs: Dict[int, str] = {}
         self._pareto: Dict[int, bool] = {}
