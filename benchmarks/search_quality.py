@@ -100,7 +100,12 @@ def seeds_for(ctx: Context) -> List[int]:
 
 
 def tasks_for(ctx: Context) -> List[str]:
-    return ["jv"] if ctx.quick else ["jv", "mnist1d"]
+    """JapaneseVowels (quick) or both tasks; ``AUTOPRUNE_SQ_TASKS=jv`` (comma list) runs a subset, e.g. to measure one task."""
+    only = [t for t in os.environ.get("AUTOPRUNE_SQ_TASKS", "").split(",") if t]
+    unknown = sorted(set(only) - set(TASKS))
+    if unknown:
+        raise ValueError(f"AUTOPRUNE_SQ_TASKS: unknown task(s) {unknown}; known: {', '.join(TASKS)}")
+    return only or (["jv"] if ctx.quick else ["jv", "mnist1d"])
 
 
 def study_name(task: str, contender: str, seed: int = 0) -> str:
@@ -632,4 +637,6 @@ def run(ctx: Context) -> None:
     ]
     if ctx.quick:
         notes.append(f"Quick mode: JapaneseVowels only, seed 0 only, {trials_for(ctx, 'jv')} trials per search (not a measurement: a smoke run).")
+    if os.environ.get("AUTOPRUNE_SQ_TASKS"):
+        notes.append(f"Tasks limited by AUTOPRUNE_SQ_TASKS={os.environ['AUTOPRUNE_SQ_TASKS']}.")
     write_result(ctx, NAME, header("search_quality: autoprune search vs small dense, uniform pruning, the peers' pruning code and random search", ctx, notes) + body)
