@@ -254,8 +254,10 @@ class RayConfig(_Strict):
     def _address(cls, v: Optional[str]) -> Optional[str]:
         import re
 
-        if v is not None and v != "auto" and not re.fullmatch(r"(ray://)?[A-Za-z0-9_.\-\[\]:]+:[0-9]{1,5}", v):
-            raise ValueError(f"must be auto, HOST:PORT (the head's GCS port, e.g. 10.0.0.5:6379) or ray://HOST:PORT; got {v!r}")
+        if v is not None and v.startswith("ray://"):
+            raise ValueError(f"Ray Client addresses are not supported ({v!r}): run the search on a node of the cluster with auto or the head's HOST:PORT")
+        if v is not None and v != "auto" and not re.fullmatch(r"[A-Za-z0-9_.\-\[\]:]+:[0-9]{1,5}", v):
+            raise ValueError(f"must be auto or HOST:PORT (the head's GCS port, e.g. 10.0.0.5:6379); got {v!r}")
         return v
 
 

@@ -27,7 +27,8 @@ def _search(tmp_path, *args, **search):
         (["--backend", "ray", "--workers", "2"], {}, r"workers=2 starts local worker processes; with backend ray set ray.concurrency \(--concurrency\) instead"),
         (["--backend", "ray", "--concurrency", "0"], {}, r"search.ray.concurrency.*greater than or equal to 1"),
         (["--backend", "ray", "--cpus-per-trial", "0"], {}, r"search.ray.cpus_per_trial.*greater than 0"),
-        (["--backend", "ray", "--ray-address", "nohost"], {}, r"search.ray.address.*must be auto, HOST:PORT"),
+        (["--backend", "ray", "--ray-address", "nohost"], {}, r"search.ray.address.*must be auto or HOST:PORT"),
+        (["--backend", "ray", "--ray-address", "ray://head:10001"], {}, r"search.ray.address.*Ray Client addresses are not supported"),
         ([], {"backend": "slurm"}, r"search.backend.*unknown search backend 'slurm'; valid: local, ray"),
     ],
 )
@@ -55,3 +56,12 @@ def test_unreachable_mlflow_server(tmp_path):
     port = free_port()
     line = _search(tmp_path, "--backend", "ray", "--tracking-uri", f"http://127.0.0.1:{port}")
     assert f"cannot reach the MLflow tracking server at http://127.0.0.1:{port}" in line
+
+
+def test_ray_address_auto_without_a_cluster(tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where `ray start` would have left /tmp/ray/ray_current_cluster
+    line = _search(tmp_path, "--backend", "ray", "--ray-address", "auto")
+    assert "--ray-address auto: no Ray cluster runs on this machine" in line

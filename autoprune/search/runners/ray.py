@@ -201,7 +201,13 @@ class StudySearcher(OptunaSearch):
 def _check_address(address: str, timeout_s: float = 5.0) -> None:
     """Refuse, with one line, a Ray address nothing answers at (before any training)."""
     if address == "auto":
-        return  # ray.init finds the local cluster itself, or says there is none
+        # what ray.init("auto") looks for: RAY_ADDRESS, or the file `ray start` leaves in /tmp/ray
+        if not os.environ.get("RAY_ADDRESS") and not (Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster").is_file():
+            raise ConfigError(
+                "search.ray.address / --ray-address auto: no Ray cluster runs on this machine (no RAY_ADDRESS, no /tmp/ray/ray_current_cluster); "
+                "start one with `ray start --head`, give the head's HOST:PORT, or leave it unset to start a local Ray instance"
+            )
+        return
     host, _, port = address.split("://")[-1].rpartition(":")
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
