@@ -43,6 +43,7 @@ MODEL_TRAINING = "custom_model_development"
 SHARED_VIEW_PREFIX = "mlflow.sharedViewState."
 FRONT_VIEW_KEY = "autoprune-front"
 FRONT_FILTER = "tags.`autoprune.pareto` = 'true'"
+_FRONT_SECTION = "autoprune-front-section"
 #: runs-table columns of the front view (MLflow's canonical column keys)
 FRONT_COLUMNS = [f"metrics.`{m}`" for m in ("val_accuracy", "test_accuracy", "size_bytes", "compression_ratio", "latency_ms")]
 
@@ -60,6 +61,21 @@ def front_view_state() -> Dict[str, Any]:
         "selectedColumns": FRONT_COLUMNS,
         "runListHidden": False,
         "viewMaximized": False,
+        # the Chart view (second icon above the table) opens on the front as a scatter of accuracy against size
+        "compareRunSections": [{"uuid": _FRONT_SECTION, "name": "Pareto front", "display": True, "isReordered": False, "deleted": False, "isGenerated": False}],
+        "compareRunCharts": [
+            {
+                "uuid": _FRONT_SECTION + "-scatter",
+                "type": "SCATTER",
+                "runsCountToCompare": 100,
+                "metricSectionId": _FRONT_SECTION,
+                "deleted": False,
+                "isGenerated": False,
+                "displayName": "Pareto front: validation accuracy vs size (bytes)",
+                "xaxis": {"key": "size_bytes", "type": "METRIC"},
+                "yaxis": {"key": "val_accuracy", "type": "METRIC"},
+            }
+        ],
     }
 
 

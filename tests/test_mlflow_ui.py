@@ -43,6 +43,8 @@ def test_experiment_is_tagged_model_training_with_the_front_view(tmp_path):
     assert tags["mlflow.experimentKind"] == "custom_model_development"
     view = json.loads(tags["mlflow.sharedViewState.autoprune-front"])
     assert view["searchFilter"] == "tags.`autoprune.pareto` = 'true'" and view["selectedColumns"] == FRONT_COLUMNS
+    (chart,) = view["compareRunCharts"]
+    assert (chart["type"], chart["xaxis"]["key"], chart["yaxis"]["key"]) == ("SCATTER", "size_bytes", "val_accuracy")
     parent = client.create_run(exp, tags={"autoprune.search": "true"}).info.run_id
     links = study_links("s", uri, "http://127.0.0.1:5001")
     assert links["front"].endswith(f"#/experiments/{exp}/runs?workflowType=machine_learning&viewStateShareKey=autoprune-front")

@@ -126,6 +126,20 @@ def test_link_shows_the_front_in_the_model_training_runs_table(finished_study, u
     page.close()
 
 
+def test_chart_view_shows_the_front_as_a_scatter(finished_study, ui_links, browser):
+    _, summary = finished_study
+    front, _ = ui_links
+    page = browser.new_page(viewport={"width": 1600, "height": 1000})
+    page.goto(front + "&compareRunsMode=CHART")  # what the Chart toggle above the table opens
+    page.get_by_text("Pareto front", exact=True).first.wait_for(timeout=60_000)
+    points = page.locator(".scatterlayer .point")
+    deadline = time.time() + 30
+    while points.count() < len(summary.pareto) and time.time() < deadline:
+        time.sleep(0.5)
+    assert points.count() == len(summary.pareto)
+    page.close()
+
+
 def test_front_plot_renders_in_the_artifact_viewer(finished_study, ui_links, browser):
     _, summary = finished_study
     _, plot = ui_links
