@@ -48,6 +48,7 @@ def study(tmp_path_factory):
         "finetune": {"epochs": [2, 3]},
         "schedule": {"kinds": ["agp", "one_shot"], "end_before_last": 0},
         "early_stop": {"after_epochs": None},
+        "recipe_check": {"enabled": False},  # its unpruned run_trial call would shift the staged trial numbers
     }
     real = trial_mod.run_trial
     calls = []
