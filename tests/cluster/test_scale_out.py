@@ -93,6 +93,34 @@ def test_two_node_cluster_with_postgres_and_mlflow_server(tmp_path, ray_cluster,
 
 
 @pytest.mark.slow
+def test_failing_ray_trials_are_failed_with_their_error_and_the_guard_stops(tmp_path, ray_cluster, monkeypatch):
+    """A trial that cannot see the runs folder (as on a node without the shared path) fails with that
+    message; the consecutive-failure guard stops the search from inside Tune, and the parent run is FAILED."""
+    import dataclasses
+
+    from autoprune.errors import TrialError
+    from autoprune.search.runners import ray as ray_runner
+
+    real_run = ray_runner.RayRunner.run
+
+    def unshared(self, job, study, update):
+        return real_run(self, dataclasses.replace(job, dense_checkpoint=str(tmp_path / "elsewhere" / "checkpoint.pt")), study, update)
+
+    monkeypatch.setattr(ray_runner.RayRunner, "run", unshared)
+    runs = tmp_path / "runs"
+    cfg = config_from_dict(study_dict(trials=6, max_consecutive_failures=2), source="tiny.yaml")
+    cfg = cfg.model_copy(update={"search": cfg.search.model_copy(update={"backend": "ray", "ray": cfg.search.ray.model_copy(update={"address": ray_cluster.address})})})
+    with pytest.raises(TrialError, match=r"search stopped: the last \d+ trials all failed \(search.max_consecutive_failures=2\)"):
+        run_search(cfg, str(runs))
+    study, meta = open_study("tiny", runs)
+    failed = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.FAIL]
+    assert len(failed) >= 2 and _counted(study) == 0
+    assert all("is not visible on node" in t.user_attrs["autoprune.error"] and "--runs-dir must be one shared path" in t.user_attrs["autoprune.error"] for t in failed)
+    client = MlflowClient(f"sqlite:///{runs.resolve() / 'mlflow.db'}")
+    assert client.get_run(meta["mlflow_parent_run_id"]).info.status == "FAILED"
+
+
+@pytest.mark.slow
 def test_node_death_marks_its_trial_failed_and_the_search_goes_on(tmp_path, ray_cluster):
     """The worker node is removed while both nodes run a trial: that trial is FAIL, the head finishes the search."""
     runs = tmp_path / "runs"
