@@ -65,14 +65,19 @@ class SearchProgress:
         self._bar: Any = None
         self._stop = threading.Event()
         self._ticker: Optional[threading.Thread] = None
-        if self.mode == "bar":
+        self._refresh_s = refresh_s
+
+    def _start_bar(self) -> None:
+        """The bar appears with the first status (trials about to run), after the setup's log lines."""
+        if self.mode == "bar" and self._bar is None:
             from tqdm import tqdm
 
+            width = _columns(self.stream)  # a pty without a size (script, some CI) reports 0 columns: draw 100 wide
             self._bar = tqdm(
-                total=total, desc=f"search {study}", unit="trial", file=self.stream, dynamic_ncols=True,
+                total=self.total, desc=f"search {self.study}", unit="trial", file=self.stream, dynamic_ncols=width > 0, ncols=None if width > 0 else 100, nrows=None if width > 0 else 24,
                 bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]",
             )
-            self._ticker = threading.Thread(target=self._tick, args=(refresh_s,), name="autoprune-progress", daemon=True)
+            self._ticker = threading.Thread(target=self._tick, args=(self._refresh_s,), name="autoprune-progress", daemon=True)
             self._ticker.start()
 
     def eta_s(self, done: int) -> Optional[float]:
@@ -93,6 +98,7 @@ class SearchProgress:
         if self._first is None:
             self._first = (time.time(), status.get("done", 0))
         self._last = dict(status)
+        self._start_bar()
         if self.mode == "bar":
             self._bar.n = status.get("done", 0)
             self._bar.set_postfix_str(self.text(status), refresh=True)
@@ -123,3 +129,12 @@ def _isatty(stream: Any) -> bool:
         return bool(stream.isatty())
     except (AttributeError, ValueError):
         return False
+
+
+def _columns(stream: Any) -> int:
+    import os
+
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, ValueError, OSError):
+        return 0
