@@ -64,7 +64,8 @@ def test_int8_export_files_reproduce_the_recorded_counts_without_autoprune(int8_
     runs, row = int8_study
     result = _result(row)
     assert result["precision"] == "int8" and row["policy"]["quantize"] == "int8"
-    res = export("tiny", str(runs), trial=row["trial"], formats=["onnx", "torchscript", "state_dict"], out_dir=str(tmp_path / "out"), log_mlflow=False)
+    res = export("tiny", str(runs), trial=row["trial"], formats=["onnx", "torchscript", "state_dict"], out_dir=str(tmp_path / "out"))
+    assert res.mlflow_model_uri  # the torch int8 module and the int8 ONNX graph logged to the trial's run
     out = Path(res.out_dir)
     card = json.loads((out / "model_card.json").read_text())
     assert card["precision"] == "int8" and card["size_bytes"] == row["size_bytes"] < result["int8"]["float_size_bytes"]
@@ -145,3 +146,19 @@ def test_int8_without_a_kernel_in_a_format_runtime(int8_study, tmp_path, monkeyp
     assert not (tmp_path / "a").exists()
     res = export("tiny", str(runs), trial=row["trial"], out_dir=str(tmp_path / "b"), log_mlflow=False)
     assert set(res.files) == {"torchscript", "state_dict"}
+
+
+@pytest.mark.slow
+def test_mlflow_trial_run_says_int8(int8_study):
+    from mlflow import MlflowClient
+
+    from autoprune.tracking import TRIAL_TAG, default_tracking_uri
+
+    runs, row = int8_study
+    client = MlflowClient(default_tracking_uri(runs))
+    exp = client.get_experiment_by_name("tiny")
+    run = client.search_runs([exp.experiment_id], filter_string=f"tags.`{TRIAL_TAG}` = '{row['trial']}'")[0]
+    assert run.data.tags["autoprune.precision"] == "int8" and run.data.params["quantize"] == "int8"
+    assert run.data.metrics["size_bytes"] == row["size_bytes"] < run.data.metrics["float_size_bytes"]
+    assert run.data.metrics["compression_ratio"] == pytest.approx(_result(row)["dense"]["size_bytes"] / row["size_bytes"])  # against dense float32
+    assert {"float_val_accuracy", "float_test_accuracy"} <= set(run.data.metrics)
