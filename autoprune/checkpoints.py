@@ -33,6 +33,7 @@ def load_checkpoint(path: str | os.PathLike, required: tuple[str, ...] = ("arch"
         CheckpointError: one line naming the file and what is wrong with it.
     """
     import pickle
+    import re
 
     import torch
 
@@ -41,9 +42,10 @@ def load_checkpoint(path: str | os.PathLike, required: tuple[str, ...] = ("arch"
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        what = f" (it would call {found.group(1)})" if found else ""
         raise CheckpointError(
-            f"{path}: refused to load: it holds objects other than tensors and plain containers ({first}); "
+            f"{path}: refused to load: it holds objects other than tensors and plain containers{what}; "
             f"autoprune never writes such checkpoints, so this file was not written by it"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as err:

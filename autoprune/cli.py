@@ -266,9 +266,10 @@ def search(obj: _Ctx, config: str, study: Optional[str], trials: Optional[int], 
     except KeyboardInterrupt as err:
         bar.close()
         how = f" by {err.signal_name}" if hasattr(err, "signal_name") else ""
+        marked = getattr(err, "marked", None)
+        trials = "the running trial is marked failed" if marked is None else f"{marked} running trial(s) marked failed"
         click.echo(
-            f"interrupted{how}: the running trial is marked failed and the MLflow search run KILLED; "
-            f"run the same command again to resume the study '{cfg.study}'",
+            f"interrupted{how}: {trials}, the MLflow search run ended KILLED; run the same command again to resume the study '{cfg.study}'",
             err=True,
         )
         sys.exit(getattr(err, "exit_code", 130))

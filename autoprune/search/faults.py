@@ -33,6 +33,8 @@ __all__ = [
     "TooManyFailures",
     "interrupt_handlers",
     "deferred",
+    "hold_signals",
+    "release_signals",
     "FailureWatch",
     "quiet_optuna_failures",
     "die_with_parent",
@@ -82,10 +84,11 @@ class SearchStopped(_BySignal, KeyboardInterrupt):
     A KeyboardInterrupt, so callers that caught Ctrl-C before keep working.
     """
 
-    def __init__(self, summary: Any, signum: int = signal.SIGINT) -> None:
+    def __init__(self, summary: Any, signum: int = signal.SIGINT, marked: int = 0) -> None:
         super().__init__(summary)
         self.summary = summary
         self.signum = signum
+        self.marked = marked  # running trials marked failed
 
 
 class TooManyFailures(TrialError):
@@ -131,18 +134,28 @@ def interrupt_handlers() -> Iterator[None]:
             signal.signal(s, h if h is not None else signal.SIG_DFL)
 
 
+def hold_signals() -> None:
+    """From now on a signal waits (see ``release_signals``); pairs nest."""
+    _state.defer_depth += 1
+
+
+def release_signals() -> None:
+    """End a ``hold_signals``; raise :class:`SearchInterrupted` for a signal that arrived meanwhile."""
+    _state.defer_depth -= 1
+    if _state.defer_depth == 0 and _state.pending is not None and _state.received is None:
+        signum, _state.pending = _state.pending, None
+        _state.received = signum
+        raise SearchInterrupted(signum)
+
+
 @contextlib.contextmanager
 def deferred() -> Iterator[None]:
     """A signal arriving inside this block is raised when the block ends (so writes finish)."""
-    _state.defer_depth += 1
+    hold_signals()
     try:
         yield
     finally:
-        _state.defer_depth -= 1
-        if _state.defer_depth == 0 and _state.pending is not None and _state.received is None:
-            signum, _state.pending = _state.pending, None
-            _state.received = signum
-            raise SearchInterrupted(signum)
+        release_signals()
 
 
 def first_line(text: str, limit: int = 300) -> str:

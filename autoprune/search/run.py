@@ -25,8 +25,10 @@ from autoprune.search.faults import (
     SearchStopped,
     TooManyFailures,
     deferred,
+    hold_signals,
     interrupt_handlers,
     quiet_optuna_failures,
+    release_signals,
 )
 from autoprune.search.journal import check_storage_url
 from autoprune.search.study import StudyLock, check_storage_reachable, create_study, mark_stale, study_paths, update_meta
@@ -88,6 +90,7 @@ def run_search(
         study = create_study(config, storage, space)
         update_meta(paths["meta"], storage=storage, tracking_uri=uri, config=config.to_dict(), dense_checkpoint=str(dense.checkpoint))
         dense_info = {**dense.metrics, "size_bytes": dense.metrics["params"] * 4, "latency_ms": cache.get(dense.arch, settings)}
+        hold_signals()  # from the parent run's creation until the try below: a signal then ends it KILLED
         recorder = Recorder(study, config, uri, runs_dir, dense_info)
         update_meta(paths["meta"], mlflow_experiment_id=recorder.tracker.experiment_id, mlflow_parent_run_id=recorder.tracker.parent_run_id)
 
@@ -110,16 +113,18 @@ def run_search(
         interrupted = False
         signum = signal.SIGINT
         final: Optional[str] = None
+        marked = 0
         try:
+            release_signals()
             status = update()
             if status["done"] < job.total and (job.deadline is None or time.time() < job.deadline):
                 runner.run(job, study, update)
         except SearchInterrupted as stop:
             interrupted, signum = True, stop.signum
-            mark_stale(study, f"interrupted by {stop.signal_name}: the search was stopped during this trial")
+            marked = mark_stale(study, f"interrupted by {stop.signal_name}: the search was stopped during this trial")
         except KeyboardInterrupt:
             interrupted = True
-            mark_stale(study)
+            marked = mark_stale(study)
         except TooManyFailures:
             final = "FAILED"
             mark_stale(study, "stopped: the search stopped after too many consecutive failed trials")
@@ -133,7 +138,7 @@ def run_search(
 
     summary = recorder.summary(storage, started, artifacts, interrupted)
     if interrupted:
-        raise SearchStopped(summary, signum)
+        raise SearchStopped(summary, signum, marked)
     return summary
 
 

@@ -33,6 +33,7 @@ def failed_search(tmp_path_factory):
     return work, cfg, _failing(["search", str(cfg)], work)
 
 
+@pytest.mark.slow
 def test_search_stops_after_consecutive_failures(failed_search):
     work, _, res = failed_search
     assert res.returncode == 2, res.stderr[-3000:]
@@ -50,6 +51,7 @@ def test_search_stops_after_consecutive_failures(failed_search):
     assert all(r.info.status == "FAILED" and r.data.tags["autoprune.error"].startswith(REASON) for r in nested)
 
 
+@pytest.mark.slow
 def test_one_line_per_failed_trial_and_no_traceback(failed_search):
     _, _, res = failed_search
     lines = [ln for ln in res.stderr.splitlines() if ln.startswith("trial ")]
@@ -57,6 +59,7 @@ def test_one_line_per_failed_trial_and_no_traceback(failed_search):
     assert "Traceback" not in res.stderr
 
 
+@pytest.mark.slow
 def test_reason_in_pareto_all(failed_search):
     work, _, _ = failed_search
     res = run_cli(["--runs-dir", "runs", "pareto", "tiny", "--all"], work)
@@ -65,6 +68,7 @@ def test_reason_in_pareto_all(failed_search):
     assert len(rows) == 3 and all("failed" in r and REASON in r for r in rows)
 
 
+@pytest.mark.slow
 def test_debug_shows_the_traceback(tmp_path):
     (tmp_path / "runs").mkdir()
     cfg = study_yaml(tmp_path / "s.yaml", search={"trials": 2, "max_consecutive_failures": 1, "warm_start": False})
