@@ -66,6 +66,7 @@ class SearchProgress:
         self._stop = threading.Event()
         self._ticker: Optional[threading.Thread] = None
         self._refresh_s = refresh_s
+        self._redirect: Any = None
 
     def _start_bar(self) -> None:
         """The bar appears with the first status (trials about to run), after the setup's log lines."""
@@ -77,6 +78,11 @@ class SearchProgress:
                 total=self.total, desc=f"search {self.study}", unit="trial", file=self.stream, dynamic_ncols=width > 0, ncols=None if width > 0 else 100, nrows=None if width > 0 else 24,
                 bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]",
             )
+            from tqdm.contrib.logging import logging_redirect_tqdm
+
+            # log lines (a failed trial, a warning) print above the bar instead of through it
+            self._redirect = logging_redirect_tqdm(loggers=[logging.getLogger()], tqdm_class=tqdm)
+            self._redirect.__enter__()
             self._ticker = threading.Thread(target=self._tick, args=(self._refresh_s,), name="autoprune-progress", daemon=True)
             self._ticker.start()
 
@@ -116,6 +122,9 @@ class SearchProgress:
             self._ticker.join(timeout=2)
         if self._bar is not None:
             self._bar.close()
+        if self._redirect is not None:
+            self._redirect.__exit__(None, None, None)
+            self._redirect = None
 
     def __enter__(self) -> "SearchProgress":
         return self
