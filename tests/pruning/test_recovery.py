@@ -79,7 +79,7 @@ def test_scratch_after_hidden_unit_pruning_is_a_small_dense_model(tiny_config, r
     assert r.val_accuracy is not None and 0.0 <= r.test_accuracy <= 1.0
 
 
-def test_warm_start_rewinds_uniform_hidden_unit_trials_when_rewind_is_a_choice(tiny_study, tiny_config, runs_dir):
+def test_warm_start_retrains_uniform_hidden_unit_trials_from_scratch_when_that_is_a_choice(tiny_study, tiny_config, runs_dir):
     arch = ensure_dense(tiny_config, runs_dir).arch
     assert all("recovery" not in p for p in SearchSpace(tiny_config, arch).warm_start_params())  # the default space: unchanged
     tiny_study["search"] = {"recovery": ["finetune", "rewind", "scratch"], "granularities": ["unstructured", "hidden_unit"]}
@@ -87,8 +87,11 @@ def test_warm_start_rewinds_uniform_hidden_unit_trials_when_rewind_is_a_choice(t
     params = space.warm_start_params()
     units = [p for p in params if any(k.startswith("units.") for k in p)]
     weights = [p for p in params if not any(k.startswith("units.") for k in p)]
-    assert units and all(p["recovery"] == "rewind" for p in units)
+    assert units and all(p["recovery"] == "scratch" for p in units)
     assert weights and all("recovery" not in p for p in weights)  # unstructured: the sampler chooses
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     study.enqueue_trial(units[0])
-    assert space.suggest(study.ask()).recovery == "rewind"
+    assert space.suggest(study.ask()).recovery == "scratch"
+    tiny_study["search"]["recovery"] = ["finetune", "rewind"]
+    params = SearchSpace(config_from_dict(tiny_study, source="tiny.yaml"), arch).warm_start_params()
+    assert {p.get("recovery") for p in params if any(k.startswith("units.") for k in p)} == {"rewind"}
