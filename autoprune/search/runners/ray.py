@@ -264,6 +264,7 @@ class RayRunner(Runner):
 
         temp = _short_temp_dir(study_paths(job.runs_dir, job.config.study)["root"])
         ray.init(
+            address="local",  # always a new instance: never silently join a cluster `ray start` left on this machine
             num_cpus=max(1, math.ceil(r.concurrency * r.cpus_per_trial)),
             _temp_dir=str(temp),
             include_dashboard=False,
