@@ -57,7 +57,12 @@ _DIED = "the Ray worker running this trial stopped before reporting (its process
 
 def _trial_main(params: Dict[str, Any], job: SearchJob, dense_checkpoint: str) -> None:
     """A Ray Tune function trainable: one trial, on whichever node Ray chose."""
-    metrics: Dict[str, Any] = {"val_accuracy": 0.0, "size_bytes": 0.0, "autoprune_node": ray.get_runtime_context().get_node_id(), "autoprune_host": socket.gethostname()}
+    metrics: Dict[str, Any] = {
+        "val_accuracy": 0.0,
+        "size_bytes": 0.0,
+        "autoprune_node": ray.get_runtime_context().get_node_id(),
+        "autoprune_host": f"{socket.gethostname()}:{os.getpid()}",
+    }
     try:
         if not Path(dense_checkpoint).is_file():
             raise FileNotFoundError(
@@ -198,6 +203,17 @@ class StudySearcher(OptunaSearch):
             self.error = err
 
 
+def _ahead(r: Any) -> int:
+    """1 when one trial may wait in Tune's queue without ever running beyond ``concurrency``.
+
+    Tune keeps a finished trial's process for the next trial only when a trial is already
+    waiting for its resources; otherwise every trial starts a new process and imports torch
+    and Lightning again (seconds each). So ask one trial ahead, but only when the cluster's
+    CPUs cannot run ``concurrency + 1`` trials at once (always so for the local instance).
+    """
+    return int(ray.cluster_resources().get("CPU", 0) < (r.concurrency + 1) * r.cpus_per_trial)
+
+
 def _check_address(address: str, timeout_s: float = 5.0) -> None:
     """Refuse, with one line, a Ray address nothing answers at (before any training)."""
     if address == "auto":
@@ -291,7 +307,7 @@ class RayRunner(Runner):
                 tune_config=tune.TuneConfig(
                     search_alg=searcher,
                     num_samples=-1,
-                    max_concurrent_trials=r.concurrency,
+                    max_concurrent_trials=r.concurrency + _ahead(r),
                     reuse_actors=True,  # a trial's process keeps torch and Lightning imported for the next
                     trial_name_creator=_trial_name,
                     trial_dirname_creator=_trial_name,
