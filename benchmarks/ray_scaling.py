@@ -79,8 +79,10 @@ def run(ctx: Context) -> None:
     cfg_path.write_text(yaml.safe_dump(fixed.to_dict(), sort_keys=False))
     runs: Dict[str, List[Dict[str, Any]]] = {name: [] for name in CANDIDATES}
     load_start = os.getloadavg()
+    stamp = time.strftime("%m%d%H%M%S")
     for i, name in enumerate(rounds):
-        study = f"rs_{i}_{name.split(',')[0]}_{name.split()[-2]}"
+        # a fresh study each time: an existing one would resume, and its earlier trials count toward --trials
+        study = f"rs{stamp}_{i}_{name.split(',')[0]}_{name.split()[-2]}"
         shared_dense(fixed.model_copy(update={"study": "dense_jv"}), ctx.runs_root / "dense_cache", rd, [study])
         log(f"{NAME}: autoprune search {' '.join(CANDIDATES[name])} --trials {n_trials} (study {study})")
         runs[name].append(_search(cfg_path, rd, study, n_trials, CANDIDATES[name]))
