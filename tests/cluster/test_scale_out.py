@@ -124,7 +124,7 @@ def test_failing_ray_trials_are_failed_with_their_error_and_the_guard_stops(tmp_
 def test_node_death_marks_its_trial_failed_and_the_search_goes_on(tmp_path, ray_cluster):
     """The worker node is removed while both nodes run a trial: that trial is FAIL, the head finishes the search."""
     runs = tmp_path / "runs"
-    cfg = config_from_dict(study_dict(trials=3, finetune={"epochs": [25, 30]}, warm_start=False), source="tiny.yaml")
+    cfg = config_from_dict(study_dict(trials=3, finetune={"epochs": [300, 400]}, warm_start=False), source="tiny.yaml")
     cfg = cfg.model_copy(update={"search": cfg.search.model_copy(update={"backend": "ray", "ray": cfg.search.ray.model_copy(update={"address": ray_cluster.address})})})
     killed = threading.Event()
 
@@ -135,7 +135,7 @@ def test_node_death_marks_its_trial_failed_and_the_search_goes_on(tmp_path, ray_
             if journal.exists():
                 st = optuna.load_study(study_name="tiny", storage=optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal))))
                 if len(st.get_trials(deepcopy=False, states=(TrialState.RUNNING,))) >= 2:
-                    time.sleep(3)  # both trials started on their nodes
+                    time.sleep(8)  # both nodes started their trial (one more may wait in the queue: asked ahead)
                     ray_cluster.remove_node(ray_cluster.worker)
                     killed.set()
                     return
