@@ -18,16 +18,24 @@ __all__ = ["LocalRunner", "RUNNER"]
 def _optimize(study: Any, job: SearchJob, callbacks: list) -> None:
     import optuna
 
+    from autoprune.search.claim import TotalReached, claim_on_ask
     from autoprune.search.objective import make_objective
-    from autoprune.search.study import counts_toward_total
+    from autoprune.search.study import counts_toward_total, study_paths
 
-    study.optimize(
-        make_objective(job.config, job.runs_dir, job.dense_arch),
-        timeout=max(1.0, job.deadline - time.time()) if job.deadline else None,
-        callbacks=[optuna.study.MaxTrialsCallback(job.total, states=counts_toward_total()), *callbacks],
-        catch=(Exception,),
-        gc_after_trial=False,
-    )
+    # every ask claims a trial under a lock shared by the workers: exactly job.total counted trials
+    claim_on_ask(study, job.total, study_paths(job.runs_dir, job.config.study)["root"] / "ask.lock")
+    try:
+        study.optimize(
+            make_objective(job.config, job.runs_dir, job.dense_arch),
+            timeout=max(1.0, job.deadline - time.time()) if job.deadline else None,
+            callbacks=[optuna.study.MaxTrialsCallback(job.total, states=counts_toward_total()), *callbacks],
+            catch=(Exception,),
+            gc_after_trial=False,
+        )
+    except TotalReached:  # the other workers' running trials complete the total
+        pass
+    finally:
+        study.__dict__.pop("ask", None)
 
 
 def _worker_main(job: SearchJob, worker: int) -> None:
