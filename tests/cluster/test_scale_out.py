@@ -159,20 +159,33 @@ def test_driver_interrupted_then_resumed_by_the_other_backend(tmp_path):
     runs = tmp_path / "runs"
     cfg = write_study(tmp_path / "tiny.yaml", trials=4, finetune={"epochs": [6, 8]})
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "autoprune", "--runs-dir", str(runs), "search", str(cfg), "--backend", "ray", "--concurrency", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    # the driver's output goes to a file, not a pipe: nobody reads a pipe while we wait, and a full one would stall
+    # the driver; the file also keeps the output for the failure message whatever goes wrong
+    log_path = tmp_path / "driver.log"
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen([sys.executable, "-m", "autoprune", "--runs-dir", str(runs), "search", str(cfg), "--backend", "ray", "--concurrency", "2"],
+                                stdout=log_file, stderr=subprocess.STDOUT, text=True, env=env)
     journal = runs / "tiny" / "optuna.journal"
     deadline = time.time() + 300
     study = None
     while time.time() < deadline and proc.poll() is None:
         if journal.exists():
-            study = optuna.load_study(study_name="tiny", storage=optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal))))
-            if _counted(study) >= 1 and study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            try:
+                study = optuna.load_study(study_name="tiny", storage=optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal))))
+            except KeyError:  # the journal file exists a moment before the study's first record
+                study = None
+            if study is not None and _counted(study) >= 1 and study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                 break
         time.sleep(0.3)
-    assert proc.poll() is None, proc.stdout.read()
+    assert proc.poll() is None, log_path.read_text()
     proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=120)
+    try:
+        proc.wait(timeout=300)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        pytest.fail("the Ray driver did not exit within 300 s of SIGINT:\n" + log_path.read_text()[-6000:])
+    out = log_path.read_text()
     assert proc.returncode == 130, out
     assert (runs / "tiny" / "ray").exists()  # Ray's files stayed under the study's folder
 
