@@ -182,8 +182,10 @@ def run(ctx: Context) -> None:
     cfg_path = rd / "japanese_vowels_lstm_fixed_epochs.yaml"
     cfg_path.write_text(yaml.safe_dump(fixed.to_dict(), sort_keys=False))
     worker_runs: Dict[int, List[Dict[str, Any]]] = {1: [], 2: []}
+    stamp = time.strftime("%m%d%H%M%S")
     for i, w in enumerate(rounds):
-        study = f"to_workers{w}_{i}"
+        # a fresh study each run: an existing one would resume, and its earlier trials count toward --trials
+        study = f"to{stamp}_workers{w}_{i}"
         shared_dense(fixed.model_copy(update={"study": "dense_jv"}), ctx.runs_root / "dense_cache", rd, [study])
         log(f"{NAME}: autoprune search --workers {w} --trials {n_trials} (study {study})")
         worker_runs[w].append(_cli_search(cfg_path, rd, study, n_trials, w))
