@@ -37,7 +37,21 @@ def test_an_interrupt_inside_ray_code_is_raised_as_the_interrupt():
     assert info.value.exit_code == 130
 
 
-def test_other_system_errors_pass_unchanged():
+def test_an_error_while_handling_the_interrupt_is_the_interrupt():
+    # the signal inside Optuna's journal lock release: its cleanup then raised FileNotFoundError
+    try:
+        try:
+            raise SearchInterrupted(signal.SIGTERM)
+        except BaseException:
+            raise FileNotFoundError("optuna.journal.lock...rename")
+    except FileNotFoundError as err:
+        error = err
+    with pytest.raises(SearchInterrupted) as info:
+        _fit(_Tuner(error))
+    assert info.value.exit_code == 143
+
+
+def test_other_errors_pass_unchanged():
     with pytest.raises(SystemError):
         _fit(_Tuner(_as_cython_wait_raises(ValueError("not an interrupt"))))
     with pytest.raises(SystemError):

@@ -217,18 +217,23 @@ def _ahead(r: Any) -> int:
 def _fit(tuner: Any) -> None:
     """``tuner.fit()``, with the driver's Ctrl-C / SIGTERM kept as what it is.
 
-    Our SIGINT/SIGTERM handler raises ``SearchInterrupted``; when the signal lands while Tune's loop is
-    inside Ray's Cython ``CoreWorker.wait``, Python turns that into ``SystemError: ... returned a result
-    with an exception set`` (the interrupt as its cause), which ended the search as failed (exit 1)
-    instead of interrupted (exit 130). Seen in about 1 of 8 runs of the Ctrl-C test.
+    Our SIGINT/SIGTERM handler raises ``SearchInterrupted`` wherever the driver's main thread is; inside
+    Ray's or Optuna's code that can come out as another exception raised while handling it, which ended
+    the search as failed (exit 1) instead of interrupted (exit 130); seen in 2 of 11 runs of the Ctrl-C test:
+    ``SystemError: <cyfunction CoreWorker.wait> returned a result with an exception set`` (the interrupt as
+    its cause) and, in the journal lock's release, ``FileNotFoundError`` (the interrupt as its context).
     """
     from autoprune.search.faults import SearchInterrupted
 
     try:
         tuner.fit()
-    except SystemError as err:
-        if isinstance(err.__cause__, SearchInterrupted):
-            raise err.__cause__ from None
+    except Exception as err:
+        seen, link = set(), err.__cause__ or err.__context__
+        while link is not None and id(link) not in seen:
+            if isinstance(link, SearchInterrupted):
+                raise link from None
+            seen.add(id(link))
+            link = link.__cause__ or link.__context__
         raise
 
 
