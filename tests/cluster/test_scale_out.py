@@ -157,7 +157,9 @@ def test_driver_interrupted_then_resumed_by_the_other_backend(tmp_path):
     """Ctrl-C of a Ray driver (a local Ray instance under runs/<study>/ray): running trials FAIL, the parent
     run KILLED, completed trials kept; the local backend resumes the same study to its total (backends mix)."""
     runs = tmp_path / "runs"
-    cfg = write_study(tmp_path / "tiny.yaml", trials=4, finetune={"epochs": [6, 8]})
+    # trials long enough (seconds, once a Ray worker has torch imported) that the state waited for below lasts:
+    # with 6-8 epochs the last three trials completed within 0.3 s of each other and the search ended unseen
+    cfg = write_study(tmp_path / "tiny.yaml", trials=4, finetune={"epochs": [200, 240]})
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     # the driver's output goes to a file, not a pipe: nobody reads a pipe while we wait, and a full one would stall
     # the driver; the file also keeps the output for the failure message whatever goes wrong
@@ -176,7 +178,7 @@ def test_driver_interrupted_then_resumed_by_the_other_backend(tmp_path):
                 study = None
             if study is not None and _counted(study) >= 1 and study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                 break
-        time.sleep(0.3)
+        time.sleep(0.1)
     assert proc.poll() is None, log_path.read_text()
     proc.send_signal(signal.SIGINT)
     try:
