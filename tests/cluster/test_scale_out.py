@@ -124,22 +124,27 @@ def test_failing_ray_trials_are_failed_with_their_error_and_the_guard_stops(tmp_
 def test_node_death_marks_its_trial_failed_and_the_search_goes_on(tmp_path, ray_cluster):
     """The worker node is removed while both nodes run a trial: that trial is FAIL, the head finishes the search."""
     runs = tmp_path / "runs"
-    cfg = config_from_dict(study_dict(trials=3, finetune={"epochs": [300, 400]}, warm_start=False), source="tiny.yaml")
+    cfg = config_from_dict(study_dict(trials=3, finetune={"epochs": [600, 800]}, warm_start=False), source="tiny.yaml")
     cfg = cfg.model_copy(update={"search": cfg.search.model_copy(update={"backend": "ray", "ray": cfg.search.ray.model_copy(update={"address": ray_cluster.address})})})
     killed = threading.Event()
+    worker_node = ray_cluster.worker.node_id
 
     def kill_worker_node() -> None:
-        journal = runs / "tiny" / "optuna.journal"
+        # each Ray trial writes trials/<n>/node.json as it starts training: remove the worker node as soon as
+        # a trial is known to be running there (a fixed wait missed it on a quiet machine, where trials end sooner)
+        trials_dir = runs / "tiny" / "trials"
         deadline = time.time() + 240
         while time.time() < deadline:
-            if journal.exists():
-                st = optuna.load_study(study_name="tiny", storage=optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal))))
-                if len(st.get_trials(deepcopy=False, states=(TrialState.RUNNING,))) >= 2:
-                    time.sleep(8)  # both nodes started their trial (one more may wait in the queue: asked ahead)
+            for marker in trials_dir.glob("*/node.json"):
+                try:
+                    on_worker = json.loads(marker.read_text())["node"] == worker_node
+                except (OSError, ValueError, KeyError):  # written this instant
+                    continue
+                if on_worker and not (marker.parent / "model.pt").exists():
                     ray_cluster.remove_node(ray_cluster.worker)
                     killed.set()
                     return
-            time.sleep(0.5)
+            time.sleep(0.05)
 
     thread = threading.Thread(target=kill_worker_node, daemon=True)
     thread.start()

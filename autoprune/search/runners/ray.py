@@ -75,6 +75,9 @@ def _trial_main(params: Dict[str, Any], job: SearchJob, dense_checkpoint: str) -
 
         options = trial_options(job.config, job.runs_dir, params["number"])
         options.threads = max(1, int(job.config.search.ray.cpus_per_trial))
+        # where the trial runs, written as it starts: a person (or a test) can see which node holds a running trial
+        Path(options.trial_dir).mkdir(parents=True, exist_ok=True)
+        (Path(options.trial_dir) / "node.json").write_text(json.dumps({"node": metrics["autoprune_node"], "host": metrics["autoprune_host"]}))
         result = run_trial(job.config, policy_from_dict(params["policy"]), options)
         data = result.to_dict()
         data.pop("pruning_history", None)
