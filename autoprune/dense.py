@@ -94,6 +94,44 @@ def _source_fingerprint(task_name: str) -> Optional[str]:
     return None
 
 
+def reference_metrics(model: Any, dm: Any, test: Optional[tuple] = None, **extra: Any) -> dict[str, Any]:
+    """The dense reference's metrics (validation and test accuracy/loss, sizes of the data) plus ``extra``.
+
+    ``test`` is the test set as ``(x, lengths, y)`` when the caller already holds it.
+    """
+    from autoprune.models.module import evaluate
+
+    val = evaluate(model, *dm.tensors("val"))
+    tst = evaluate(model, *(test if test is not None else dm.tensors("test")))
+    metrics = {
+        "val_accuracy": val["accuracy"],
+        "val_loss": val["loss"],
+        "test_accuracy": tst["accuracy"],
+        "test_loss": tst["loss"],
+        "params": sum(p.numel() for p in model.parameters()),
+        "n_train": dm.n_train,
+        "n_val": dm.n_val,
+        "n_test": dm.n_test,
+        "n_channels": dm.n_channels,
+        "n_classes": dm.n_classes,
+        "max_length": dm.max_length,
+    }
+    metrics.update(extra)
+    return metrics
+
+
+def write_dense(out_dir: Path, ckpt: Path, arch: ArchSpec, model: Any, metrics: dict, history: list, config: StudyConfig) -> None:
+    """Write the dense checkpoint and its metrics.json; the checkpoint appears last, atomically: a killed run leaves no half cache."""
+    import torch
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / "checkpoint.pt.tmp"
+    torch.save({"format": DENSE_FORMAT, "arch": arch.to_dict(), "state_dict": model.state_dict(), "metrics": metrics}, tmp)
+    meta = {"arch": arch.to_dict(), "metrics": metrics, "history": history, "config": config.to_dict(), "versions": _versions()}
+    (out_dir / "metrics.json").write_text(json.dumps(meta, indent=2))
+    os.replace(tmp, ckpt)
+
+
 def dense_cache_key(config: StudyConfig) -> str:
     """The content hash naming a study's dense checkpoint."""
     content = {**config.dense_key(), "versions": _versions(), "source": _source_fingerprint(config.task.name)}
@@ -102,8 +140,6 @@ def dense_cache_key(config: StudyConfig) -> str:
 
 def load_dense_model(checkpoint: str | os.PathLike):
     """Rebuild the dense :class:`RNNClassifier` from a stored checkpoint; returns (model, stored payload)."""
-    import torch
-
     from autoprune.models.rnn import RNNClassifier
 
     from autoprune.checkpoints import load_checkpoint
@@ -178,7 +214,7 @@ def ensure_dense(
     import lightning.pytorch as pl
     import torch
 
-    from autoprune.models.module import RNNModule, evaluate
+    from autoprune.models.module import RNNModule
     from autoprune.models.rnn import RNNClassifier
     from autoprune.training import BestValidation, make_trainer
 
@@ -215,28 +251,6 @@ def ensure_dense(
         from autoprune.errors import PruningError
 
         raise PruningError(f"dense training of study '{config.study}' diverged (non-finite weights); lower train.lr or set train.grad_clip")
-    val = evaluate(model, *dm.tensors("val"))
-    test = evaluate(model, *dm.tensors("test"))
-    metrics = {
-        "val_accuracy": val["accuracy"],
-        "val_loss": val["loss"],
-        "test_accuracy": test["accuracy"],
-        "test_loss": test["loss"],
-        "params": sum(p.numel() for p in model.parameters()),
-        "best_epoch": best.best_epoch,
-        "epochs": config.train.epochs,
-        "train_time_s": round(train_time, 3),
-        "n_train": dm.n_train,
-        "n_val": dm.n_val,
-        "n_test": dm.n_test,
-        "n_channels": dm.n_channels,
-        "n_classes": dm.n_classes,
-        "max_length": dm.max_length,
-    }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / "checkpoint.pt.tmp"
-    torch.save({"format": DENSE_FORMAT, "arch": arch.to_dict(), "state_dict": model.state_dict(), "metrics": metrics}, tmp)
-    meta = {"arch": arch.to_dict(), "metrics": metrics, "history": module.history, "config": config.to_dict(), "versions": _versions()}
-    (out_dir / "metrics.json").write_text(json.dumps(meta, indent=2))
-    os.replace(tmp, ckpt)  # the checkpoint appears last, atomically: a killed run leaves no half cache
+    metrics = reference_metrics(model, dm, best_epoch=best.best_epoch, epochs=config.train.epochs, train_time_s=round(train_time, 3))
+    write_dense(out_dir, ckpt, arch, model, metrics, module.history, config)
     return DenseResult(ckpt, arch, metrics, False, key, module.history)

@@ -278,9 +278,7 @@ def ensure_user_dense(config: StudyConfig, runs_dir: str | os.PathLike = "runs",
         ConfigError: unsupported module, channels/classes that do not match the data, or logits
             that differ from the user's by more than :data:`MAX_LOGIT_DIFF` on the test set.
     """
-    import torch
-
-    from autoprune.dense import DENSE_FORMAT, DenseResult, _versions, build_datamodule, study_dir
+    from autoprune.dense import DenseResult, build_datamodule, reference_metrics, study_dir, write_dense
     from autoprune.models.arch import ArchSpec
 
     key = user_cache_key(config)
@@ -289,8 +287,6 @@ def ensure_user_dense(config: StudyConfig, runs_dir: str | os.PathLike = "runs",
     if ckpt.is_file() and not force:
         meta = json.loads((out_dir / "metrics.json").read_text())
         return DenseResult(ckpt, ArchSpec.from_dict(meta["arch"]), meta["metrics"], True, key, [])
-
-    from autoprune.models.module import evaluate
 
     where = _where(config)
     user = load_user_module(config)
@@ -312,34 +308,12 @@ def ensure_user_dense(config: StudyConfig, runs_dir: str | os.PathLike = "runs",
             f"(allowed {MAX_LOGIT_DIFF:g}); its forward must take batch-first x [B, T, C] (and lengths) and pool the last valid "
             f"step or by attention before the head; {SUPPORTED}"
         )
-    val = evaluate(model, *dm.tensors("val"))
-    test = evaluate(model, x, lengths, y)
-    metrics = {
-        "val_accuracy": val["accuracy"],
-        "val_loss": val["loss"],
-        "test_accuracy": test["accuracy"],
-        "test_loss": test["loss"],
-        "params": sum(p.numel() for p in model.parameters()),
-        "best_epoch": None,
-        "epochs": 0,
-        "train_time_s": 0.0,
-        "n_train": dm.n_train,
-        "n_val": dm.n_val,
-        "n_test": dm.n_test,
-        "n_channels": dm.n_channels,
-        "n_classes": dm.n_classes,
-        "max_length": dm.max_length,
-        "source": "user_model",
-        "conversion_max_logit_diff": diff,
-    }
+    metrics = reference_metrics(
+        model, dm, test=(x, lengths, y), best_epoch=None, epochs=0, train_time_s=0.0, source="user_model", conversion_max_logit_diff=diff
+    )
     log.info(
         "dense reference: your %s %s (converted; logits within %.1e of yours on the test set): val accuracy %.4f, test accuracy %.4f; no dense training",
         spec.cell.upper(), spec.hidden_sizes, diff, metrics["val_accuracy"], metrics["test_accuracy"],
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / "checkpoint.pt.tmp"
-    torch.save({"format": DENSE_FORMAT, "arch": spec.to_dict(), "state_dict": model.state_dict(), "metrics": metrics}, tmp)
-    meta = {"arch": spec.to_dict(), "metrics": metrics, "history": [], "config": config.to_dict(), "versions": _versions()}
-    (out_dir / "metrics.json").write_text(json.dumps(meta, indent=2))
-    os.replace(tmp, ckpt)
+    write_dense(out_dir, ckpt, spec, model, metrics, [], config)
     return DenseResult(ckpt, spec, metrics, False, key, [])
