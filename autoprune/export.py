@@ -204,7 +204,6 @@ def export(
         raise TrialError(f"trial {number} of study '{study}' has no saved weights at {ckpt}, nor under {runs_dir}/{study}/trials/{number}/ (nor in an MLflow server's run); was runs/{study}/trials/ deleted? (on a cluster: README 'Scaling out')")
 
     import numpy as np
-    import torch
 
     from autoprune.config import config_from_dict
     from autoprune.dense import build_datamodule

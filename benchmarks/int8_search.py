@@ -28,8 +28,7 @@ CONTENDERS = {"float32": ["none"], "int8": ["none", "int8"]}
 
 
 def _search(ctx: Context, seed: int, contender: str, trials: int) -> Dict[str, Any]:
-    from autoprune.search.backend import open_study, run_search
-    from autoprune.search.pareto import trial_row
+    from autoprune.search.backend import run_search
 
     study = f"i8_jv_{contender}_s{seed}"
     config = base_config(
