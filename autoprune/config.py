@@ -278,6 +278,11 @@ class SearchConfig(_Strict):
         min_length=1,
         description="recoveries after pruning to choose from: finetune | rewind (dense schedule from the pruned weights) | scratch (found architecture, fresh init)",
     )
+    recovery_epochs: Optional[int] = Field(
+        None,
+        ge=1,
+        description="epochs of the rewind / scratch retraining, its learning-rate schedule compressed to them (null: the dense recipe's train.epochs)",
+    )
     quantize: list[Literal["none", "int8"]] = Field(
         default_factory=lambda: ["none"], min_length=1, description="precisions searched after pruning: [none], [int8] or [none, int8]"
     )

@@ -16,7 +16,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
@@ -28,12 +28,24 @@ LEVELS = [0.05, 0.02]
 VARIANTS = [("finetune", 0.0), ("finetune", 0.5), ("rewind", 0.0), ("rewind", 0.5), ("scratch", 0.0), ("scratch", 0.5)]
 
 
-def run(ctx: Context, task: str, seed: int) -> Tuple[List[str], List[List[Any]]]:
+def parse_variant(text: str) -> Tuple[str, float]:
+    """``rewind`` or ``rewind:0.5`` (recovery, distillation weight)."""
+    kind, _, distill = text.partition(":")
+    if kind not in ("finetune", "rewind", "scratch"):
+        raise argparse.ArgumentTypeError(f"--variants: unknown recovery {kind!r}; allowed: finetune, rewind, scratch (optionally :<distillation weight>)")
+    return kind, float(distill or 0.0)
+
+
+def run(ctx: Context, task: str, seed: int, variants=VARIANTS, recovery_epochs: Optional[int] = None) -> Tuple[List[str], List[List[Any]]]:
     from benchmarks import search_quality as sq
     from benchmarks._common import shared_dense
     from autoprune.search.trial import TrialOptions, run_trial
 
-    config = sq.base_config(task, seed, study=f"rc_{task}_s{seed}", **{"search.seed": seed})
+    overrides: Dict[str, Any] = {"search.seed": seed}
+    if recovery_epochs:
+        overrides["search.recovery_epochs"] = recovery_epochs
+    config = sq.base_config(task, seed, study=f"rc_{task}_s{seed}", **overrides)
+    retrain = config.search.recovery_epochs or config.train.epochs
     rd = ctx.runs(NAME, fresh=False)
     dense = shared_dense(sq.base_config(task, seed, study=f"dense_{task}"), sq.dense_cache(ctx), rd, [config.study])  # the search_quality cache
     epochs = sq.FINETUNE_EPOCHS
@@ -41,7 +53,7 @@ def run(ctx: Context, task: str, seed: int) -> Tuple[List[str], List[List[Any]]]
     for level in LEVELS:
         width = sq.width_for_level(dense.arch, level)
         frac = 1.0 - width / max(max(h) for h in dense.arch.hidden_sizes)
-        for recovery, distill in VARIANTS:
+        for recovery, distill in variants:
             policy = sq.uniform_unit_policy("taylor", frac, config, recovery=recovery, distill=distill)
             log(f"{NAME}: {task} ≤ {level:.0%} (width {width}) {recovery} distill {distill}")
             t0 = time.perf_counter()
@@ -53,7 +65,7 @@ def run(ctx: Context, task: str, seed: int) -> Tuple[List[str], List[List[Any]]]
         "",
         f"Dense: validation {dense.metrics['val_accuracy']:.4f}, test {dense.metrics['test_accuracy']:.4f}. Every row: Taylor hidden-unit "
         f"pruning of the same fraction of units in every layer, AGP over {epochs} fine-tune epochs at lr {sq.BASELINE_LR}, then the recovery; "
-        f"rewind and scratch retrain with the study's dense schedule ({config.train.epochs} epochs, lr {config.train.lr}, {config.train.lr_schedule}). "
+        f"rewind and scratch retrain with the study's dense schedule ({retrain} epochs, lr {config.train.lr}, {config.train.lr_schedule}). "
         "Distillation weight 0.5 (temperature 2) applies to the fine-tune and to the retraining.",
         "",
     ]
@@ -77,6 +89,9 @@ def main(argv: List[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.recovery_choice")
     parser.add_argument("--task", default="jv", choices=["jv", "mnist1d"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--variants", type=parse_variant, nargs="+", default=VARIANTS, help="recoveries to measure, e.g. finetune rewind rewind:0.5 (default: all six)")
+    parser.add_argument("--recovery-epochs", type=int, default=None, help="search.recovery_epochs for the retraining (default: the study's)")
+    parser.add_argument("--name", default=None, help="results file name (default recovery_choice_<task>)")
     parser.add_argument("--runs-dir", default=str(REPO / "runs" / "bench"))
     parser.add_argument("--results-dir", default=str(REPO / "benchmarks" / "results"))
     args = parser.parse_args(argv)
@@ -88,11 +103,11 @@ def main(argv: List[str] | None = None) -> int:
     body: List[str] = []
     per_seed = []
     for seed in args.seeds:
-        lines, rows = run(ctx, args.task, seed)
+        lines, rows = run(ctx, args.task, seed, args.variants, args.recovery_epochs)
         body += lines + [""]
         per_seed.append(rows)
     body = summary(per_seed) + [""] + body
-    write_result(ctx, f"{NAME}_{args.task}", header(f"recovery_choice: fine-tune vs rewind vs scratch, with and without distillation ({args.task})", ctx) + body)
+    write_result(ctx, args.name or f"{NAME}_{args.task}", header(f"recovery_choice: fine-tune vs rewind vs scratch, with and without distillation ({args.task})", ctx) + body)
     return 0
 
 

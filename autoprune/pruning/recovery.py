@@ -3,8 +3,8 @@
 * ``finetune`` (default): nothing more; the fine-tuning that ran while pruning is the recovery.
 * ``rewind``: learning-rate rewinding (Renda et al. 2020, "Comparing Rewinding and Fine-tuning
   in Neural Network Pruning"): retrain the pruned network from its pruned weights with the
-  dense model's whole schedule (``train:`` epochs, learning rate, cosine decay, optimizer,
-  clipping), its zeros kept at zero.
+  dense model's schedule (``train:`` learning rate, cosine decay, optimizer, clipping; over
+  ``train.epochs``, or ``search.recovery_epochs`` when the study shortens it), its zeros kept at zero.
 * ``scratch``: a fresh random initialisation of the found architecture (compacted hidden sizes,
   and the unstructured zero pattern where there is one), trained with the dense schedule. With
   hidden-unit pruning this is "a small dense model trained from scratch", chosen by the search.
@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-__all__ = ["RECOVERIES", "recover"]
+__all__ = ["RECOVERIES", "recover", "recovery_epochs"]
 
 #: policy.recovery values, in the order the docs list them
 RECOVERIES = ("finetune", "rewind", "scratch")
@@ -59,6 +59,17 @@ def _make_keep_zeros():
             self._apply(pl_module)
 
     return KeepZeros
+
+
+def recovery_epochs(config: Any) -> int:
+    """Epochs of a rewind / scratch retraining: ``search.recovery_epochs``, else the dense recipe's ``train.epochs``.
+
+    A shorter retraining keeps the dense learning rate, optimizer and clipping and compresses the
+    schedule (cosine decay to zero over those epochs), as "learning-rate rewinding" with a smaller
+    retraining budget does (Renda et al. 2020 compare retraining budgets too).
+    """
+    override = getattr(getattr(config, "search", None), "recovery_epochs", None)
+    return int(override) if override else int(config.train.epochs)
 
 
 def recover(
@@ -107,14 +118,15 @@ def recover(
         distill_weight=distill,
         distill_temperature=policy.distillation.temperature,
     )
-    best = BestValidation(from_epoch=0 if train.select == "best_val" else train.epochs - 1)
+    epochs = recovery_epochs(config)
+    best = BestValidation(from_epoch=0 if train.select == "best_val" else epochs - 1)
     keep = _make_keep_zeros()(masks)
     # the dense recipe trains whole epochs of the data: no minimum number of steps per epoch (autoprune.budget)
     saved = getattr(datamodule, "min_train_batches", None)
     if saved:
         datamodule.min_train_batches = 0
     try:
-        trainer = make_trainer(train.epochs, [keep, best], train.grad_clip.value, train.grad_clip.algorithm, progress=progress)
+        trainer = make_trainer(epochs, [keep, best], train.grad_clip.value, train.grad_clip.algorithm, progress=progress)
         trainer.fit(module, datamodule=datamodule)
     finally:
         if saved:

@@ -95,3 +95,24 @@ def test_warm_start_retrains_uniform_hidden_unit_trials_from_scratch_when_that_i
     tiny_study["search"]["recovery"] = ["finetune", "rewind"]
     params = SearchSpace(config_from_dict(tiny_study, source="tiny.yaml"), arch).warm_start_params()
     assert {p.get("recovery") for p in params if any(k.startswith("units.") for k in p)} == {"rewind"}
+
+
+def test_recovery_epochs_default_to_the_dense_recipe_and_are_validated(tiny_study):
+    from autoprune.pruning.recovery import recovery_epochs
+
+    assert recovery_epochs(config_from_dict(tiny_study)) == tiny_study["train"]["epochs"]
+    tiny_study["search"] = {"recovery_epochs": 2}
+    assert recovery_epochs(config_from_dict(tiny_study)) == 2
+    tiny_study["search"] = {"recovery_epochs": 0}
+    with pytest.raises(ConfigError, match=r"tiny\.yaml: search\.recovery_epochs: .*greater than or equal to 1"):
+        config_from_dict(tiny_study, source="tiny.yaml")
+
+
+def test_a_shorter_recovery_retrains_only_its_epochs(tiny_study, tiny_config, runs_dir, tmp_path):
+    ensure_dense(tiny_config, runs_dir)
+    tiny_study["search"] = {"recovery_epochs": 1}
+    short = config_from_dict(tiny_study)
+    assert tiny_config.train.epochs > 1
+    r, model = _trial(short, runs_dir, tmp_path, "rw1", recovery="rewind")
+    assert r.state == "complete"
+    assert [h.get("phase") for h in r.history] == [None, None, "recovery"]  # 2 fine-tune epochs, then 1 retraining epoch
