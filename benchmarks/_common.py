@@ -32,6 +32,8 @@ class Context:
     results_dir: Path  # benchmarks/results (committed): tables and small plots
     command: str
     started: float = field(default_factory=time.time)
+    #: machine, versions, load and commit when the run started (a results file describes the start, not the end)
+    machine: Dict[str, str] = field(default_factory=lambda: machine_info())
 
     def runs(self, name: str, fresh: bool = True) -> Path:
         """The benchmark's own folder under ``runs/bench/`` (emptied first unless ``fresh=False``)."""
@@ -116,17 +118,18 @@ def machine_info() -> Dict[str, str]:
         "lightning": _version("lightning"),
         "onnxruntime": _version("onnxruntime"),
         "optuna": _version("optuna"),
-        "commit": commit + (" (with uncommitted changes to tracked files)" if dirty else ""),
+        "commit at start": commit + (" (with uncommitted changes to tracked files)" if dirty else ""),
     }
 
 
 def header(title: str, ctx: Context, notes: Sequence[str] = ()) -> List[str]:
     """The top of a results file: title, command, date, machine."""
-    info = machine_info()
+    info = dict(ctx.machine)
+    started = _dt.datetime.fromtimestamp(ctx.started).strftime("%Y-%m-%d %H:%M")
     lines = [
         f"# {title}",
         "",
-        f"Made by `{ctx.command}` ({ctx.mode} mode) on {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')}.",
+        f"Made by `{ctx.command}` ({ctx.mode} mode), started {started}, written {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')}.",
         "",
         "| machine | |",
         "|---|---|",

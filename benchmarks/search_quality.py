@@ -11,7 +11,9 @@ recipe, is chosen by validation accuracy and is reported on test:
   layer (the largest whose size fits each level), trained with the study's dense recipe
   (``ensure_dense`` with ``model.hidden_sizes`` overridden);
 * ``uniform_magnitude`` / ``uniform_taylor``: the same fraction of hidden units removed from
-  every layer (landing on those same widths), AGP, ``FINETUNE_EPOCHS`` fine-tune epochs;
+  every layer (landing on those same widths), AGP, ``FINETUNE_EPOCHS`` fine-tune epochs, then
+  the recovery the study's warm start gives uniform units (``uniform_recovery``: rewind where
+  the space offers it);
 * ``lightning``: Lightning's own ``ModelPruning`` callback (``l1_unstructured``, its defaults:
   global unstructured, lottery-ticket reset, pruning made permanent at the end) on every
   ``weight_ih_l0`` / ``weight_hh_l0`` of the RNN stack, pruning once at the end of the first
@@ -164,6 +166,18 @@ def _finetune(config: Any) -> Dict[str, Any]:
     return out
 
 
+def uniform_recovery(config: Any) -> str:
+    """The recovery the study's warm start gives its uniform hidden-unit trials (``SearchSpace.warm_start_params``).
+
+    The uniform baselines recover the same way, so they are the hand-made version of what the
+    search starts from: fine-tune where the space only fine-tunes, rewind where it offers rewinding.
+    """
+    offered = list(getattr(config.search, "recovery", None) or ["finetune"])
+    if len(offered) == 1:
+        return offered[0]
+    return next(r for r in ("scratch", "rewind", "finetune") if r in offered)
+
+
 def uniform_unit_policy(method: str, fraction: float, config: Any, recovery: str = "finetune", distill: float = 0.0):
     """One fraction of hidden units removed from every layer, AGP over the search's schedule window."""
     from autoprune.pruning.policy import policy_from_dict
@@ -297,14 +311,14 @@ def run_uniform(ctx: Context, task: str, seed: int, method: str) -> Dict[str, An
     top = max(max(h) for h in dense.arch.hidden_sizes)
     rows, wall = [], 0.0
     for width in sorted({width_for_level(dense.arch, lv) for lv in LEVELS}, reverse=True):
-        policy = uniform_unit_policy(method, 1.0 - width / top, config)
+        policy = uniform_unit_policy(method, 1.0 - width / top, config, recovery=uniform_recovery(config))
         log(f"{NAME}: {task} s{seed}: uniform {method}, width {width}")
         t0 = time.perf_counter()
         trial_dir = runs_dir(ctx) / config.study / "trials" / f"w{width}"
         r = run_trial(config, policy, TrialOptions(runs_dir=str(runs_dir(ctx)), trial_dir=str(trial_dir), threads=1, measure_latency=False))
         wall += time.perf_counter() - t0
         rows.append(_row(f"width {width}", r.val_accuracy, r.test_accuracy, r.size_bytes / (dense.metrics["params"] * 4), dense,
-                         method=method, granularity="hidden_unit", schedule="agp"))
+                         method=method, granularity="hidden_unit", schedule="agp", recovery=policy.recovery))
         if wants_int8(config):
             from autoprune.dense import build_datamodule
             from autoprune.search.trial import load_trial_model
@@ -525,6 +539,7 @@ def run_task_report(ctx: Context, task: str, seeds: List[int], res: Dict[Tuple[s
         f"{next(iter(dense.values()))['metrics']['params']:,} parameters. Seeds {seeds}: `seed` and `search.seed` both set to the seed. "
         f"Searches: {trials_for(ctx, task)} trials each (complete + stopped early), fine-tune epochs fixed to {FINETUNE_EPOCHS}. Baselines: "
         f"{FINETUNE_EPOCHS} fine-tune epochs at lr {BASELINE_LR}, clipping as the study trains; widths per level from `width_for_level`; "
+        f"uniform hidden units then recover by `{uniform_recovery(base_config(task))}` (as the search's warm start does); "
         f"peers at {', '.join(f'{s:.0%}' for s in SPARSITIES)} sparsity."
     )
     space_cfg = search_config(ctx, task, "nsga2").search
@@ -532,7 +547,7 @@ def run_task_report(ctx: Context, task: str, seeds: List[int], res: Dict[Tuple[s
     lines.append(
         f"Search space{'' if 'search' in raw else ' (package defaults)'}: methods {space_cfg.methods}, granularities {space_cfg.granularities}, "
         f"sparsity groups `{space_cfg.sparsity.groups}`, weight sparsity {list(space_cfg.sparsity.range)}, units removed {list(space_cfg.sparsity.units)}, "
-        f"schedules {space_cfg.schedule.kinds}, recovery {getattr(space_cfg, 'recovery', ['finetune'])}, distillation {space_cfg.distillation}."
+        f"schedules {space_cfg.schedule.kinds}, recovery {getattr(space_cfg, 'recovery', ['finetune'])} (retraining {getattr(space_cfg, 'recovery_epochs', None) or 'the dense'} epochs), distillation {space_cfg.distillation}."
     )
     lines += ["", f"Mean ± standard deviation over {n} seed{'s' if n > 1 else ''}:", ""]
     rows = []

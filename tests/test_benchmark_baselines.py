@@ -29,6 +29,19 @@ def test_uniform_policy_removes_the_units_that_land_on_the_width(tiny_config):
     assert policy.recovery == "rewind" and policy.schedule.kind == "agp" and policy.finetune.epochs == sq.FINETUNE_EPOCHS
 
 
+def test_uniform_baselines_recover_as_the_warm_start_does(tiny_study):
+    from autoprune.config import config_from_dict
+    from autoprune.search.space import SearchSpace
+
+    arch = ArchSpec("lstm", 3, [[16]], 2, "last", 32, 0.0)
+    for offered, expected in ([["finetune"], "finetune"], [["finetune", "rewind"], "rewind"], [["rewind", "scratch"], "scratch"]):
+        tiny_study["search"] = {"recovery": offered, "granularities": ["hidden_unit"]}
+        config = config_from_dict(tiny_study)
+        assert sq.uniform_recovery(config) == expected
+        warm = SearchSpace(config, arch).warm_start_params()
+        assert {p.get("recovery", offered[0]) for p in warm} == {expected}  # the very recovery the search starts its uniform trials with
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["torch_global", "lightning"])
 def test_peer_pruning_zeroes_the_rnn_weights_and_leaves_plain_parameters(tiny_config, runs_dir, kind):
