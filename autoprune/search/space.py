@@ -14,7 +14,11 @@ from autoprune.models.arch import GATES, ArchSpec
 from autoprune.pruning.methods import METHODS
 from autoprune.pruning.policy import PruningPolicy, policy_from_dict
 
-__all__ = ["SearchSpace", "sparsity_groups"]
+__all__ = ["SearchSpace", "UNIT_SIZE_TARGETS", "sparsity_groups"]
+
+#: sizes (fraction of the dense parameters) the warm start's uniform hidden-unit trials land on:
+#: the levels users report (and ``benchmarks/search_quality`` measures at 10 / 5 / 2 %)
+UNIT_SIZE_TARGETS = (0.25, 0.10, 0.05, 0.02, 0.01)
 
 _DIRS = ("fwd", "bwd")
 
@@ -121,16 +125,17 @@ class SearchSpace:
         """Uniform policies a user would try by hand, as partial Optuna params to enqueue.
 
         Unstructured: one sparsity for every matrix at 0.8, 0.9, 0.95 (clipped into the range);
-        hidden units: one fraction for every layer at 0.5, 0.7, 0.8, 0.88, 0.93, which lands near
-        25, 10, 5, 2.5 and 1.5 % of the dense size (hidden-unit pruning shrinks both sides of
-        every recurrent matrix). When int8 is searched, int8 copies of the 0.5, 0.7 and 0.8 unit
-        levels follow (about 6, 2.5 and 1.3 % of dense float32). The sampler fills in everything else. Starting from these makes the front at least as good as the usual
+        hidden units: one fraction for every layer, the smallest whose compacted model fits
+        25, 10, 5, 2 and 1 % of the dense parameters (``UNIT_SIZE_TARGETS``, computed from the
+        architecture, clipped into ``units``): the uniform model a user would train at each size.
+        When int8 is searched, int8 copies of the 25, 10 and 5 % unit levels follow (about 6,
+        2.5 and 1.3 % of dense float32). The sampler fills in everything else. Starting from these makes the front at least as good as the usual
         hand-tuned baselines and gives the evolutionary sampler good parents.
         """
         out: List[Dict[str, Any]] = []
         labels = {f"{m}/{g}": (m, g) for m, g in self.pairs}
         prefer = {"unstructured": ["magnitude", "taylor"], "hidden_unit": ["taylor", "magnitude", "group_lasso"]}
-        levels = {"unstructured": [0.8, 0.9, 0.95], "hidden_unit": [0.5, 0.7, 0.8, 0.88, 0.93]}
+        levels = {"unstructured": [0.8, 0.9, 0.95], "hidden_unit": self.unit_fractions_for_sizes(UNIT_SIZE_TARGETS)}
         int8_copies: List[Dict[str, Any]] = []  # prune-then-quantize by hand: int8 copies of the 0.5-0.8 unit levels
         for gran in ("unstructured", "hidden_unit"):
             candidates = [f"{m}/{gran}" for m in prefer[gran] if f"{m}/{gran}" in labels] or [k for k, v in labels.items() if v[1] == gran]
@@ -158,9 +163,41 @@ class SearchSpace:
                         # at 2 % / 5 % of dense size scratch 0.966 / 0.969, fine-tune 0.961 / 0.966, rewind 0.960 / 0.966
                         params["recovery"] = next(r for r in ("scratch", "rewind", "finetune") if r in recoveries)
                     out.append(params)
-                    if gran == "hidden_unit" and level <= 0.8 and len(self.space.quantize) > 1:
+                    if gran == "hidden_unit" and levels[gran].index(level) < 3 and len(self.space.quantize) > 1:
                         int8_copies.append({**params, "quantize": "int8"})
         return out + int8_copies
+
+    def _with_units_removed(self, fraction: float) -> ArchSpec:
+        """The dense architecture after removing ``fraction`` of every layer's units (as compaction rounds them)."""
+        a = self.arch
+        hidden = [[max(1, h - int(round(fraction * h))) for h in layer] for layer in a.hidden_sizes]
+        return ArchSpec(a.cell, a.input_size, hidden, a.n_classes, a.pooling, a.attention_dim, a.dropout)
+
+    def unit_fractions_for_sizes(self, targets: Tuple[float, ...]) -> List[float]:
+        """Per size target (fraction of the dense parameters), the smallest uniform unit fraction whose model fits it.
+
+        Fractions step by one unit of the widest layer (``1 - width / widest``), so layers of the
+        widest size land on whole widths, like a small dense model of that width.
+        """
+        from autoprune.models.rnn import RNNClassifier
+
+        counts: Dict[int, int] = {}
+
+        def n_params(width: int) -> int:
+            if width not in counts:
+                counts[width] = sum(p.numel() for p in RNNClassifier(self._with_units_removed(1.0 - width / top)).parameters())
+            return counts[width]
+
+        top = max(max(layer) for layer in self.arch.hidden_sizes)
+        dense = n_params(top)
+        out: List[float] = []
+        for target in targets:
+            lo, hi = 1, top  # the largest width that fits (sizes grow with width): binary search
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                lo, hi = (mid, hi) if n_params(mid) <= target * dense else (lo, mid - 1)
+            out.append(round(1.0 - lo / top, 6))
+        return out
 
     def smallest_arch(self) -> Optional[ArchSpec]:
         """The smallest architecture the space allows (most hidden units removed), or None without hidden-unit pruning."""

@@ -159,9 +159,12 @@ def test_int8_trial_is_measured_as_deployed(tiny_config, runs_dir, runtime):
 def test_warm_start_adds_int8_copies_of_the_moderate_unit_levels_only_when_int8_is_searched(tiny_study):
     arch = ArchSpec("lstm", 1, [[16]], 2, "last", 8, 0.0)
     tiny_study["search"] = {"quantize": ["none", "int8"]}
-    params = SearchSpace(config_from_dict(tiny_study), arch).warm_start_params()
+    space = SearchSpace(config_from_dict(tiny_study), arch)
+    params = space.warm_start_params()
     int8 = [p for p in params if p.get("quantize") == "int8"]
-    assert [p["units.rnn.0"] for p in int8] == [0.5, 0.7, 0.75]  # 0.8 clipped to the default units range
+    lo, hi = space.space.sparsity.units
+    moderate = list(dict.fromkeys(min(max(f, lo), hi) for f in space.unit_fractions_for_sizes((0.25, 0.10, 0.05))))
+    assert [p["units.rnn.0"] for p in int8] == moderate  # the 25 / 10 / 5 % levels, clipped to the default units range
     assert all(p["method"].endswith("/hidden_unit") for p in int8)
     tiny_study["search"] = {}
     assert not any("quantize" in p for p in SearchSpace(config_from_dict(tiny_study), arch).warm_start_params())

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import optuna
 import pytest
 
-from autoprune.config import config_from_dict
+from autoprune.config import config_from_dict, load_config
 from autoprune.models.arch import ArchSpec
 from autoprune.models.rnn import RNNClassifier
 from autoprune.pruning.groups import ModelGroups
-from autoprune.search.space import SearchSpace, sparsity_groups
+from autoprune.search.space import UNIT_SIZE_TARGETS, SearchSpace, sparsity_groups
 from autoprune.search.trial import planned_arch
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -193,8 +195,11 @@ def test_warm_start_params_enqueue_and_validate(tiny_study, bidirectional):
     arch = ArchSpec.from_config(cfg.model, 3, 4)
     space = SearchSpace(cfg, arch)
     params = space.warm_start_params()
-    # unstructured 0.8, 0.9 (0.95 clips to 0.9: deduplicated); units 0.5, 0.7, 0.75 (0.8, 0.88, 0.93 clip to 0.75)
-    assert len(params) == 5
+    # unstructured 0.8, 0.9 (0.95 clips to 0.9: deduplicated); units: the fractions that fit 25 / 10 / 5 / 2 / 1 %
+    # of this tiny model, clipped to 0.75 and deduplicated
+    units = sorted({min(max(f, 0.2), 0.75) for f in space.unit_fractions_for_sizes(UNIT_SIZE_TARGETS)})
+    assert [p["units.rnn.0"] for p in params if "units.rnn.0" in p] == units
+    assert len(params) == 2 + len(units)
     assert len({tuple(sorted(p.items())) for p in params}) == len(params)
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=0))
     for p in params:
@@ -207,7 +212,26 @@ def test_warm_start_params_enqueue_and_validate(tiny_study, bidirectional):
         assert p["schedule.kind"] == "agp" == policy.schedule.kind
         _check_policy(arch, policy)
         study.tell(trial, [0.5, 1.0])
-    assert [p["method"] for p in params] == ["magnitude/unstructured"] * 2 + ["taylor/hidden_unit"] * 3
+    assert [p["method"] for p in params] == ["magnitude/unstructured"] * 2 + ["taylor/hidden_unit"] * len(units)
+
+
+def test_warm_start_unit_levels_land_on_the_largest_width_that_fits_each_size():
+    """JapaneseVowels' model: the uniform widths a user would train at 25 / 10 / 5 / 2 / 1 % of dense (benchmarks' widths)."""
+    cfg = load_config(Path(__file__).parents[2] / "search_spaces" / "japanese_vowels_lstm.yaml")
+    arch = ArchSpec("lstm", 12, [[128, 128], [128, 128]], 9, "last", 32, 0.1)
+    space = SearchSpace(cfg, arch)
+    fractions = space.unit_fractions_for_sizes(UNIT_SIZE_TARGETS)
+    widths = [space._with_units_removed(f).hidden_sizes[0][0] for f in fractions]
+    assert widths == [62, 38, 26, 16, 10]
+
+    def size(width):
+        return sum(p.numel() for p in RNNClassifier(space._with_units_removed(1 - width / 128)).parameters())
+
+    dense = size(128)
+    for target, width in zip(UNIT_SIZE_TARGETS, widths):
+        assert size(width) <= target * dense < size(width + 1)
+    warm = [p for p in space.warm_start_params() if p.get("method") == "taylor/hidden_unit"]
+    assert [p["units.rnn.0"] for p in warm] == fractions
 
 
 def test_warm_start_single_pair_has_no_method_param(tiny_study):
