@@ -521,7 +521,7 @@ def targets(task: str, a: Dict[str, Any], dense_test: float) -> Tuple[Dict[str, 
         i5 = LEVELS.index(0.05)
         within = dense_test - auto[i5] <= 0.01
         lines.append(f"- at ≤ 5 % of dense size, test accuracy within 1 point of dense ({dense_test:.4f}): "
-                     f"{100 * (dense_test - auto[i5]):+.2f} points below dense → {verdict(within)}.")
+                     f"autoprune {auto[i5]:.4f}, {100 * (auto[i5] - dense_test):+.2f} points from dense → {verdict(within)}.")
     return {"ge_all": ge_all, "one_point_over_scratch": not margin_miss, "hv_ratio": ratio, "within_1pt_at_5": within}, lines
 
 
