@@ -60,17 +60,34 @@ def front_rows(study: Any) -> List[Dict[str, Any]]:
     """Rows of the study's Pareto front (feasible trials only), most accurate first.
 
     Trials with exactly the same objective values (Optuna keeps them all: neither dominates)
-    appear once, as the earliest trial.
+    appear once, as the earliest trial. The search maximizes ``val_score`` (validation accuracy
+    plus a loss tie-break smaller than one sequence), so Optuna's front can hold two trials of
+    the same validation accuracy where one is no smaller and no faster: shown as accuracy and
+    size, the second is dominated, and it is left out (the tie-break still orders the pick).
     """
+    import optuna
+
     trials = sorted(
         (t for t in study.best_trials if t.user_attrs.get("autoprune.state", "complete") == "complete"), key=lambda t: t.number
     )
-    seen, rows = set(), []
+    seen, kept = set(), []
     for t in trials:
         key = tuple(t.values)
         if key not in seen:
             seen.add(key)
-            rows.append(trial_row(t))
+            kept.append(t)
+    minimized = [i for i, d in enumerate(study.directions) if d == optuna.study.StudyDirection.MINIMIZE]
+
+    def shown_dominated(t: Any) -> bool:
+        acc = trial_row(t)["val_accuracy"]
+        for o in kept:
+            if o is t or trial_row(o)["val_accuracy"] != acc:
+                continue
+            if all(o.values[i] <= t.values[i] for i in minimized) and any(o.values[i] < t.values[i] for i in minimized):
+                return True
+        return False
+
+    rows = [trial_row(t) for t in kept if not shown_dominated(t)]
     return sorted(rows, key=lambda r: (-(r["val_accuracy"] or 0.0), r["size_bytes"] or 0))
 
 
