@@ -30,22 +30,25 @@ VARIANTS = [("finetune", 0.0), ("finetune", 0.5), ("rewind", 0.0), ("rewind", 0.
 
 def parse_variant(text: str) -> Tuple[str, float]:
     """``rewind`` or ``rewind:0.5`` (recovery, distillation weight)."""
+    from autoprune.pruning.recovery import RECOVERIES
+
     kind, _, distill = text.partition(":")
-    if kind not in ("finetune", "rewind", "scratch"):
-        raise argparse.ArgumentTypeError(f"--variants: unknown recovery {kind!r}; allowed: finetune, rewind, scratch (optionally :<distillation weight>)")
+    if kind not in RECOVERIES:
+        raise argparse.ArgumentTypeError(f"unknown recovery {kind!r}; allowed: {', '.join(RECOVERIES)} (optionally :<distillation weight>)")
     return kind, float(distill or 0.0)
 
 
 def run(ctx: Context, task: str, seed: int, variants=VARIANTS, recovery_epochs: Optional[int] = None) -> Tuple[List[str], List[List[Any]]]:
     from benchmarks import search_quality as sq
     from benchmarks._common import shared_dense
+    from autoprune.pruning.recovery import recovery_epochs as recovery_epochs_of
     from autoprune.search.trial import TrialOptions, run_trial
 
     overrides: Dict[str, Any] = {"search.seed": seed}
     if recovery_epochs:
         overrides["search.recovery_epochs"] = recovery_epochs
     config = sq.base_config(task, seed, study=f"rc_{task}_s{seed}", **overrides)
-    retrain = config.search.recovery_epochs or config.train.epochs
+    retrain = recovery_epochs_of(config)
     rd = ctx.runs(NAME, fresh=False)
     dense = shared_dense(sq.base_config(task, seed, study=f"dense_{task}"), sq.dense_cache(ctx), rd, [config.study])  # the search_quality cache
     epochs = sq.FINETUNE_EPOCHS

@@ -172,10 +172,10 @@ def uniform_recovery(config: Any) -> str:
     The uniform baselines recover the same way, so they are the hand-made version of what the
     search starts from: fine-tune where the space only fine-tunes, rewind where it offers rewinding.
     """
-    offered = list(getattr(config.search, "recovery", None) or ["finetune"])
-    if len(offered) == 1:
-        return offered[0]
-    return next(r for r in ("scratch", "rewind", "finetune") if r in offered)
+    from autoprune.search.space import warm_start_recovery
+
+    offered = list(config.search.recovery)
+    return offered[0] if len(set(offered)) == 1 else warm_start_recovery(offered)
 
 
 def uniform_unit_policy(method: str, fraction: float, config: Any, recovery: str = "finetune", distill: float = 0.0):

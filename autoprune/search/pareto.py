@@ -77,17 +77,19 @@ def front_rows(study: Any) -> List[Dict[str, Any]]:
             seen.add(key)
             kept.append(t)
     minimized = [i for i, d in enumerate(study.directions) if d == optuna.study.StudyDirection.MINIMIZE]
+    rows = [trial_row(t) for t in kept]
 
-    def shown_dominated(t: Any) -> bool:
-        acc = trial_row(t)["val_accuracy"]
-        for o in kept:
-            if o is t or trial_row(o)["val_accuracy"] != acc:
-                continue
-            if all(o.values[i] <= t.values[i] for i in minimized) and any(o.values[i] < t.values[i] for i in minimized):
-                return True
-        return False
+    def shown_dominated(j: int) -> bool:
+        t = kept[j]
+        return any(
+            k != j
+            and rows[k]["val_accuracy"] == rows[j]["val_accuracy"]
+            and all(o.values[i] <= t.values[i] for i in minimized)
+            and any(o.values[i] < t.values[i] for i in minimized)
+            for k, o in enumerate(kept)
+        )
 
-    rows = [trial_row(t) for t in kept if not shown_dominated(t)]
+    rows = [r for j, r in enumerate(rows) if not shown_dominated(j)]
     return sorted(rows, key=lambda r: (-(r["val_accuracy"] or 0.0), r["size_bytes"] or 0))
 
 

@@ -14,7 +14,7 @@ from autoprune.models.arch import GATES, ArchSpec
 from autoprune.pruning.methods import METHODS
 from autoprune.pruning.policy import PruningPolicy, policy_from_dict
 
-__all__ = ["SearchSpace", "UNIT_SIZE_TARGETS", "sparsity_groups"]
+__all__ = ["SearchSpace", "UNIT_SIZE_TARGETS", "sparsity_groups", "warm_start_recovery"]
 
 #: sizes (fraction of the dense parameters) the warm start's uniform hidden-unit trials land on:
 #: the levels users report (and ``benchmarks/search_quality`` measures at 10 / 5 / 2 %)
@@ -48,6 +48,16 @@ def sparsity_groups(arch: ArchSpec, grouping: str, granularity: str) -> Dict[str
         for k in ("ih", "hh")
         for g in gates
     }
+
+
+def warm_start_recovery(offered: List[str]) -> str:
+    """The recovery of the warm start's uniform hidden-unit trials: scratch, else rewind, else finetune.
+
+    Uniform widths retrained from scratch are the "small dense model" a user would try: the search
+    starts from it. Measured on JapaneseVowels (benchmarks/results/recovery_choice_jv.md, 3 seeds):
+    at 2 % / 5 % of dense size scratch 0.966 / 0.969, fine-tune 0.961 / 0.966, rewind 0.960 / 0.966.
+    """
+    return next(r for r in ("scratch", "rewind", "finetune") if r in offered)
 
 
 class SearchSpace:
@@ -156,12 +166,8 @@ class SearchSpace:
                     seen.add(key)
                     if "agp" in self.space.schedule.kinds and len(self.space.schedule.kinds) > 1:
                         params["schedule.kind"] = "agp"
-                    recoveries = list(dict.fromkeys(self.space.recovery))
-                    if gran == "hidden_unit" and len(recoveries) > 1:
-                        # uniform widths retrained from scratch are the "small dense model" a user would try: the search
-                        # starts from it. Measured on JapaneseVowels (benchmarks/results/recovery_choice_jv.md, 3 seeds):
-                        # at 2 % / 5 % of dense size scratch 0.966 / 0.969, fine-tune 0.961 / 0.966, rewind 0.960 / 0.966
-                        params["recovery"] = next(r for r in ("scratch", "rewind", "finetune") if r in recoveries)
+                    if gran == "hidden_unit" and len(set(self.space.recovery)) > 1:
+                        params["recovery"] = warm_start_recovery(self.space.recovery)
                     out.append(params)
                     if gran == "hidden_unit" and levels[gran].index(level) < 3 and len(self.space.quantize) > 1:
                         int8_copies.append({**params, "quantize": "int8"})
@@ -203,7 +209,4 @@ class SearchSpace:
         """The smallest architecture the space allows (most hidden units removed), or None without hidden-unit pruning."""
         if "hidden_unit" not in [g for _, g in self.pairs]:
             return None
-        frac = self.space.sparsity.units[1]
-        hidden = [[max(1, h - int(round(frac * h))) for h in layer] for layer in self.arch.hidden_sizes]
-        a = self.arch
-        return ArchSpec(a.cell, a.input_size, hidden, a.n_classes, a.pooling, a.attention_dim, a.dropout)
+        return self._with_units_removed(self.space.sparsity.units[1])
