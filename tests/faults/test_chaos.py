@@ -41,6 +41,17 @@ def _finished(runs) -> dict:
     return {t.number: (t.state, tuple(t.values or ())) for t in trials if t.state.is_finished()}
 
 
+def _kill_targets(rng) -> list[int]:
+    """How many trials must be finished before each kill: spread over the first two thirds of the
+    search, so that a fast machine cannot finish it between kills (kills paced by wall time did)."""
+    step = (2 * TOTAL // 3) // KILLS
+    return [step * (k + 1) - rng.randint(0, step // 2) for k in range(KILLS)]
+
+
+def _counted(runs) -> int:
+    return sum(1 for state, _ in _finished(runs).values() if state in (TrialState.COMPLETE, TrialState.PRUNED))
+
+
 def test_chaos_sigkill_five_times_then_resume(tmp_path):
     work = tmp_path
     runs = work / "runs"
@@ -48,12 +59,12 @@ def test_chaos_sigkill_five_times_then_resume(tmp_path):
     log = work / "search.log"
     rng = random.Random(13)
     seen: dict = {}
-    for kill in range(KILLS):
+    for kill, target in enumerate(_kill_targets(rng)):
         proc = _start(work, log)
         try:
-            if kill == 0:  # the first leg trains the dense model: kill it once trials are being recorded
-                wait_for(lambda: _finished(runs), 600, "the first finished trial", every=1.0)
-            time.sleep(rng.uniform(2.0, 15.0))
+            # the first leg also trains the dense model; then a random moment inside the next trials
+            wait_for(lambda: _counted(runs) >= target or proc.poll() is not None, 600, f"{target} finished trials", every=0.1)
+            time.sleep(rng.uniform(0.0, 1.5))
         finally:
             if proc.poll() is None:
                 if kill % 2:
@@ -63,7 +74,7 @@ def test_chaos_sigkill_five_times_then_resume(tmp_path):
             proc.wait(30)
         wait_for(lambda: processes_in(work) == [], 20, "the killed search's workers to exit")
         seen.update({n: s for n, s in _finished(runs).items() if s[0] in (TrialState.COMPLETE, TrialState.PRUNED)})
-    assert sum(1 for _ in seen) < TOTAL, "the search finished before the kills: raise TOTAL"
+        assert len(seen) < TOTAL, f"the search finished before kill {kill + 1}: the trials are faster than the polling"
 
     final = _start(work, log)
     try:
