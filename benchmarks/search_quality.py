@@ -67,7 +67,7 @@ NAME = "search_quality"
 LEVELS = [0.10, 0.05, 0.02]
 SPARSITIES = [0.5, 0.8, 0.9, 0.95, 0.98]
 FINETUNE_EPOCHS = 8
-BASELINE_LR = 1e-3  # PruningPolicy's default fine-tune learning rate; clipping as the study trains
+BASELINE_LR = 1e-3  # PruningPolicy's default fine-tune learning rate (as the warm start's trials); clipping as the study trains
 SEEDS = [0, 1, 2]
 
 #: task key → shipped study, overrides (besides the contender's) and a label

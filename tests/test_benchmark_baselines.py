@@ -42,6 +42,41 @@ def test_uniform_baselines_recover_as_the_warm_start_does(tiny_study):
         assert {p.get("recovery", offered[0]) for p in warm} == {expected}  # the very recovery the search starts its uniform trials with
 
 
+@pytest.mark.parametrize("task", ["jv", "mnist1d"])
+def test_warm_start_unit_trials_are_the_uniform_baselines(task):
+    """The search's uniform hidden-unit trials run exactly what the uniform Taylor baseline runs
+    (fraction, recovery, fine-tune epochs and lr, clipping, schedule), so the search's candidates
+    include the baseline rather than the same shape with a sampled fine-tune."""
+    from types import SimpleNamespace
+
+    import optuna
+
+    from autoprune.models.arch import ArchSpec as Arch
+    from autoprune.pruning.policy import FinetuneConfig
+    from autoprune.search.space import SearchSpace
+    from autoprune.search.trial import planned_arch
+
+    assert sq.BASELINE_LR == FinetuneConfig().lr
+    config = sq.search_config(SimpleNamespace(quick=False), task, "nsga2")
+    width = {"jv": 128, "mnist1d": 64}[task]
+    inputs, classes = {"jv": (12, 9), "mnist1d": (1, 10)}[task]
+    arch = Arch.from_config(config.model, inputs, classes)
+    assert max(max(h) for h in arch.hidden_sizes) == width
+    space = SearchSpace(config, arch)
+    warm = [p for p in space.warm_start_params() if p.get("method") == "taylor/hidden_unit" and "quantize" not in p]
+    assert len(warm) >= 4
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for params in warm:
+        study.enqueue_trial(params)
+    for params in warm:
+        policy = space.suggest(study.ask())
+        baseline = sq.uniform_unit_policy("taylor", params["units.rnn.0"], config, recovery=sq.uniform_recovery(config))
+        for field in ("method", "granularity", "recovery", "finetune", "grad_clip", "schedule", "distillation", "quantize"):
+            assert getattr(policy, field) == getattr(baseline, field), field
+        assert set(policy.sparsity.values()) == {baseline.sparsity}  # per layer here, one number there
+        assert planned_arch(arch, policy) == planned_arch(arch, baseline)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["torch_global", "lightning"])
 def test_peer_pruning_zeroes_the_rnn_weights_and_leaves_plain_parameters(tiny_config, runs_dir, kind):

@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from autoprune.config import SearchConfig, StudyConfig
 from autoprune.models.arch import GATES, ArchSpec
 from autoprune.pruning.methods import METHODS
-from autoprune.pruning.policy import PruningPolicy, policy_from_dict
+from autoprune.pruning.policy import FinetuneConfig, PruningPolicy, policy_from_dict
 
 __all__ = ["SearchSpace", "UNIT_SIZE_TARGETS", "sparsity_groups", "warm_start_recovery"]
 
@@ -139,7 +139,8 @@ class SearchSpace:
         25, 10, 5, 2 and 1 % of the dense parameters (``UNIT_SIZE_TARGETS``, computed from the
         architecture, clipped into ``units``): the uniform model a user would train at each size.
         When int8 is searched, int8 copies of the 25, 10 and 5 % unit levels follow (about 6,
-        2.5 and 1.3 % of dense float32). The sampler fills in everything else. Starting from these makes the front at least as good as the usual
+        2.5 and 1.3 % of dense float32). Each runs with the fine-tune and clipping a user would
+        use by hand (``_by_hand_params``). The sampler fills in everything else. Starting from these makes the front at least as good as the usual
         hand-tuned baselines and gives the evolutionary sampler good parents.
         """
         out: List[Dict[str, Any]] = []
@@ -147,6 +148,7 @@ class SearchSpace:
         prefer = {"unstructured": ["magnitude", "taylor"], "hidden_unit": ["taylor", "magnitude", "group_lasso"]}
         levels = {"unstructured": [0.8, 0.9, 0.95], "hidden_unit": self.unit_fractions_for_sizes(UNIT_SIZE_TARGETS)}
         int8_copies: List[Dict[str, Any]] = []  # prune-then-quantize by hand: int8 copies of the 0.5-0.8 unit levels
+        by_hand = self._by_hand_params()
         for gran in ("unstructured", "hidden_unit"):
             candidates = [f"{m}/{gran}" for m in prefer[gran] if f"{m}/{gran}" in labels] or [k for k, v in labels.items() if v[1] == gran]
             if not candidates:
@@ -168,10 +170,33 @@ class SearchSpace:
                         params["schedule.kind"] = "agp"
                     if gran == "hidden_unit" and len(set(self.space.recovery)) > 1:
                         params["recovery"] = warm_start_recovery(self.space.recovery)
+                    params.update(by_hand)
                     out.append(params)
                     if gran == "hidden_unit" and levels[gran].index(level) < 3 and len(self.space.quantize) > 1:
                         int8_copies.append({**params, "quantize": "int8"})
         return out + int8_copies
+
+    def _by_hand_params(self) -> Dict[str, Any]:
+        """The fine-tune and clipping a user would run a uniform policy with: the policy's defaults
+        (``FinetuneConfig``: 8 epochs at lr 1e-3) and the study's own clipping, clipped into the
+        searched ranges. The warm start's trials are then the uniform baselines themselves, not
+        uniform shapes with a sampled (possibly poor) fine-tune."""
+        sp = self.space
+        default = FinetuneConfig()
+        out: Dict[str, Any] = {}
+        e_lo, e_hi = sp.finetune.epochs
+        if e_hi > e_lo:
+            out["finetune.epochs"] = min(max(default.epochs, e_lo), e_hi)
+        lr_lo, lr_hi = sp.finetune.lr
+        if lr_hi > lr_lo:
+            out["finetune.lr"] = min(max(default.lr, lr_lo), lr_hi)
+        clip = self.config.train.grad_clip
+        c_lo, c_hi = sp.grad_clip.range
+        if clip.value is not None and c_hi > c_lo:
+            out["grad_clip.value"] = min(max(clip.value, c_lo), c_hi)
+        if len(sp.grad_clip.algorithms) > 1 and clip.algorithm in sp.grad_clip.algorithms:
+            out["grad_clip.algorithm"] = clip.algorithm
+        return out
 
     def _with_units_removed(self, fraction: float) -> ArchSpec:
         """The dense architecture after removing ``fraction`` of every layer's units (as compaction rounds them)."""
