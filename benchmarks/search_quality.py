@@ -251,7 +251,8 @@ def search_config(ctx: Context, task: str, sampler: str, seed: int = 0):
 
 def run_search_contender(ctx: Context, task: str, sampler: str, seed: int = 0) -> Dict[str, Any]:
     """One search: its complete-trial rows, counts and wall time (its own MLflow SQLite file)."""
-    from autoprune.search.backend import open_study, run_search
+    from autoprune.search.run import run_search
+    from autoprune.search.study import open_study
     from autoprune.search.pareto import trial_row
 
     config = search_config(ctx, task, sampler, seed)
