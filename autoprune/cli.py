@@ -236,7 +236,7 @@ def _print_front(rows: list, dense: Optional[dict] = None) -> None:
 def search(obj: _Ctx, config: str, study: Optional[str], trials: Optional[int], timeout: Optional[float], workers: Optional[int], backend: Optional[str], ray_address: Optional[str], concurrency: Optional[int], cpus_per_trial: Optional[float], max_latency_ms: Optional[float], max_size_bytes: Optional[int], sampler: Optional[str], storage: Optional[str], tracking_uri: Optional[str], as_json: bool) -> None:
     """Search pruning policies; record the Pareto front of accuracy vs size in MLflow."""
     from autoprune.config import load_config
-    from autoprune.search.backend import run_search
+    from autoprune.search.run import run_search
 
     cfg = load_config(
         config,
@@ -298,7 +298,7 @@ def search(obj: _Ctx, config: str, study: Optional[str], trials: Optional[int], 
 @_handle_errors
 def pareto(obj: _Ctx, study: str, show_all: bool, as_json: bool) -> None:
     """Show a study's Pareto front (or every trial with --all)."""
-    from autoprune.search.backend import open_study
+    from autoprune.search.study import open_study
     from autoprune.search.pareto import front_rows, trial_row
 
     st, meta = open_study(study, obj.runs_dir)
@@ -332,7 +332,7 @@ def ui(obj: _Ctx, study: Optional[str], port: int, tracking_uri: Optional[str], 
 
     uri = tracking_uri or default_tracking_uri(obj.runs_dir)
     if study is not None:
-        from autoprune.search.backend import open_study
+        from autoprune.search.study import open_study
 
         _, meta = open_study(study, obj.runs_dir)
         uri = tracking_uri or meta.get("tracking_uri", uri)

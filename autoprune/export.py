@@ -188,7 +188,7 @@ def export(
     chosen = [get_format(f) for f in dict.fromkeys(formats)] or [get_format("torchscript")]
     for fmt in chosen:
         fmt.requires()
-    from autoprune.search.backend import open_study
+    from autoprune.search.study import open_study
 
     st, meta = open_study(study, runs_dir)
     row = select_trial(st, trial, pick, max_size_bytes, max_latency_ms, min_accuracy, tolerance)

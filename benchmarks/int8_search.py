@@ -28,7 +28,7 @@ CONTENDERS = {"float32": ["none"], "int8": ["none", "int8"]}
 
 
 def _search(ctx: Context, seed: int, contender: str, trials: int) -> Dict[str, Any]:
-    from autoprune.search.backend import run_search
+    from autoprune.search.run import run_search
 
     study = f"i8_jv_{contender}_s{seed}"
     config = base_config(
@@ -57,7 +57,7 @@ def _search(ctx: Context, seed: int, contender: str, trials: int) -> Dict[str, A
 
 def collect(ctx: Context, seed: int, contender: str) -> Dict[str, Any]:
     """A finished search's complete trials, dense reference and wall time, read back from its study folder."""
-    from autoprune.search.backend import open_study
+    from autoprune.search.study import open_study
     from autoprune.search.pareto import trial_row
 
     study, rd = f"i8_jv_{contender}_s{seed}", runs_dir(ctx)

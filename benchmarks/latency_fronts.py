@@ -23,7 +23,7 @@ def run(ctx: Context) -> None:
     from autoprune.dense import load_dense_model
     from autoprune.errors import TrialError
     from autoprune.pruning.measure import macs_per_sequence, to_onnx_bytes
-    from autoprune.search.backend import open_study
+    from autoprune.search.study import open_study
     from autoprune.search.pareto import front_rows
     from autoprune.search.trial import load_trial_model
     from benchmarks import search_quality as sq

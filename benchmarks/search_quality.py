@@ -151,10 +151,11 @@ def n_params(arch: Any) -> int:
 
 
 def width_for_level(arch: Any, level: float) -> int:
-    """The largest uniform width whose dense float32 size is at most ``level`` of the dense model's."""
-    dense = n_params(arch)
-    top = max(max(layer) for layer in arch.hidden_sizes)
-    return max([w for w in range(1, top + 1) if n_params(arch_with_width(arch, w)) <= level * dense] or [1])
+    """The largest uniform width whose model has at most ``level`` of the dense model's parameters (the warm start's rule)."""
+    from autoprune.search.space import unit_fractions_for_sizes, with_units_removed
+
+    fraction = unit_fractions_for_sizes(arch, (level,))[0]
+    return max(max(layer) for layer in with_units_removed(arch, fraction).hidden_sizes)
 
 
 def _finetune(config: Any) -> Dict[str, Any]:
@@ -250,7 +251,8 @@ def search_config(ctx: Context, task: str, sampler: str, seed: int = 0):
 
 def run_search_contender(ctx: Context, task: str, sampler: str, seed: int = 0) -> Dict[str, Any]:
     """One search: its complete-trial rows, counts and wall time (its own MLflow SQLite file)."""
-    from autoprune.search.backend import open_study, run_search
+    from autoprune.search.run import run_search
+    from autoprune.search.study import open_study
     from autoprune.search.pareto import trial_row
 
     config = search_config(ctx, task, sampler, seed)

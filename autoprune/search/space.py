@@ -14,7 +14,7 @@ from autoprune.models.arch import GATES, ArchSpec
 from autoprune.pruning.methods import METHODS
 from autoprune.pruning.policy import FinetuneConfig, PruningPolicy, policy_from_dict
 
-__all__ = ["SearchSpace", "UNIT_SIZE_TARGETS", "sparsity_groups", "warm_start_recovery"]
+__all__ = ["SearchSpace", "UNIT_SIZE_TARGETS", "sparsity_groups", "unit_fractions_for_sizes", "warm_start_recovery", "with_units_removed"]
 
 #: sizes (fraction of the dense parameters) the warm start's uniform hidden-unit trials land on:
 #: the levels users report (and ``benchmarks/search_quality`` measures at 10 / 5 / 2 %)
@@ -58,6 +58,40 @@ def warm_start_recovery(offered: List[str]) -> str:
     at 2 % / 5 % of dense size scratch 0.966 / 0.969, fine-tune 0.961 / 0.966, rewind 0.960 / 0.966.
     """
     return next(r for r in ("scratch", "rewind", "finetune") if r in offered)
+
+
+def with_units_removed(arch: ArchSpec, fraction: float) -> ArchSpec:
+    """``arch`` after removing ``fraction`` of every layer's units (as compaction rounds them)."""
+    hidden = [[max(1, h - int(round(fraction * h))) for h in layer] for layer in arch.hidden_sizes]
+    return ArchSpec(arch.cell, arch.input_size, hidden, arch.n_classes, arch.pooling, arch.attention_dim, arch.dropout)
+
+
+def unit_fractions_for_sizes(arch: ArchSpec, targets: Tuple[float, ...]) -> List[float]:
+    """Per size target (fraction of the dense parameters), the smallest uniform unit fraction whose model fits it.
+
+    Fractions step by one unit of the widest layer (``1 - width / widest``), so layers of the
+    widest size land on whole widths, like a small dense model of that width (the warm start's
+    levels and ``benchmarks/search_quality``'s small-dense widths both come from here).
+    """
+    from autoprune.models.rnn import RNNClassifier
+
+    counts: Dict[int, int] = {}
+
+    def n_params(width: int) -> int:
+        if width not in counts:
+            counts[width] = sum(p.numel() for p in RNNClassifier(with_units_removed(arch, 1.0 - width / top)).parameters())
+        return counts[width]
+
+    top = max(max(layer) for layer in arch.hidden_sizes)
+    dense = n_params(top)
+    out: List[float] = []
+    for target in targets:
+        lo, hi = 1, top  # the largest width that fits (sizes grow with width): binary search
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if n_params(mid) <= target * dense else (lo, mid - 1)
+        out.append(round(1.0 - lo / top, 6))
+    return out
 
 
 class SearchSpace:
@@ -199,36 +233,10 @@ class SearchSpace:
         return out
 
     def _with_units_removed(self, fraction: float) -> ArchSpec:
-        """The dense architecture after removing ``fraction`` of every layer's units (as compaction rounds them)."""
-        a = self.arch
-        hidden = [[max(1, h - int(round(fraction * h))) for h in layer] for layer in a.hidden_sizes]
-        return ArchSpec(a.cell, a.input_size, hidden, a.n_classes, a.pooling, a.attention_dim, a.dropout)
+        return with_units_removed(self.arch, fraction)
 
     def unit_fractions_for_sizes(self, targets: Tuple[float, ...]) -> List[float]:
-        """Per size target (fraction of the dense parameters), the smallest uniform unit fraction whose model fits it.
-
-        Fractions step by one unit of the widest layer (``1 - width / widest``), so layers of the
-        widest size land on whole widths, like a small dense model of that width.
-        """
-        from autoprune.models.rnn import RNNClassifier
-
-        counts: Dict[int, int] = {}
-
-        def n_params(width: int) -> int:
-            if width not in counts:
-                counts[width] = sum(p.numel() for p in RNNClassifier(self._with_units_removed(1.0 - width / top)).parameters())
-            return counts[width]
-
-        top = max(max(layer) for layer in self.arch.hidden_sizes)
-        dense = n_params(top)
-        out: List[float] = []
-        for target in targets:
-            lo, hi = 1, top  # the largest width that fits (sizes grow with width): binary search
-            while lo < hi:
-                mid = (lo + hi + 1) // 2
-                lo, hi = (mid, hi) if n_params(mid) <= target * dense else (lo, mid - 1)
-            out.append(round(1.0 - lo / top, 6))
-        return out
+        return unit_fractions_for_sizes(self.arch, targets)
 
     def smallest_arch(self) -> Optional[ArchSpec]:
         """The smallest architecture the space allows (most hidden units removed), or None without hidden-unit pruning."""

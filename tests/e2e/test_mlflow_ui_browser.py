@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from autoprune.config import config_from_dict
-from autoprune.search.backend import run_search
+from autoprune.search.run import run_search
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -21,7 +21,8 @@ from autoprune.cli import cli
 from autoprune.config import config_from_dict
 from autoprune.errors import ExportError, PruningError, TrialError
 from autoprune.export import export, select_trial
-from autoprune.search.backend import open_study, run_search
+from autoprune.search.run import run_search
+from autoprune.search.study import open_study
 from autoprune.search.pareto import front_rows, knee_index, trial_row
 
 _spec = importlib.util.spec_from_file_location("_autoprune_tests_root_conftest_export", Path(__file__).parents[1] / "conftest.py")

@@ -18,7 +18,8 @@ from autoprune.config import config_from_dict
 from autoprune.errors import ExportError
 from autoprune.export import export
 from autoprune.export_formats import FORMATS
-from autoprune.search.backend import open_study, run_search
+from autoprune.search.run import run_search
+from autoprune.search.study import open_study
 from autoprune.search.pareto import trial_row
 
 _spec = importlib.util.spec_from_file_location("_autoprune_tests_root_conftest_int8", Path(__file__).parents[1] / "conftest.py")

@@ -24,7 +24,8 @@ from autoprune.config import config_from_dict
 from autoprune.dense import build_datamodule, ensure_dense
 from autoprune.errors import ConfigError, ConstraintError, PruningError, TrialError
 from autoprune.models.arch import ArchSpec
-from autoprune.search.backend import StudyLock, _storage, open_study, run_search, study_paths
+from autoprune.search.run import run_search
+from autoprune.search.study import StudyLock, open_study, storage_for, study_paths
 from autoprune.search.latency import LatencyCache, LatencySettings
 from autoprune.tracking import default_tracking_uri
 
@@ -263,7 +264,7 @@ def test_resume_keeps_finished_trials_and_fails_stale_ones(seeded_runs):
     st, meta = open_study("tiny", seeded_runs)
     before = {t.number: (t.values, t.params) for t in st.get_trials()}
     # a search process killed mid-trial leaves a RUNNING trial behind
-    killed = optuna.load_study(study_name="tiny", storage=_storage(meta["storage"]))
+    killed = optuna.load_study(study_name="tiny", storage=storage_for(meta["storage"]))
     stale = killed.ask()
     assert stale.number == 3
 

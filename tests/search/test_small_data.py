@@ -19,7 +19,8 @@ from autoprune.dense import ensure_dense
 from autoprune.errors import ConfigError, TrialStoppedEarly
 from autoprune.models.arch import ArchSpec
 from autoprune.pruning.policy import policy_from_dict
-from autoprune.search.backend import open_study, run_search
+from autoprune.search.run import run_search
+from autoprune.search.study import open_study
 from autoprune.search.recipe_check import check_recipe
 from autoprune.search.space import SearchSpace
 from autoprune.search.trial import TrialOptions, run_trial
