@@ -171,12 +171,11 @@ def uniform_recovery(config: Any) -> str:
     """The recovery the study's warm start gives its uniform hidden-unit trials (``SearchSpace.warm_start_params``).
 
     The uniform baselines recover the same way, so they are the hand-made version of what the
-    search starts from: fine-tune where the space only fine-tunes, rewind where it offers rewinding.
+    search starts from: scratch where the space offers it, else rewind, else fine-tune.
     """
     from autoprune.search.space import warm_start_recovery
 
-    offered = list(config.search.recovery)
-    return offered[0] if len(set(offered)) == 1 else warm_start_recovery(offered)
+    return warm_start_recovery(list(config.search.recovery))
 
 
 def uniform_unit_policy(method: str, fraction: float, config: Any, recovery: str = "finetune", distill: float = 0.0):
