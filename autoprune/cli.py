@@ -120,7 +120,7 @@ def tasks() -> None:
 def train(obj: _Ctx, config: str, study: Optional[str], force: bool, as_json: bool) -> None:
     """Train (or reuse) the study's dense model and report its accuracy."""
     from autoprune.config import load_config
-    from autoprune.dense import ensure_dense
+    from autoprune.reference.dense import ensure_dense
 
     cfg = load_config(config, overrides={"study": study})
     result = ensure_dense(cfg, obj.runs_dir, progress=not (obj.quiet or as_json), force=force)
@@ -148,13 +148,14 @@ def train(obj: _Ctx, config: str, study: Optional[str], force: bool, as_json: bo
 def prune(obj: _Ctx, config: str, policy_path: str, study: Optional[str], as_json: bool) -> None:
     """Apply one pruning policy to the study's dense model (a single trial, no search)."""
     from autoprune.config import load_config
-    from autoprune.dense import study_dir
+    from autoprune.layout import study_paths
     from autoprune.pruning.policy import load_policy
-    from autoprune.search.trial import TrialOptions, run_trial
+    from autoprune.trial.result import TrialOptions
+    from autoprune.trial.run import run_trial
 
     cfg = load_config(config, overrides={"study": study})
     policy = load_policy(policy_path)
-    out_dir = study_dir(obj.runs_dir, cfg.study) / "prune" / policy.key()
+    out_dir = study_paths(obj.runs_dir, cfg.study).prune(policy.key())
     result = run_trial(cfg, policy, TrialOptions(runs_dir=obj.runs_dir, trial_dir=str(out_dir), progress=not (obj.quiet or as_json)))
     d = result.dense
     out = {
@@ -298,8 +299,8 @@ def search(obj: _Ctx, config: str, study: Optional[str], trials: Optional[int], 
 @_handle_errors
 def pareto(obj: _Ctx, study: str, show_all: bool, as_json: bool) -> None:
     """Show a study's Pareto front (or every trial with --all)."""
-    from autoprune.search.study import open_study
     from autoprune.search.pareto import front_rows, trial_row
+    from autoprune.search.study import open_study
 
     st, meta = open_study(study, obj.runs_dir)
     rows = [trial_row(t) for t in st.get_trials(deepcopy=False)] if show_all else front_rows(st)
@@ -327,8 +328,8 @@ def ui(obj: _Ctx, study: Optional[str], port: int, tracking_uri: Optional[str], 
     """Start the MLflow UI on 127.0.0.1 against the study's store and print its URL."""
     import os
 
-    from autoprune.tracking import default_tracking_uri
-    from autoprune.uiserver import check_port, serve
+    from autoprune.tracking.server import check_port, serve
+    from autoprune.tracking.tracker import default_tracking_uri
 
     uri = tracking_uri or default_tracking_uri(obj.runs_dir)
     if study is not None:
@@ -337,14 +338,14 @@ def ui(obj: _Ctx, study: Optional[str], port: int, tracking_uri: Optional[str], 
         _, meta = open_study(study, obj.runs_dir)
         uri = tracking_uri or meta.get("tracking_uri", uri)
     if uri.startswith(("http://", "https://")):
-        from autoprune.mlflow_ui import study_link
+        from autoprune.tracking.ui import study_link
 
         click.echo(f"the tracking store is a server already: open {study_link(study, uri, uri) if study else uri}")
         return
     check_port(port)  # before anything starts: in range and free
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    from autoprune.mlflow_ui import open_when_ready, study_links
+    from autoprune.tracking.ui import open_when_ready, study_links
 
     base = f"http://127.0.0.1:{port}"
     links = study_links(study, uri, base) if study else {"front": base}  # the front in MLflow's model-training runs table
@@ -366,16 +367,18 @@ def ui(obj: _Ctx, study: Optional[str], port: int, tracking_uri: Optional[str], 
 @_handle_errors
 def dashboard(obj: _Ctx, study: str, port: int) -> None:
     """Optuna Dashboard on the study's storage, on 127.0.0.1 (trials, objectives, Pareto front)."""
-    from autoprune.dashboard import serve_dashboard
+    from autoprune.search.study import open_study
+    from autoprune.tracking.dashboard import serve_dashboard
 
+    st, _ = open_study(study, obj.runs_dir)
     try:
-        serve_dashboard(study, obj.runs_dir, port, announce=click.echo)
+        serve_dashboard(st, port, announce=click.echo)
     except KeyboardInterrupt:
         pass
 
 
 def _export_formats() -> dict:
-    from autoprune.export_formats import FORMATS  # the registry; imports no torch
+    from autoprune.export.formats import FORMATS  # the registry; imports no torch
 
     return FORMATS
 

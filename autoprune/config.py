@@ -7,19 +7,31 @@ Every error names the file, the key path, the bad value and what is allowed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from autoprune.errors import ConfigError
+from autoprune.pruning.methods import METHODS
+from autoprune.pruning.policy import GradClipConfig
+from autoprune.pruning.schedules import SCHEDULES
+from autoprune.runtime.kernels import check_int8_kernel
+from autoprune.search.runners import runner_names
+from autoprune.yamlio import load_yaml_file
 
 __all__ = [
     "TaskConfig",
     "ModelConfig",
-    "GradClipConfig",
     "TrainConfig",
     "MeasureConfig",
     "StudyConfig",
@@ -27,7 +39,6 @@ __all__ = [
     "load_config",
     "config_from_dict",
     "format_validation_error",
-    "stable_hash",
 ]
 
 
@@ -51,7 +62,7 @@ class ModelConfig(_Strict):
     user's trained model: ``from: package.module:function`` (returns a trained
     ``torch.nn.Module``) or ``checkpoint: FILE`` with ``build: package.module:function``
     (builds the untrained module the state dict or Lightning checkpoint belongs to);
-    see :mod:`autoprune.user_model`.
+    see :mod:`autoprune.reference.user_model`.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, populate_by_name=True)
@@ -100,13 +111,6 @@ class ModelConfig(_Strict):
     def user_model(self) -> bool:
         """True when the dense model is the user's trained module (no dense training)."""
         return bool(self.from_ or self.checkpoint)
-
-
-class GradClipConfig(_Strict):
-    """Gradient clipping: threshold and algorithm (Lightning's ``gradient_clip_*``)."""
-
-    value: Optional[float] = Field(1.0, gt=0.0)
-    algorithm: Literal["norm", "value"] = "norm"
 
 
 class TrainConfig(_Strict):
@@ -176,8 +180,6 @@ class ScheduleSpace(_Strict):
     @field_validator("kinds")
     @classmethod
     def _kinds(cls, v: list[str]) -> list[str]:
-        from autoprune.pruning.schedules import SCHEDULES
-
         for k in v:
             if k not in SCHEDULES:
                 raise ValueError(f"unknown schedule {k!r}; valid: {', '.join(SCHEDULES)}")
@@ -201,7 +203,7 @@ class FinetuneSpace(_Strict):
     lr: Range = (3e-4, 3e-3)
     min_epoch_steps: Optional[int] = Field(
         None, ge=1, le=100000,
-        description="a fine-tune epoch is at least this many optimizer steps, so epoch budgets do not shrink with the data set (autoprune.budget)",
+        description="a fine-tune epoch is at least this many optimizer steps, so epoch budgets do not shrink with the data set (autoprune.tasks.budget)",
     )
 
     @field_validator("epochs")
@@ -319,8 +321,6 @@ class SearchConfig(_Strict):
     @field_validator("backend")
     @classmethod
     def _backend(cls, v: str) -> str:
-        from autoprune.search.runners import runner_names  # lists the runner modules, imports none
-
         if v not in runner_names():
             raise ValueError(f"unknown search backend {v!r}; valid: {', '.join(runner_names())}")
         return v
@@ -328,8 +328,6 @@ class SearchConfig(_Strict):
     @field_validator("methods")
     @classmethod
     def _methods(cls, v: list[str]) -> list[str]:
-        from autoprune.pruning.methods import METHODS
-
         for m in v:
             if m not in METHODS:
                 raise ValueError(f"unknown pruning method {m!r}; valid: {', '.join(METHODS)}")
@@ -353,8 +351,6 @@ class SearchConfig(_Strict):
             raise ValueError(
                 f"objectives must start with [val_accuracy, size_bytes], optionally followed by latency_ms; got {self.objectives}"
             )
-        from autoprune.pruning.methods import METHODS
-
         if not any(g in METHODS[m].granularities for m in self.methods for g in self.granularities):
             raise ValueError(f"no method in {self.methods} supports any granularity in {self.granularities}")
         if self.backend != "local" and self.workers > 1:
@@ -381,8 +377,6 @@ class StudyConfig(_Strict):
     def _int8_kernel(cls, v: SearchConfig, info: ValidationInfo) -> SearchConfig:
         model, measure = info.data.get("model"), info.data.get("measure")
         if "int8" in v.quantize and model is not None and measure is not None:
-            from autoprune.quantize import check_int8_kernel
-
             try:
                 check_int8_kernel(measure.runtime, model.cell, "quantize")
             except ConfigError as err:
@@ -401,12 +395,6 @@ class StudyConfig(_Strict):
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude={"source"}, by_alias=True)  # by alias: model.from, as written
-
-
-def stable_hash(obj: Any, length: int = 12) -> str:
-    """A short content hash of a JSON-serialisable object (key order does not matter)."""
-    blob = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:length]
 
 
 def format_validation_error(err: ValidationError, source: str) -> str:
@@ -476,13 +464,6 @@ def config_from_dict(data: Any, source: str = "<config>", overrides: Optional[di
         raise ConfigError(format_validation_error(err, source)) from None
 
 
-def read_yaml(path: str | Path) -> Any:
-    """Read a YAML file; malformed YAML, duplicate keys (line) and non-UTF-8 bytes (byte position) raise ConfigError."""
-    from autoprune.yamlio import load_yaml_file
-
-    return load_yaml_file(path)
-
-
 def load_config(path: str | Path, overrides: Optional[dict[str, Any]] = None) -> StudyConfig:
     """Load and validate a study YAML file.
 
@@ -496,4 +477,4 @@ def load_config(path: str | Path, overrides: Optional[dict[str, Any]] = None) ->
     Raises:
         ConfigError: malformed YAML (file and line) or an invalid value (file and key path).
     """
-    return config_from_dict(read_yaml(path), source=str(path), overrides=overrides)
+    return config_from_dict(load_yaml_file(path), source=str(path), overrides=overrides)

@@ -10,7 +10,8 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from autoprune.config import StudyConfig, config_from_dict, load_config, read_yaml, stable_hash
+from autoprune.config import StudyConfig, config_from_dict, load_config
+from autoprune.yamlio import load_yaml_file as read_yaml, stable_hash
 from autoprune.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]

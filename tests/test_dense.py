@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from autoprune.config import config_from_dict
-from autoprune.dense import dense_cache_key, ensure_dense, load_dense_model
-from autoprune.models.module import evaluate
+from autoprune.reference.cache import dense_cache_key, load_dense_model
+from autoprune.reference.dense import ensure_dense
+from autoprune.models.rnn import evaluate
 
 
 def test_second_call_reuses_the_cache(tiny_config, runs_dir):
@@ -43,7 +44,7 @@ def test_metrics_describe_the_model_and_data(tiny_config, runs_dir):
     assert m["params"] == sum(p.numel() for p in model.parameters())
     assert model.hidden_sizes == [[16]] == res.arch.hidden_sizes
     # the stored weights give the stored metrics
-    from autoprune.dense import build_datamodule
+    from autoprune.tasks import build_datamodule
 
     dm = build_datamodule(tiny_config)
     assert evaluate(model, *dm.tensors("val"))["accuracy"] == m["val_accuracy"]

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from autoprune.mlflow_ui import FRONT_COLUMNS, front_plot_html, front_url, open_when_ready, prepare_experiment, study_links
+from autoprune.tracking.ui import FRONT_COLUMNS, front_plot_html, front_url, open_when_ready, prepare_experiment, study_links
 
 ROWS = [
     {"trial": 0, "val_accuracy": 0.95, "test_accuracy": 0.94, "size_bytes": 1000, "size_ratio": 0.5, "latency_ms": 0.3, "hidden_sizes": [[8]]},

@@ -15,7 +15,7 @@ from torch import nn
 from autoprune.cli import cli
 from autoprune.config import config_from_dict
 from autoprune.errors import ConfigError
-from autoprune.user_model import MAX_LOGIT_DIFF, convert_user_module, max_logit_diff
+from autoprune.reference.user_model import MAX_LOGIT_DIFF, convert_user_module, max_logit_diff
 
 # A user's package: a data function (raw inputs, unequal lengths, no normalisation) and a
 # plain-PyTorch 2-layer LSTM classifier trained by a plain loop, as people write them.
@@ -193,7 +193,7 @@ def test_unsupported_module_is_one_line():
 
 
 def test_mismatched_classes_and_channels_are_refused_before_training(user_pkg, tmp_path, monkeypatch):
-    from autoprune.user_model import ensure_user_dense
+    from autoprune.reference.user_model import ensure_user_dense
 
     cfg = config_from_dict(_study({"checkpoint": "w.pt", "build": "userpkg.speech:build"}), source="own.yaml")
     where = "^own.yaml: model.checkpoint w.pt: "
@@ -210,7 +210,7 @@ def test_mismatched_classes_and_channels_are_refused_before_training(user_pkg, t
 
 
 def test_a_forward_that_is_not_last_step_pooling_is_refused(user_pkg, tmp_path, monkeypatch):
-    from autoprune.user_model import ensure_user_dense
+    from autoprune.reference.user_model import ensure_user_dense
 
     class MeanPool(user_pkg.SpeechLSTM):
         def forward(self, x, lengths):

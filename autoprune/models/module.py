@@ -18,7 +18,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from autoprune.models.rnn import RNNClassifier
 
-__all__ = ["RNNModule", "random_windows", "evaluate"]
+__all__ = ["RNNModule", "random_windows"]
 
 
 def random_windows(x: Tensor, lengths: Tensor, max_len: int, generator: Optional[torch.Generator] = None) -> tuple[Tensor, Tensor]:
@@ -38,23 +38,6 @@ def random_windows(x: Tensor, lengths: Tensor, max_len: int, generator: Optional
     new_lengths = lengths.clamp(max=max_len)
     out = out * (steps < new_lengths.unsqueeze(1)).unsqueeze(2).to(out.dtype)
     return out, new_lengths
-
-
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, x: Tensor, lengths: Tensor, y: Tensor, batch_size: int = 512) -> dict[str, float]:
-    """Loss and accuracy of ``model`` on full tensors, in eval mode, without Lightning."""
-    was_training = model.training
-    model.eval()
-    total_loss, correct = 0.0, 0
-    for i in range(0, len(y), batch_size):
-        xb, lb, yb = x[i : i + batch_size], lengths[i : i + batch_size], y[i : i + batch_size]
-        xb = xb[:, : int(lb.max())]
-        logits = model(xb, lb)
-        total_loss += float(F.cross_entropy(logits, yb, reduction="sum"))
-        correct += int((logits.argmax(1) == yb).sum())
-    model.train(was_training)
-    n = max(len(y), 1)
-    return {"loss": total_loss / n, "accuracy": correct / n}
 
 
 class RNNModule(pl.LightningModule):

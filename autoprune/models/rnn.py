@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import List, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from autoprune.errors import ConfigError
@@ -30,6 +31,7 @@ __all__ = [
     "reverse_padded",
     "convert_torch_rnn",
     "Normalized",
+    "evaluate",
 ]
 
 _CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
@@ -247,3 +249,20 @@ def convert_torch_rnn(rnn: nn.Module) -> RNNStack:
                 for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
                     getattr(target, f"{name}_l0").copy_(getattr(rnn, name + suffix))
     return stack
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, x: Tensor, lengths: Tensor, y: Tensor, batch_size: int = 512) -> dict[str, float]:
+    """Loss and accuracy of ``model`` on full tensors, in eval mode, without Lightning."""
+    was_training = model.training
+    model.eval()
+    total_loss, correct = 0.0, 0
+    for i in range(0, len(y), batch_size):
+        xb, lb, yb = x[i : i + batch_size], lengths[i : i + batch_size], y[i : i + batch_size]
+        xb = xb[:, : int(lb.max())]
+        logits = model(xb, lb)
+        total_loss += float(F.cross_entropy(logits, yb, reduction="sum"))
+        correct += int((logits.argmax(1) == yb).sum())
+    model.train(was_training)
+    n = max(len(y), 1)
+    return {"loss": total_loss / n, "accuracy": correct / n}

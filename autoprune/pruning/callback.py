@@ -20,7 +20,8 @@ import torch
 from torch import Tensor
 
 from autoprune.errors import PruningError
-from autoprune.models.module import evaluate
+from autoprune.models.arch import units_removed
+from autoprune.models.rnn import evaluate
 from autoprune.pruning.groups import ModelGroups
 from autoprune.pruning.policy import PruningPolicy
 
@@ -87,10 +88,9 @@ class PruningCallback(pl.Callback):
         model = pl_module.model
         groups = ModelGroups(model)
         self.groups = groups
-        self.targets = groups.resolve_sparsity(self.policy.sparsity, self.policy.granularity)
-        check_targets(groups, self.targets, self.policy.granularity)
+        self.targets = groups.targets(self.policy.sparsity, self.policy.granularity)
         if self.policy.granularity == "hidden_unit":
-            names = sorted({p for t in self.targets for p in _layer_params(groups, t)})
+            names = sorted({p for t in self.targets for p in groups.layers[t].params})
         else:
             names = sorted({groups.target_ref(t).param for t in self.targets})
         for pname in names:
@@ -174,7 +174,7 @@ class PruningCallback(pl.Callback):
             scores = self.method.unit_scores(model, groups, batches)
             for lname, final in self.targets.items():
                 layer = groups.layers[lname]
-                k = int(round(level(final) * layer.hidden))
+                k = units_removed(layer.hidden, level(final))
                 keep = self.masks[layer.row_params[0]].reshape(layer.gates, layer.hidden, -1).any(dim=2).any(dim=0)
                 s = scores[lname].clone()
                 s[~keep] = -math.inf
@@ -211,25 +211,3 @@ class PruningCallback(pl.Callback):
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         self.schedule.load_state_dict(state_dict["schedule"])
         self.history = list(state_dict["history"])
-
-
-def _layer_params(groups: ModelGroups, lname: str) -> List[str]:
-    layer = groups.layers[lname]
-    return list(layer.row_params) + [layer.hh] + [c.param for c in layer.consumers]
-
-
-def check_targets(groups: ModelGroups, targets: Dict[str, float], granularity: str) -> None:
-    """Refuse targets that would remove every hidden unit of a layer.
-
-    Raises:
-        PruningError: naming the layer, its size and the largest sparsity that keeps a unit.
-    """
-    if granularity != "hidden_unit":
-        return
-    for lname, s in targets.items():
-        h = groups.layers[lname].hidden
-        if int(round(s * h)) >= h:
-            raise PruningError(
-                f"sparsity {s} would remove every hidden unit of layer {lname} ({h} units); at least one unit stays: "
-                f"use at most {(h - 1) / h:.4f}"
-            )

@@ -17,18 +17,32 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from autoprune.config import GradClipConfig, read_yaml, stable_hash
 from autoprune.errors import ConfigError
 from autoprune.pruning.methods import GRANULARITIES, METHODS, get_method
 from autoprune.pruning.schedules import SCHEDULES, make_schedule
+from autoprune.yamlio import load_yaml_file, stable_hash
 
-__all__ = ["ScheduleConfig", "FinetuneConfig", "DistillConfig", "PruningPolicy", "load_policy", "policy_from_dict"]
+__all__ = ["GradClipConfig", "ScheduleConfig", "FinetuneConfig", "DistillConfig", "PruningPolicy", "load_policy", "policy_from_dict"]
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class GradClipConfig(_Strict):
+    """Gradient clipping: threshold and algorithm (Lightning's ``gradient_clip_*``); a policy's and the dense training's."""
+
+    value: Optional[float] = Field(1.0, gt=0.0)
+    algorithm: Literal["norm", "value"] = "norm"
 
 
 class ScheduleConfig(_Strict):
@@ -57,7 +71,7 @@ class FinetuneConfig(_Strict):
     weight_decay: float = Field(0.0, ge=0.0)
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     min_epoch_steps: Optional[int] = Field(
-        None, ge=1, le=100000, description="an epoch is at least this many optimizer steps (small data sets; see autoprune.budget)"
+        None, ge=1, le=100000, description="an epoch is at least this many optimizer steps (small data sets; see autoprune.tasks.budget)"
     )
 
 
@@ -91,7 +105,7 @@ class PruningPolicy(_Strict):
     max_seq_len: Optional[int] = Field(None, ge=1)
     calibration_batches: int = Field(8, ge=1, description="batches scored by taylor / confidence")
     quantize: Literal["none", "int8"] = Field(
-        "none", description="int8: weights int8 after pruning and compaction, activations quantized at run time (autoprune.quantize)"
+        "none", description="int8: weights int8 after pruning and compaction, activations quantized at run time (autoprune.runtime.quantize)"
     )
 
     @field_validator("method")
@@ -215,4 +229,4 @@ def policy_from_dict(data: Any, source: str = "<policy>") -> PruningPolicy:
 
 def load_policy(path: str | Path) -> PruningPolicy:
     """Read a policy YAML file (``autoprune prune --policy``)."""
-    return policy_from_dict(read_yaml(path), source=str(path))
+    return policy_from_dict(load_yaml_file(path), source=str(path))

@@ -18,9 +18,13 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Tuple
 
+import lightning.pytorch as pl
 import torch
 
-__all__ = ["RECOVERIES", "recover", "recovery_epochs"]
+from autoprune.models.fitting import BestValidation, Recipe, fit, make_module
+from autoprune.models.rnn import RNNClassifier
+
+__all__ = ["RECOVERIES", "recover", "recovery_epochs", "KeepZeros"]
 
 #: policy.recovery values, in the order the docs list them
 RECOVERIES = ("finetune", "rewind", "scratch")
@@ -35,30 +39,25 @@ def _zero_masks(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
     return masks
 
 
-def _make_keep_zeros():
-    import lightning.pytorch as pl
+class KeepZeros(pl.Callback):
+    """Re-zero pruned weights after every optimizer step (masks in place, as the pruning callback does)."""
 
-    class KeepZeros(pl.Callback):
-        """Re-zero pruned weights after every optimizer step (masks in place, as the pruning callback does)."""
+    def __init__(self, masks: Dict[str, torch.Tensor]) -> None:
+        self.masks = masks
 
-        def __init__(self, masks: Dict[str, torch.Tensor]) -> None:
-            self.masks = masks
+    def apply(self, pl_module: Any) -> None:
+        if not self.masks:
+            return
+        params = dict(pl_module.model.named_parameters())
+        with torch.no_grad():
+            for name, mask in self.masks.items():
+                params[name].mul_(mask)
 
-        def _apply(self, pl_module: Any) -> None:
-            if not self.masks:
-                return
-            params = dict(pl_module.model.named_parameters())
-            with torch.no_grad():
-                for name, mask in self.masks.items():
-                    params[name].mul_(mask)
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        self.apply(pl_module)
 
-        def on_train_start(self, trainer: Any, pl_module: Any) -> None:
-            self._apply(pl_module)
-
-        def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-            self._apply(pl_module)
-
-    return KeepZeros
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.apply(pl_module)
 
 
 def recovery_epochs(config: Any) -> int:
@@ -91,45 +90,24 @@ def recover(
         return model, []
     if kind not in RECOVERIES:
         raise ValueError(f"unknown recovery {kind!r}; valid: {', '.join(RECOVERIES)}")
-    import lightning.pytorch as pl
-
-    from autoprune.models.module import RNNModule
-    from autoprune.models.rnn import RNNClassifier
-    from autoprune.training import BestValidation, make_trainer
-
     masks = _zero_masks(model)
     if kind == "scratch":
         torch.manual_seed(config.seed)
-        fresh = RNNClassifier(model.spec)
-        model = fresh
+        model = RNNClassifier(model.spec)
     model.train()
-    train = config.train
     pl.seed_everything(config.seed, verbose=False)
-    distill = policy.distillation.weight if teacher is not None else 0.0
-    module = RNNModule(
-        model,
-        lr=train.lr,
-        weight_decay=train.weight_decay,
-        optimizer=train.optimizer,
-        lr_schedule=train.lr_schedule,
-        max_seq_len=train.max_seq_len,
-        seed=config.seed,
-        teacher=teacher,
-        distill_weight=distill,
-        distill_temperature=policy.distillation.temperature,
-    )
-    epochs = recovery_epochs(config)
-    best = BestValidation(from_epoch=0 if train.select == "best_val" else epochs - 1)
-    keep = _make_keep_zeros()(masks)
-    # the dense recipe trains whole epochs of the data: no minimum number of steps per epoch (autoprune.budget)
+    recipe = Recipe.of_training(config.train, recovery_epochs(config))
+    module = make_module(model, recipe, config.seed, teacher, policy.distillation)
+    best = BestValidation(from_epoch=0 if config.train.select == "best_val" else recipe.epochs - 1)
+    keep = KeepZeros(masks)
+    # the dense recipe trains whole epochs of the data: no minimum number of steps per epoch (tasks.budget)
     saved = getattr(datamodule, "min_train_batches", None)
     if saved:
         datamodule.min_train_batches = 0
     try:
-        trainer = make_trainer(epochs, [keep, best], train.grad_clip.value, train.grad_clip.algorithm, progress=progress)
-        trainer.fit(module, datamodule=datamodule)
+        fit(module, datamodule, recipe, [keep, best], progress=progress)
     finally:
         if saved:
             datamodule.min_train_batches = saved
-    keep._apply(module)  # the restored best state was recorded after a re-zeroing step; be exact anyway
+    keep.apply(module)  # the restored best state was recorded after a re-zeroing step; be exact anyway
     return model.eval(), [{**h, "phase": "recovery"} for h in module.history]

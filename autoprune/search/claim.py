@@ -15,6 +15,8 @@ import fcntl
 from pathlib import Path
 from typing import Any
 
+from autoprune.search.study import counts_toward_total
+
 __all__ = ["TotalReached", "claim_on_ask"]
 
 
@@ -31,8 +33,6 @@ def claim_on_ask(study: Any, total: int, lock_path: Path) -> None:
     processes. Trials left RUNNING by a killed search are marked failed before the workers start.
     """
     from optuna.trial import TrialState
-
-    from autoprune.search.study import counts_toward_total
 
     ask = study.ask
     states = (*counts_toward_total(), TrialState.RUNNING)

@@ -11,6 +11,19 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 from autoprune.config import StudyConfig
 from autoprune.errors import ConstraintError
+from autoprune.layout import study_paths
+from autoprune.models.arch import ArchSpec
+from autoprune.models.rnn import RNNClassifier
+from autoprune.reference.dense import dense_arch
+from autoprune.runtime.latency import LatencyCache, LatencySettings
+from autoprune.runtime.preflight import check_dense_measurable, check_model_memory
+from autoprune.search.faults import trial_error_attrs
+from autoprune.search.space import SearchSpace
+from autoprune.search.study import driver_id
+from autoprune.tasks import build_datamodule
+from autoprune.trial.result import TrialOptions
+from autoprune.trial.run import run_trial
+from autoprune.trial.validation import score_of
 
 __all__ = ["make_objective", "check_latency_budget", "prepare_space"]
 
@@ -41,17 +54,12 @@ def prepare_space(config: StudyConfig, root: Any) -> Tuple[StudyConfig, Any, Any
     Returns (config, space, latency settings, latency cache); the config may narrow the
     granularities when the dense model already breaks the latency budget.
     """
-    from autoprune.dense import build_datamodule, dense_arch
-    from autoprune.search.latency import LatencyCache, LatencySettings
-    from autoprune.search.space import SearchSpace
-
     s = config.search
     dm = build_datamodule(config)
     arch = dense_arch(config, dm, root.parent)  # a user's trained model is converted and checked here, before anything runs
     space = SearchSpace(config, arch)
     settings = LatencySettings.from_config(config.measure, dm.max_length)
     cache = LatencyCache(root / "latency_cache.json")
-    from autoprune.preflight import check_dense_measurable, check_model_memory
 
     source = config.source or "config"
     if not config.model.user_model:
@@ -73,11 +81,6 @@ def make_objective(config: StudyConfig, runs_dir: str, dense_arch_dict: Dict[str
     """The Optuna objective: suggest a policy, ``run_trial`` it, record the result. Picklable inputs only."""
     import optuna
 
-    from autoprune.models.arch import ArchSpec
-    from autoprune.search.space import SearchSpace
-    from autoprune.search.study import driver_id
-    from autoprune.search.trial import run_trial
-
     space = SearchSpace(config, ArchSpec.from_dict(dense_arch_dict))
 
     def objective(trial: "optuna.Trial"):
@@ -89,7 +92,6 @@ def make_objective(config: StudyConfig, runs_dir: str, dense_arch_dict: Dict[str
             trial.set_user_attr("autoprune.error", "interrupted: KeyboardInterrupt during this trial")
             raise
         except Exception as err:  # recorded on the trial: one line for the console and `pareto --all`, the traceback for --debug
-            from autoprune.search.faults import trial_error_attrs
 
             for key, value in trial_error_attrs(err).items():
                 trial.set_user_attr(key, value)
@@ -108,13 +110,10 @@ def make_objective(config: StudyConfig, runs_dir: str, dense_arch_dict: Dict[str
 
 def trial_options(config: StudyConfig, runs_dir: str, number: int) -> Any:
     """The ``TrialOptions`` of trial ``number`` (its weights go to ``runs/<study>/trials/<number>``)."""
-    from autoprune.search.study import study_paths
-    from autoprune.search.trial import TrialOptions
-
     s = config.search
     return TrialOptions(
         runs_dir=runs_dir,
-        trial_dir=str(study_paths(runs_dir, config.study)["trials"] / str(number)),
+        trial_dir=str(study_paths(runs_dir, config.study).trial(number)),
         max_latency_ms=s.constraints.max_latency_ms,
         max_size_bytes=s.constraints.max_size_bytes,
         early_stop_after=s.early_stop.after_epochs,
@@ -130,8 +129,6 @@ def record_result(trial: Any, config: StudyConfig, dense_arch_dict: Dict[str, An
     """
     import optuna
 
-    from autoprune.models.arch import ArchSpec
-
     c = config.search.constraints
     s = config.search
     data = {k: v for k, v in data.items() if k != "pruning_history"}
@@ -142,14 +139,12 @@ def record_result(trial: Any, config: StudyConfig, dense_arch_dict: Dict[str, An
     size = data["size_bytes"]
     if data["state"] == "infeasible":
         # not trained: no accuracy exists; 0 keeps the trial dominated, the constraint tells the sampler why
-        from autoprune.models.rnn import RNNClassifier
 
         size = sum(p.numel() for p in RNNClassifier(ArchSpec(**{**dense_arch_dict, "hidden_sizes": data["hidden_sizes"]})).parameters()) * 4
     if c.max_latency_ms is not None:
         trial.set_constraint("latency_ms", (data.get("latency_ms") or 0.0) - c.max_latency_ms)
     if c.max_size_bytes is not None:
         trial.set_constraint("size_bytes", float(size) - c.max_size_bytes)
-    from autoprune.search.validation import score_of
 
     values = [score_of(data) or 0.0, float(size)]  # val_score: accuracy, ties broken by validation loss
     if "latency_ms" in s.objectives:

@@ -15,6 +15,10 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from autoprune.config import StudyConfig
+from autoprune.search.pareto import HYPERVOLUME_DESCRIPTION, front_rows, hypervolume, trial_row, trial_state
+from autoprune.search.study import counts_toward_total
+from autoprune.tracking.tracker import Tracker
+from autoprune.tracking.ui import write_front_plot
 
 __all__ = ["Recorder", "SearchSummary", "write_front_artifacts", "find_trial_checkpoint"]
 
@@ -95,8 +99,6 @@ class Recorder:
     """
 
     def __init__(self, study: Any, config: StudyConfig, uri: str, runs_dir: str, dense: Dict[str, Any]) -> None:
-        from autoprune.tracking import Tracker
-
         self.study = study
         self.config = config
         self.uri = uri
@@ -107,9 +109,6 @@ class Recorder:
 
     def sync(self) -> Dict[str, Any]:
         """Log newly finished trials, refresh Pareto tags and the hypervolume; return the progress status."""
-        from autoprune.search.pareto import front_rows, hypervolume, trial_row, trial_state
-        from autoprune.search.study import counts_toward_total
-
         tracker, last = self.tracker, self._last
         trials = self.study.get_trials(deepcopy=False)
         finished = [t for t in trials if t.state.is_finished()]
@@ -136,7 +135,7 @@ class Recorder:
         for t in complete:
             rows_so_far.append(trial_row(t))
             if t.number not in tracker._hv_logged:
-                tracker.log_hypervolume(t.number, hypervolume(rows_so_far))  # dominated points add nothing
+                tracker.log_hypervolume(t.number, hypervolume(rows_so_far), HYPERVOLUME_DESCRIPTION)  # dominated points add nothing
         best = max((r["val_accuracy"] for r in front), default=None)
         counted = counts_toward_total()
         last["n_finished"] = len(finished)
@@ -173,8 +172,6 @@ class Recorder:
             self.tracker.finish_parent(status or ("KILLED" if interrupted else "FINISHED"))
 
     def summary(self, storage: str, started: float, artifacts: Dict[str, str], interrupted: bool) -> SearchSummary:
-        from autoprune.search.pareto import front_rows, hypervolume, trial_state
-
         trials = self.study.get_trials(deepcopy=False)
         states = [trial_state(t) for t in trials]
         front = front_rows(self.study)
@@ -199,10 +196,8 @@ class Recorder:
 
 
 def write_front_artifacts(study: Any, tracker: Any, dense: Dict[str, Any], out_dir: Path, objectives: List[str]) -> Dict[str, str]:
-    """pareto_front.csv, a small interactive HTML plot (:mod:`autoprune.mlflow_ui`) and a static PNG, logged to the parent run."""
+    """pareto_front.csv, a small interactive HTML plot (:mod:`autoprune.tracking.ui`) and a static PNG, logged to the parent run."""
     import csv
-
-    from autoprune.search.pareto import front_rows, trial_row, trial_state
 
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = front_rows(study)
@@ -216,8 +211,6 @@ def write_front_artifacts(study: Any, tracker: Any, dense: Dict[str, Any], out_d
     out = {"pareto_front.csv": str(csv_path)}
     complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE" and trial_state(t) == "complete"]
     if complete:
-        from autoprune.mlflow_ui import write_front_plot
-
         try:  # a few kB of SVG: renders in MLflow's sandboxed artifact viewer, offline (a plotly page did not)
             out["pareto_front.html"] = write_front_plot(
                 out_dir / "pareto_front.html", [trial_row(t) for t in complete], rows, dense, f"study {study.study_name}: Pareto front"

@@ -17,8 +17,8 @@ import time
 from typing import Any, Callable, Dict, Optional
 
 from autoprune.config import StudyConfig
-from autoprune.search.recording import Recorder, SearchSummary
-from autoprune.search.runners import SearchJob, get_runner
+from autoprune.layout import study_paths
+from autoprune.reference.dense import ensure_dense
 from autoprune.search.faults import (
     FailureWatch,
     SearchInterrupted,
@@ -30,8 +30,23 @@ from autoprune.search.faults import (
     quiet_optuna_failures,
     release_signals,
 )
-from autoprune.search.journal import check_storage_url
-from autoprune.search.study import StudyLock, check_storage_reachable, create_study, mark_stale, study_paths, update_meta
+from autoprune.search.journal import (
+    check_storage_url,
+    remove_stale_journal_lock,
+    repair_journal,
+)
+from autoprune.search.objective import prepare_space
+from autoprune.search.recipe_check import check_search_start
+from autoprune.search.recording import Recorder, SearchSummary
+from autoprune.search.runners import SearchJob, get_runner
+from autoprune.search.study import (
+    StudyLock,
+    check_storage_reachable,
+    create_study,
+    mark_stale,
+    update_meta,
+)
+from autoprune.tracking.tracker import check_tracking_uri, default_tracking_uri
 
 __all__ = ["run_search", "SearchSummary"]
 
@@ -61,10 +76,6 @@ def run_search(
     """
     import optuna
 
-    from autoprune.dense import ensure_dense
-    from autoprune.search.objective import prepare_space
-    from autoprune.tracking import check_tracking_uri, default_tracking_uri
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     started = time.time()
     s = config.search
@@ -73,26 +84,25 @@ def run_search(
     check_tracking_uri(uri)
     check_storage_url(storage)
     check_storage_reachable(storage or "")
-    storage = storage or str(paths["journal"])
+    storage = storage or str(paths.journal)
     runner = get_runner(getattr(s, "backend", "local"))
     runner.check(config, storage)
     quiet_optuna_failures()  # one line per failed trial (FailureWatch), not Optuna's traceback
 
-    with interrupt_handlers(), StudyLock(paths["lock"]):
+    with interrupt_handlers(), StudyLock(paths.lock):
         if "://" not in storage:
             _repair_journal(storage)
         # ---- everything that can be refused is refused before training the dense model
-        config, space, settings, cache = prepare_space(config, paths["root"])
+        config, space, settings, cache = prepare_space(config, paths.root)
         dense = ensure_dense(config, runs_dir)
-        from autoprune.search.recipe_check import check_search_start
 
         check_search_start(config, runs_dir, dense)  # epoch budget, small-validation warning, fine-tune with nothing pruned
         study = create_study(config, storage, space)
-        update_meta(paths["meta"], storage=storage, tracking_uri=uri, config=config.to_dict(), dense_checkpoint=str(dense.checkpoint))
+        update_meta(paths.meta, storage=storage, tracking_uri=uri, config=config.to_dict(), dense_checkpoint=str(dense.checkpoint))
         dense_info = {**dense.metrics, "size_bytes": dense.metrics["params"] * 4, "latency_ms": cache.get(dense.arch, settings)}
         hold_signals()  # from the parent run's creation until the try below: a signal then ends it KILLED
         recorder = Recorder(study, config, uri, runs_dir, dense_info)
-        update_meta(paths["meta"], mlflow_experiment_id=recorder.tracker.experiment_id, mlflow_parent_run_id=recorder.tracker.parent_run_id)
+        update_meta(paths.meta, mlflow_experiment_id=recorder.tracker.experiment_id, mlflow_parent_run_id=recorder.tracker.parent_run_id)
 
         job = SearchJob(config, runs_dir, storage, s.trials, dense.arch.to_dict(), started + s.timeout if s.timeout else None, str(dense.checkpoint))
         shown: Dict[str, Any] = {}
@@ -134,7 +144,7 @@ def run_search(
             mark_stale(study, "stopped: the search process failed")
             raise
         finally:
-            artifacts = recorder.finish(paths["root"], interrupted, status=final)
+            artifacts = recorder.finish(paths.root, interrupted, status=final)
 
     summary = recorder.summary(storage, started, artifacts, interrupted)
     if interrupted:
@@ -145,8 +155,6 @@ def run_search(
 def _repair_journal(path: str) -> None:
     """Before anything appends to a journal: drop a torn tail (backup kept), clear a dead writer's lock."""
     from pathlib import Path
-
-    from autoprune.search.journal import remove_stale_journal_lock, repair_journal
 
     if remove_stale_journal_lock(path):
         log.info("removed the journal lock %s.lock left by a killed search", path)

@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from autoprune.config import SearchConfig, StudyConfig
 from autoprune.models.arch import GATES, ArchSpec
+from autoprune.models.rnn import RNNClassifier
 from autoprune.pruning.methods import METHODS
 from autoprune.pruning.policy import FinetuneConfig, PruningPolicy, policy_from_dict
 
@@ -73,8 +74,6 @@ def unit_fractions_for_sizes(arch: ArchSpec, targets: Tuple[float, ...]) -> List
     widest size land on whole widths, like a small dense model of that width (the warm start's
     levels and ``benchmarks/search_quality``'s small-dense widths both come from here).
     """
-    from autoprune.models.rnn import RNNClassifier
-
     counts: Dict[int, int] = {}
 
     def n_params(width: int) -> int:

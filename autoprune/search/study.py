@@ -17,10 +17,10 @@ from typing import Any, Dict
 
 from autoprune.config import StudyConfig
 from autoprune.errors import ConfigError, TrialError
+from autoprune.layout import study_paths
 
 __all__ = [
     "OBJECTIVE_DIRECTIONS",
-    "study_paths",
     "storage_for",
     "open_study",
     "StudyLock",
@@ -37,11 +37,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 OBJECTIVE_DIRECTIONS = {"val_accuracy": "maximize", "size_bytes": "minimize", "latency_ms": "minimize"}
-
-
-def study_paths(runs_dir: str | os.PathLike, study: str) -> Dict[str, Path]:
-    root = Path(runs_dir) / study
-    return {"root": root, "journal": root / "optuna.journal", "meta": root / "search.json", "lock": root / "search.lock", "trials": root / "trials"}
 
 
 def storage_for(storage: str):
@@ -86,20 +81,20 @@ def open_study(study: str, runs_dir: str | os.PathLike = "runs"):
         TrialError: no search has been run for this study (lists the studies that have one).
     """
     paths = study_paths(runs_dir, study)
-    if not paths["meta"].is_file():
+    if not paths.meta.is_file():
         known = sorted(p.parent.name for p in Path(runs_dir).glob("*/search.json")) if Path(runs_dir).is_dir() else []
         raise TrialError(
             f"unknown study '{study}' under {runs_dir}/: no search has been run for it"
             + (f"; studies with a search: {', '.join(known)}" if known else "; run `autoprune search CONFIG` first")
         )
-    meta = json.loads(paths["meta"].read_text())
+    meta = json.loads(paths.meta.read_text())
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = meta["storage"]
-    if "://" not in storage and Path(storage).name == paths["journal"].name and paths["journal"].is_file():
+    if "://" not in storage and Path(storage).name == paths.journal.name and paths.journal.is_file():
         # the study's own journal, wherever runs/ is now (search.json may hold a path relative to another directory)
-        storage = str(paths["journal"])
+        storage = str(paths.journal)
     try:
         return optuna.load_study(study_name=study, storage=storage_for(storage)), meta
     except ValueError as err:  # json.JSONDecodeError included: a damaged journal

@@ -37,7 +37,7 @@ class _IndexBatches(Sampler[torch.Tensor]):
 
     def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int, min_batches: int = 0) -> None:
         self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
-        self.min_batches = min_batches  # an epoch goes on over reshuffled passes until it has this many (autoprune.budget)
+        self.min_batches = min_batches  # an epoch goes on over reshuffled passes until it has this many (autoprune.tasks.budget)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:

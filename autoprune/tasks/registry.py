@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from autoprune.tasks.datamodule import SequenceDataModule
 
-__all__ = ["TaskKind", "TASK_KINDS", "build_task", "list_task_kinds"]
+__all__ = ["TaskKind", "TASK_KINDS", "build_task", "build_datamodule", "list_task_kinds"]
 
 CUSTOM_USAGE = (
     "<module>:<function>",
@@ -199,3 +199,22 @@ def build_task(
     return SequenceDataModule(
         spec, result, seed=seed, batch_size=batch_size, val_fraction=val_fraction
     )
+
+
+def build_datamodule(config: Any) -> "LightningDataModule":
+    """The data module of a study (a :class:`~autoprune.config.StudyConfig`), set up for fitting.
+
+    A user's own trained model (``model.from`` / ``model.checkpoint``) was trained on the inputs
+    exactly as their data gives them, so its study gets no per-channel normalisation.
+    """
+    dm = build_task(
+        config.task.name,
+        seed=config.seed,
+        batch_size=config.task.batch_size,
+        val_fraction=config.task.val_fraction,
+        options=dict(config.task.options),
+    )
+    if config.model.user_model and hasattr(dm, "normalize"):
+        dm.normalize = False
+    dm.setup("fit")
+    return dm

@@ -16,11 +16,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import autoprune.search.trial as trial_mod
+import autoprune.search.objective as trial_mod  # the objective calls run_trial from here
 from autoprune.cli import cli
 from autoprune.config import config_from_dict
 from autoprune.errors import ExportError, PruningError, TrialError
-from autoprune.export import export, select_trial
+from autoprune.export import export
+from autoprune.search.pareto import select_trial
 from autoprune.search.run import run_search
 from autoprune.search.study import open_study
 from autoprune.search.pareto import front_rows, knee_index, trial_row

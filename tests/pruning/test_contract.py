@@ -17,7 +17,7 @@ from autoprune.pruning.groups import ModelGroups
 from autoprune.pruning.methods import GRANULARITIES, METHODS, get_method
 from autoprune.pruning.policy import policy_from_dict
 from autoprune.tasks import build_task
-from autoprune.training import make_trainer
+from autoprune.models.fitting import make_trainer
 
 SUPPORTED = [(m, g) for m, cls in METHODS.items() for g in cls.granularities]
 UNSUPPORTED = [(m, g) for m, cls in METHODS.items() for g in GRANULARITIES if g not in cls.granularities]

@@ -6,16 +6,20 @@ import pytest
 import torch
 from torch import nn
 
-import autoprune.dense as dense_mod
+import autoprune.trial.run as dense_mod  # the module whose run_trial is under test (its own ensure_dense / build_datamodule)
 from autoprune.config import config_from_dict
 from autoprune.errors import ConfigError
 from autoprune.models.rnn import ArchSpec, Normalized, RNNClassifier
-from autoprune.pruning.measure import latency_ms, size_bytes
+from autoprune.runtime.latency import latency_ms
+from autoprune.runtime.measure import size_bytes
 from autoprune.pruning.policy import policy_from_dict
-from autoprune.quantize import check_int8_kernel, int8_predictor, int8_size_bytes, onnx_int8_bytes, predict_each
-from autoprune.search.latency import LatencySettings
+from autoprune.runtime.kernels import check_int8_kernel
+from autoprune.runtime.quantize import int8_predictor, int8_size_bytes, predict_each
+from autoprune.runtime.convert import onnx_int8_bytes
+from autoprune.runtime.latency import LatencySettings
 from autoprune.search.space import SearchSpace
-from autoprune.search.trial import TrialOptions, run_trial
+from autoprune.trial.result import TrialOptions
+from autoprune.trial.run import run_trial
 
 
 def _model(cell="lstm", hidden=(16,), seed=0):

@@ -13,7 +13,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from autoprune.search import objective as objective_module
+from autoprune.search.runners import local as objective_module  # the local runner builds its objective from here
 from autoprune.search.claim import TotalReached, claim_on_ask
 from autoprune.search.runners import SearchJob
 from autoprune.search.runners.local import _optimize

@@ -16,6 +16,8 @@ import pkgutil
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Dict, List, Optional
 
+from autoprune.errors import ConfigError
+
 __all__ = ["SearchJob", "Runner", "runner_names", "get_runner"]
 
 
@@ -65,7 +67,6 @@ def get_runner(name: str) -> Runner:
     try:
         module = importlib.import_module(f"{__name__}.{name}")
     except ImportError as err:  # a runner whose engine is an optional extra (ray: the 'cluster' extra)
-        from autoprune.errors import ConfigError
 
         raise ConfigError(f"search.backend {name}: {err}; install what it needs, e.g. pip install -c constraints.txt -e '.[cluster]'") from None
     return module.RUNNER()

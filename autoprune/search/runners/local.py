@@ -10,7 +10,17 @@ import signal
 import time
 from typing import Any, Callable, Dict
 
+from autoprune.layout import study_paths
+from autoprune.search.claim import TotalReached, claim_on_ask
+from autoprune.search.faults import (
+    SearchInterrupted,
+    die_with_parent,
+    interrupt_handlers,
+    quiet_optuna_failures,
+)
+from autoprune.search.objective import make_objective
 from autoprune.search.runners import Runner, SearchJob
+from autoprune.search.study import counts_toward_total, make_sampler, storage_for
 
 __all__ = ["LocalRunner", "RUNNER"]
 
@@ -18,12 +28,8 @@ __all__ = ["LocalRunner", "RUNNER"]
 def _optimize(study: Any, job: SearchJob, callbacks: list) -> None:
     import optuna
 
-    from autoprune.search.claim import TotalReached, claim_on_ask
-    from autoprune.search.objective import make_objective
-    from autoprune.search.study import counts_toward_total, study_paths
-
     # every ask claims a trial under a lock shared by the workers: exactly job.total counted trials
-    claim_on_ask(study, job.total, study_paths(job.runs_dir, job.config.study)["root"] / "ask.lock")
+    claim_on_ask(study, job.total, study_paths(job.runs_dir, job.config.study).ask_lock)
     try:
         study.optimize(
             make_objective(job.config, job.runs_dir, job.dense_arch),
@@ -43,12 +49,9 @@ def _worker_main(job: SearchJob, worker: int) -> None:
     import torch
 
     torch.set_num_threads(1)
-    from autoprune.search.faults import SearchInterrupted, die_with_parent, interrupt_handlers, quiet_optuna_failures
 
     die_with_parent()  # a SIGKILLed driver leaves no orphan writing to the study
     import optuna
-
-    from autoprune.search.study import make_sampler, storage_for
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     quiet_optuna_failures()

@@ -36,8 +36,15 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from autoprune.errors import ConfigError
+from autoprune.layout import study_paths
+from autoprune.models.arch import ArchSpec
+from autoprune.pruning.policy import policy_from_dict
+from autoprune.search.faults import SearchInterrupted, trial_error_attrs
+from autoprune.search.objective import record_result, trial_options
 from autoprune.search.runners import Runner, SearchJob
-from autoprune.search.study import driver_id
+from autoprune.search.space import SearchSpace
+from autoprune.search.study import counts_toward_total, driver_id
+from autoprune.trial.run import run_trial
 
 __all__ = ["RayRunner", "RUNNER", "StudySearcher"]
 
@@ -69,9 +76,6 @@ def _trial_main(params: Dict[str, Any], job: SearchJob, dense_checkpoint: str) -
                 f"the dense checkpoint {dense_checkpoint} is not visible on node {socket.gethostname()}: "
                 f"on a cluster, --runs-dir must be one shared path (the same on every node)"
             )
-        from autoprune.pruning.policy import policy_from_dict
-        from autoprune.search.objective import trial_options
-        from autoprune.search.trial import run_trial
 
         options = trial_options(job.config, job.runs_dir, params["number"])
         options.threads = max(1, int(job.config.search.ray.cpus_per_trial))
@@ -83,7 +87,6 @@ def _trial_main(params: Dict[str, Any], job: SearchJob, dense_checkpoint: str) -
         data.pop("pruning_history", None)
         metrics.update(val_accuracy=float(result.val_accuracy or 0.0), size_bytes=float(result.size_bytes or 0), autoprune_result=json.dumps(data, default=str))
     except Exception as err:  # told FAIL on the driver, with the error the local runner would record
-        from autoprune.search.faults import trial_error_attrs
 
         metrics["autoprune_error"] = json.dumps(trial_error_attrs(err))
     tune.report(metrics)
@@ -116,8 +119,6 @@ class StudySearcher(OptunaSearch):
         return True  # the space and the study are ours already
 
     def _done(self, fresh: bool = False) -> int:
-        from autoprune.search.study import counts_toward_total
-
         count, when = self._counted
         if fresh or time.time() - when > 1.0:  # others (local searches, other drivers) may add trials too
             count = len(self._ot_study.get_trials(deepcopy=False, states=counts_toward_total()))
@@ -149,8 +150,6 @@ class StudySearcher(OptunaSearch):
     def _fail(self, ot_trial: Any, err: Optional[BaseException], attrs: Optional[Dict[str, str]] = None) -> None:
         from optuna.trial import TrialState
 
-        from autoprune.search.faults import trial_error_attrs
-
         for key, value in (attrs if attrs is not None else trial_error_attrs(err)).items():
             ot_trial.set_user_attr(key, value)
         self._ot_study.tell(ot_trial, state=TrialState.FAIL)
@@ -173,8 +172,6 @@ class StudySearcher(OptunaSearch):
     def on_trial_complete(self, trial_id: str, result: Optional[Dict] = None, error: bool = False) -> None:
         import optuna
         from optuna.trial import TrialState
-
-        from autoprune.search.objective import record_result
 
         ot_trial = self._ot_trials.pop(trial_id, None)
         if ot_trial is None:
@@ -226,8 +223,6 @@ def _fit(tuner: Any) -> None:
     ``SystemError: <cyfunction CoreWorker.wait> returned a result with an exception set`` (the interrupt as
     its cause) and, in the journal lock's release, ``FileNotFoundError`` (the interrupt as its context).
     """
-    from autoprune.search.faults import SearchInterrupted
-
     try:
         tuner.fit()
     except Exception as err:
@@ -302,9 +297,8 @@ class RayRunner(Runner):
                 raise ConfigError(f"search.ray.address / --ray-address {r.address}: cannot join the Ray cluster ({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
             return True
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        from autoprune.search.study import study_paths
 
-        temp = _short_temp_dir(study_paths(job.runs_dir, job.config.study)["root"])
+        temp = _short_temp_dir(study_paths(job.runs_dir, job.config.study).root)
         ray.init(
             address="local",  # always a new instance: never silently join a cluster `ray start` left on this machine
             num_cpus=max(1, math.ceil(r.concurrency * r.cpus_per_trial)),
@@ -317,9 +311,6 @@ class RayRunner(Runner):
         return True
 
     def run(self, job: SearchJob, study: Any, update: Callable[[], Dict[str, Any]]) -> None:
-        from autoprune.models.arch import ArchSpec
-        from autoprune.search.space import SearchSpace
-
         dense_checkpoint = str(Path(job.dense_checkpoint).resolve()) if job.dense_checkpoint else ""
         # trials run elsewhere (another cwd, another node): every path they get is absolute
         job = dataclasses.replace(job, runs_dir=str(Path(job.runs_dir).resolve()))

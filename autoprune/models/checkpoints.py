@@ -8,7 +8,11 @@ checkpoint that someone replaced with a pickle carrying code is refused instead 
 from __future__ import annotations
 
 import os
+import pickle
+import re
 from typing import Any, Dict
+
+import torch
 
 from autoprune.errors import AutopruneError
 
@@ -32,11 +36,6 @@ def load_checkpoint(path: str | os.PathLike, required: tuple[str, ...] = ("arch"
     Raises:
         CheckpointError: one line naming the file and what is wrong with it.
     """
-    import pickle
-    import re
-
-    import torch
-
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:

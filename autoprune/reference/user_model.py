@@ -23,18 +23,34 @@ contents of the checkpoint file and of the modules named by ``from``/``build``.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import importlib.util
 import inspect
-import json
 import logging
 import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from autoprune.config import StudyConfig, stable_hash
+import torch
+from torch import nn
+
+from autoprune.config import StudyConfig
 from autoprune.errors import ConfigError
+from autoprune.layout import study_paths
+from autoprune.models.rnn import RNNClassifier
+from autoprune.reference.cache import (
+    DenseResult,
+    file_digest,
+    load_cached,
+    reference_metrics,
+    source_fingerprint,
+    versions,
+    write_reference,
+)
+from autoprune.tasks import build_datamodule
+from autoprune.yamlio import stable_hash
 
 __all__ = ["MAX_LOGIT_DIFF", "SUPPORTED", "load_user_module", "convert_user_module", "max_logit_diff", "ensure_user_dense"]
 
@@ -78,8 +94,6 @@ def _import_function(spec: str, key: str, where: str) -> Callable:
 
 
 def _call(fn: Callable, spec: str, key: str, where: str):
-    from torch import nn
-
     try:
         module = fn()
     except Exception as err:
@@ -91,8 +105,6 @@ def _call(fn: Callable, spec: str, key: str, where: str):
 
 def _state_dict_for(module: Any, payload: Any, where: str) -> dict:
     """The state dict inside a checkpoint, fitted to ``module``'s keys (a Lightning checkpoint's ``model.`` prefix is dropped)."""
-    import torch
-
     sd = payload.get("state_dict", payload) if isinstance(payload, dict) else None
     if not isinstance(sd, dict) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise ConfigError(f"{where}: the file holds no state dict (a dict of tensors, or a Lightning checkpoint with 'state_dict')")
@@ -117,8 +129,6 @@ def load_user_module(config: StudyConfig):
     Raises:
         ConfigError: one line naming the config key and what went wrong (import, call, file, keys).
     """
-    import torch
-
     m, where = config.model, _where(config)
     if m.from_:
         module = _call(_import_function(m.from_, "from", where), m.from_, "from", where)
@@ -145,13 +155,7 @@ def convert_user_module(module: Any, where: str = "model"):
     Raises:
         ConfigError: an unsupported module (named, with its type), or layers that do not fit together.
     """
-    from torch import nn
-
-    from autoprune.models.rnn import RNNClassifier
-
     if isinstance(module, RNNClassifier):
-        import copy
-
         return copy.deepcopy(module).eval()
     rnns, linears = [], []
     for name, sub in module.named_modules():
@@ -193,8 +197,6 @@ def convert_user_module(module: Any, where: str = "model"):
 
 def _score_without_bias(score: Any):
     """A score layer's bias adds the same to every step: softmax ignores it, and RNNClassifier has none."""
-    from torch import nn
-
     plain = nn.Linear(score.in_features, 1, bias=False)
     plain.weight.data.copy_(score.weight.data)
     return plain
@@ -210,8 +212,6 @@ def _takes_lengths(module: Any) -> bool:
 
 def max_logit_diff(user: Any, converted: Any, x: Any, lengths: Any, batch_size: int = 256) -> float:
     """Largest absolute difference between the user's logits and the converted model's (eval mode, batches)."""
-    import torch
-
     two = _takes_lengths(user)
     worst = 0.0
     with torch.no_grad():
@@ -230,9 +230,7 @@ def max_logit_diff(user: Any, converted: Any, x: Any, lengths: Any, batch_size: 
 
 
 def _digest(path: Optional[str]) -> Optional[str]:
-    from autoprune.dense import _file_digest
-
-    return _file_digest(Path(path)) if path and os.path.isfile(path) else None
+    return file_digest(path) if path and os.path.isfile(path) else None
 
 
 def _module_file(spec: Optional[str]) -> Optional[str]:
@@ -253,8 +251,6 @@ def _module_file(spec: Optional[str]) -> Optional[str]:
 
 def user_cache_key(config: StudyConfig) -> str:
     """Content hash of everything the converted dense reference depends on."""
-    from autoprune.dense import _source_fingerprint, _versions
-
     m = config.model
     content = {
         "kind": "user_model",
@@ -262,8 +258,8 @@ def user_cache_key(config: StudyConfig) -> str:
         "files": [_digest(m.checkpoint), _digest(_module_file(m.from_ or m.build))],
         "task": config.task.model_dump(),
         "seed": config.seed,
-        "versions": _versions(),
-        "source": _source_fingerprint(config.task.name),
+        "versions": versions(),
+        "source": source_fingerprint(config.task.name),
     }
     return stable_hash(content, 16)
 
@@ -272,21 +268,17 @@ def ensure_user_dense(config: StudyConfig, runs_dir: str | os.PathLike = "runs",
     """Convert and check the user's trained model; cache it as the study's dense checkpoint.
 
     Returns:
-        A :class:`~autoprune.dense.DenseResult` (``cached`` when an earlier run converted it).
+        A :class:`~autoprune.reference.cache.DenseResult` (``cached`` when an earlier run converted it).
 
     Raises:
         ConfigError: unsupported module, channels/classes that do not match the data, or logits
             that differ from the user's by more than :data:`MAX_LOGIT_DIFF` on the test set.
     """
-    from autoprune.dense import DenseResult, build_datamodule, reference_metrics, study_dir, write_dense
-    from autoprune.models.arch import ArchSpec
-
     key = user_cache_key(config)
-    out_dir = study_dir(runs_dir, config.study) / "dense" / key
-    ckpt = out_dir / "checkpoint.pt"
-    if ckpt.is_file() and not force:
-        meta = json.loads((out_dir / "metrics.json").read_text())
-        return DenseResult(ckpt, ArchSpec.from_dict(meta["arch"]), meta["metrics"], True, key, [])
+    out_dir = study_paths(runs_dir, config.study).dense / key
+    cached = None if force else load_cached(out_dir, key)
+    if cached is not None:
+        return cached
 
     where = _where(config)
     user = load_user_module(config)
@@ -315,5 +307,5 @@ def ensure_user_dense(config: StudyConfig, runs_dir: str | os.PathLike = "runs",
         "dense reference: your %s %s (converted; logits within %.1e of yours on the test set): val accuracy %.4f, test accuracy %.4f; no dense training",
         spec.cell.upper(), spec.hidden_sizes, diff, metrics["val_accuracy"], metrics["test_accuracy"],
     )
-    write_dense(out_dir, ckpt, spec, model, metrics, [], config)
+    ckpt = write_reference(out_dir, spec, model, metrics, [], config)
     return DenseResult(ckpt, spec, metrics, False, key, [])

@@ -9,8 +9,9 @@ search used). Local only: the dashboard has no authentication.
 
 from __future__ import annotations
 
-import os
 from typing import Any, Callable, Optional
+
+from optuna_dashboard import run_server
 
 __all__ = ["HOST", "dashboard_url", "serve_dashboard"]
 
@@ -23,17 +24,8 @@ def dashboard_url(port: int, study_id: Optional[int] = None) -> str:
     return f"{base}/studies/{study_id}" if study_id is not None else base
 
 
-def serve_dashboard(study: str, runs_dir: str | os.PathLike, port: int, announce: Callable[[str], Any] = print) -> None:
-    """Serve Optuna Dashboard for a searched study until interrupted.
-
-    Raises:
-        TrialError: unknown study (no search was run).
-    """
-    from optuna_dashboard import run_server
-
-    from autoprune.search.study import open_study
-
-    st, _ = open_study(study, runs_dir)
-    storage = st._storage  # the storage object the search wrote (journal file or RDB), as Optuna opened it
-    announce(f"Optuna Dashboard: {dashboard_url(port, st._study_id)}  (study '{study}'; Ctrl-C stops it)")
+def serve_dashboard(study: Any, port: int, announce: Callable[[str], Any] = print) -> None:
+    """Serve Optuna Dashboard for an opened study (``search.study.open_study``) until interrupted."""
+    storage = study._storage  # the storage object the search wrote (journal file or RDB), as Optuna opened it
+    announce(f"Optuna Dashboard: {dashboard_url(port, study._study_id)}  (study '{study.study_name}'; Ctrl-C stops it)")
     run_server(storage, host=HOST, port=port)

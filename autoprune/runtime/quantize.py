@@ -10,7 +10,8 @@ zero point 0), activations are quantized dynamically at run time; biases stay fl
 * ``torch``: ``torch.ao.quantization.quantize_dynamic`` (per-tensor scales; int8 kernels
   for LSTM, GRU and Linear). ``torch.ao.quantization`` is deprecated and torchao's
   quantizers cover ``nn.Linear`` only, so this route lives exactly as long as torch ships
-  it; everything torch-int8 goes through :func:`torch_int8`, which says so when it is gone.
+  it; everything torch-int8 goes through :func:`autoprune.runtime.convert.torch_int8`, which
+  says so when it is gone.
 
 Dynamic activation scales are computed over the whole input of a call, so other
 sequences in a batch would change a sequence's logits: int8 accuracy is always evaluated
@@ -20,24 +21,23 @@ and always on the raw-input form that export ships (normalisation folded in fron
 
 from __future__ import annotations
 
-import copy
-import logging
-import tempfile
-import warnings
-from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional
+
+import torch
 
 from autoprune.errors import ConfigError
+from autoprune.models.rnn import Normalized
+from autoprune.runtime.convert import (
+    onnx_available,
+    onnx_int8_bytes,
+    ort_session,
+    torch_int8,
+)
+from autoprune.runtime.kernels import INT8_CELLS, PRECISIONS
+from autoprune.runtime.measure import tensor_size_bytes
 
 __all__ = [
-    "PRECISIONS",
-    "INT8_CELLS",
-    "precision_name",
-    "check_int8_kernel",
     "int8_size_bytes",
-    "torch_int8",
-    "onnx_int8_bytes",
-    "ort_session",
     "int8_predictor",
     "predict_each",
     "raw_split",
@@ -45,38 +45,12 @@ __all__ = [
     "quantized_result",
 ]
 
-PRECISIONS = ("none", "int8")
-#: cells with an int8 kernel in each runtime (ONNX Runtime quantizes LSTM, not GRU)
-INT8_CELLS: Dict[str, Tuple[str, ...]] = {"torch": ("lstm", "gru"), "onnxruntime": ("lstm",)}
 #: runtimes whose int8 weights carry one scale per output channel (the rest: one per tensor)
 _PER_CHANNEL = {"onnxruntime": True, "torch": False}
 
 
-def precision_name(quantize: Optional[str]) -> str:
-    """``float32`` or ``int8``: what MLflow and the model card call a policy's precision."""
-    return "int8" if quantize == "int8" else "float32"
-
-
-def check_int8_kernel(runtime: str, cell: str, where: str = "quantize") -> None:
-    """Refuse int8 where the runtime has no int8 kernel for the cell (before anything trains).
-
-    Raises:
-        ConfigError: naming the runtime, the cell and what would work.
-    """
-    cells = INT8_CELLS.get(runtime, ())
-    if cell not in cells:
-        others = [r for r, c in INT8_CELLS.items() if cell in c]
-        raise ConfigError(
-            f"{where}: int8 needs an int8 {cell.upper()} kernel, and runtime {runtime!r} (measure.runtime) has "
-            + (f"int8 kernels for {', '.join(c.upper() for c in cells)} only" if cells else "none")
-            + f"; use measure.runtime: {others[0]} or quantize: none" * bool(others)
-        )
-
-
 def _int8_tensor_bytes(w: Any, per_channel: bool) -> int:
     """Bytes of one int8 weight matrix: values (dense or sparse, whichever is smaller) + scales + zero points."""
-    import torch
-
     w = w.detach().float()
     if per_channel:
         amax = w.abs().amax(dim=1, keepdim=True)
@@ -86,8 +60,6 @@ def _int8_tensor_bytes(w: Any, per_channel: bool) -> int:
         channels = 1
     scale = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
     q = torch.round(w / scale)
-    from autoprune.pruning.measure import tensor_size_bytes
-
     return tensor_size_bytes(q, elem_bytes=1) + channels * (4 + 1)  # float32 scale + int8 zero point per channel
 
 
@@ -97,10 +69,8 @@ def int8_size_bytes(model: Any, runtime: str = "onnxruntime") -> int:
     Weight matrices (every 2-D parameter: recurrent ``weight_ih``/``weight_hh``, the head, the
     attention projections) count one byte per value, with the sparse encoding where smaller,
     plus a float32 scale and an int8 zero point per output channel (ONNX Runtime) or per
-    tensor (torch). Everything else counts as float32, as in :func:`autoprune.pruning.measure.size_bytes`.
+    tensor (torch). Everything else counts as float32, as in :func:`autoprune.runtime.measure.size_bytes`.
     """
-    from autoprune.pruning.measure import tensor_size_bytes
-
     per_channel = _PER_CHANNEL.get(runtime, True)
     total = 0
     for p in model.parameters():
@@ -108,66 +78,8 @@ def int8_size_bytes(model: Any, runtime: str = "onnxruntime") -> int:
     return total
 
 
-def torch_int8(module: Any) -> Any:
-    """A dynamically quantized copy of ``module`` (int8 LSTM/GRU/Linear) for torch.
-
-    Raises:
-        ConfigError: this torch no longer ships ``torch.ao.quantization.quantize_dynamic``.
-    """
-    import torch
-    from torch import nn
-
-    try:
-        from torch.ao.quantization import quantize_dynamic
-    except ImportError:  # pragma: no cover - a future torch
-        raise ConfigError(
-            f"torch {torch.__version__} has no torch.ao.quantization.quantize_dynamic: int8 in runtime 'torch' is gone; "
-            "use measure.runtime: onnxruntime"
-        ) from None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the deprecation notice of torch.ao.quantization, on every call
-        return quantize_dynamic(copy.deepcopy(module).eval(), {nn.LSTM, nn.GRU, nn.Linear}, dtype=torch.qint8)
-
-
-def onnx_int8_bytes(module: Any, input_size: Optional[int] = None) -> bytes:
-    """The int8 ONNX graph of ``module(x, lengths)``: float export, then ONNX Runtime's dynamic quantizer.
-
-    Deterministic: the same weights give the same bytes (export and trial build the same file).
-    """
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    from autoprune.pruning.measure import to_onnx_bytes
-
-    if input_size is None:  # a Normalized wrapper carries its model's spec one level down
-        input_size = getattr(module, "spec", None).input_size if hasattr(module, "spec") else module.model.spec.input_size
-    root = logging.getLogger()
-    level = root.level
-    with tempfile.TemporaryDirectory(prefix="autoprune-int8-") as tmp:
-        src, dst = Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx"
-        src.write_bytes(to_onnx_bytes(module, input_size))
-        root.setLevel(logging.ERROR)  # the quantizer logs "consider pre-processing" on the root logger
-        try:
-            quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=True)
-        finally:
-            root.setLevel(level)
-        return dst.read_bytes()
-
-
-def ort_session(model: bytes | str, threads: int = 1) -> Any:
-    """A CPU ONNX Runtime session with ``threads`` intra-op threads."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
-
-
 def int8_predictor(wrapped: Any, runtime: str, input_size: Optional[int] = None) -> Callable[[Any, Any], Any]:
     """``fn(x, lengths) -> logits`` of the int8 form of ``wrapped`` in ``runtime``."""
-    import torch
-
     if runtime == "torch":
         q = torch_int8(wrapped)
         return lambda x, lengths: q(x, lengths)
@@ -179,8 +91,6 @@ def int8_predictor(wrapped: Any, runtime: str, input_size: Optional[int] = None)
 
 def predict_each(fn: Callable[[Any, Any], Any], x: Any, lengths: Any) -> Any:
     """Logits of every sequence run alone (batch 1, trimmed to its length): dynamic int8 depends on the batch."""
-    import torch
-
     outs = []
     with torch.inference_mode():
         for i in range(len(lengths)):
@@ -191,8 +101,6 @@ def predict_each(fn: Callable[[Any, Any], Any], x: Any, lengths: Any) -> Any:
 
 def raw_split(dm: Any, split: str) -> tuple:
     """``(raw x, lengths, y, mean, std)`` of a split: the inputs as the task gives them (un-normalised, zero-padded)."""
-    import torch
-
     x, lengths, y = dm.tensors(split)
     mean = getattr(dm, "channel_mean", None)
     std = getattr(dm, "channel_std", None)
@@ -211,11 +119,6 @@ def int8_evaluation(model: Any, dm: Any, runtime: str) -> Dict[str, Any]:
     the count of correct test predictions in every runtime with an int8 kernel for the
     cell (export checks each exported file against its runtime's count).
     """
-    import torch
-
-    from autoprune.models.rnn import Normalized
-    from autoprune.pruning.measure import onnx_available
-
     out: Dict[str, Any] = {"runtime": runtime, "test_correct": {}}
     cell = model.spec.cell
     predictors: Dict[str, Callable[[Any, Any], Any]] = {}  # one int8 build per runtime (the normalisation is the same for every split)

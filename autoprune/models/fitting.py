@@ -1,4 +1,6 @@
-"""Shared Lightning plumbing: a lean Trainer and the best-epoch callback."""
+"""Fitting a model, the one way every fit here runs: a recipe (the dense training's, a policy's
+fine-tune, a recovery's retraining), the LightningModule it builds, a lean Trainer, and the
+best-epoch and hopeless-trial callbacks."""
 
 from __future__ import annotations
 
@@ -6,12 +8,67 @@ import copy
 import logging
 import sys
 import warnings
+from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
 import lightning.pytorch as pl
 import torch
 
-__all__ = ["make_trainer", "BestValidation", "HopelessStop", "quiet_lightning"]
+from autoprune.errors import PruningError, TrialStoppedEarly
+from autoprune.models.module import RNNModule
+
+__all__ = ["Recipe", "make_module", "fit", "check_finite", "make_trainer", "BestValidation", "HopelessStop", "quiet_lightning"]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a model is trained: optimizer, learning rate and its schedule, clipping, windows, epochs."""
+
+    epochs: int
+    lr: float
+    weight_decay: float = 0.0
+    optimizer: str = "adam"
+    lr_schedule: str = "none"
+    max_seq_len: Optional[int] = None
+    grad_clip_value: Optional[float] = None
+    grad_clip_algorithm: str = "norm"
+
+    @classmethod
+    def of_training(cls, train: Any, epochs: Optional[int] = None) -> "Recipe":
+        """The dense recipe (a study's ``train:`` section), over ``epochs`` when given (its schedule compressed to them)."""
+        return cls(
+            epochs=int(epochs or train.epochs),
+            lr=train.lr,
+            weight_decay=train.weight_decay,
+            optimizer=train.optimizer,
+            lr_schedule=train.lr_schedule,
+            max_seq_len=train.max_seq_len,
+            grad_clip_value=train.grad_clip.value,
+            grad_clip_algorithm=train.grad_clip.algorithm,
+        )
+
+
+def make_module(model: torch.nn.Module, recipe: Recipe, seed: int = 0, teacher: Optional[torch.nn.Module] = None, distillation: Any = None) -> RNNModule:
+    """The LightningModule that trains ``model`` with ``recipe`` (and distils from ``teacher`` when ``distillation.weight > 0``)."""
+    return RNNModule(
+        model,
+        lr=recipe.lr,
+        weight_decay=recipe.weight_decay,
+        optimizer=recipe.optimizer,
+        lr_schedule=recipe.lr_schedule,
+        max_seq_len=recipe.max_seq_len,
+        seed=seed,
+        teacher=teacher,
+        distill_weight=distillation.weight if distillation is not None and teacher is not None else 0.0,
+        distill_temperature=distillation.temperature if distillation is not None else 2.0,
+    )
+
+
+def fit(module: RNNModule, datamodule: Any, recipe: Recipe, callbacks: Sequence[pl.Callback] = (), progress: bool = False) -> RNNModule:
+    """Train ``module`` on ``datamodule`` for ``recipe.epochs`` with a lean Trainer; returns the module."""
+    trainer = make_trainer(recipe.epochs, callbacks, recipe.grad_clip_value, recipe.grad_clip_algorithm, progress=progress)
+    trainer.fit(module, datamodule=datamodule)
+    return module
 
 
 def quiet_lightning() -> None:
@@ -21,6 +78,16 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*The number of training batches.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+
+
+def check_finite(model: torch.nn.Module, message: str) -> None:
+    """Refuse a model whose training left non-finite weights.
+
+    Raises:
+        PruningError: ``message`` (what diverged and which setting to lower).
+    """
+    if any(not torch.isfinite(p).all() for p in model.parameters()):
+        raise PruningError(message)
 
 
 def make_trainer(
@@ -113,8 +180,6 @@ class HopelessStop(pl.Callback):
         acc = float(trainer.callback_metrics["val_accuracy"])
         # a trial at the floor meets it: "dense minus max drop" carries float error (0.8333 - 0.25 vs 7/12)
         if acc < self.floor - 1e-6:
-            from autoprune.errors import TrialStoppedEarly
-
             raise TrialStoppedEarly(
                 f"validation accuracy {acc:.4f} after {self.after_epochs} epochs is below the floor {self.floor:.4f} (dense minus max drop)"
             )

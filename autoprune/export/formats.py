@@ -6,7 +6,8 @@ int8 accuracy is checked against the count the trial recorded in that runtime), 
 largest logit difference allowed against the in-memory model, per precision, and the
 how-to-load snippet of the export's README. A new format is one :func:`register_format`.
 
-Nothing here imports torch at import time, so the CLI can list the names cheaply.
+Nothing here imports torch at import time: the CLI lists the format names when it starts
+(``autoprune --help``), so every torch-using import sits inside the function that needs it.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class ExportSubject:
         if self.precision != "int8":
             return self.wrapped
         if "torch_int8" not in self._cache:
-            from autoprune.quantize import torch_int8
+            from autoprune.runtime.convert import torch_int8
 
             self._cache["torch_int8"] = torch_int8(self.wrapped)
         return self._cache["torch_int8"]
@@ -60,8 +61,7 @@ class ExportSubject:
     def onnx_bytes(self) -> bytes:
         """The ONNX graph: float32, or int8 through ONNX Runtime's quantizer."""
         if "onnx" not in self._cache:
-            from autoprune.pruning.measure import to_onnx_bytes
-            from autoprune.quantize import onnx_int8_bytes
+            from autoprune.runtime.convert import onnx_int8_bytes, to_onnx_bytes
 
             make = onnx_int8_bytes if self.precision == "int8" else to_onnx_bytes
             self._cache["onnx"] = make(self.wrapped, self.input_size)
@@ -76,7 +76,7 @@ class ExportSubject:
             if runtime == "torch":
                 self._cache[key] = self.torch_module()
             else:
-                from autoprune.quantize import ort_session
+                from autoprune.runtime.convert import ort_session
 
                 sess = ort_session(self.onnx_bytes())
                 self._cache[key] = _ort_predict(sess)
@@ -85,7 +85,7 @@ class ExportSubject:
     def predict(self, fn: Predict, x: Any, lengths: Any) -> Any:
         """Logits of a whole split: in batches for float32, one sequence at a time for int8 (dynamic activation scales)."""
         if self.precision == "int8":
-            from autoprune.quantize import predict_each
+            from autoprune.runtime.quantize import predict_each
 
             return predict_each(fn, x, lengths)
         return predict_batched(fn, x, lengths)
@@ -232,7 +232,7 @@ def _onnx_write(subject: ExportSubject, path: Path) -> None:
 
 
 def _onnx_load(path: Path) -> Predict:
-    from autoprune.quantize import ort_session
+    from autoprune.runtime.convert import ort_session
 
     return _ort_predict(ort_session(str(path)))
 
@@ -276,10 +276,10 @@ def load_state_dict_export(path: str | os.PathLike) -> Any:
     """Rebuild an exported ``model_state.pt`` (architecture + weights + normalisation) as an nn.Module.
 
     An int8 export holds the float32 weights and ``quantize: int8``: the module returned is
-    the torch int8 form (see :func:`autoprune.quantize.torch_int8`).
+    the torch int8 form (see :func:`autoprune.runtime.convert.torch_int8`).
     """
-    from autoprune.checkpoints import load_checkpoint
     from autoprune.models.arch import ArchSpec
+    from autoprune.models.checkpoints import load_checkpoint
     from autoprune.models.rnn import Normalized, RNNClassifier
 
     payload = load_checkpoint(path)
@@ -287,7 +287,7 @@ def load_state_dict_export(path: str | os.PathLike) -> Any:
     model.load_state_dict(payload["state_dict"])
     wrapped = Normalized(model, payload["mean"], payload["std"]).eval()
     if payload.get("quantize", "none") == "int8":
-        from autoprune.quantize import torch_int8
+        from autoprune.runtime.convert import torch_int8
 
         return torch_int8(wrapped)
     return wrapped
@@ -332,7 +332,7 @@ register_format(
 
 def int8_unsupported(fmt: ExportFormat, cell: str) -> Optional[str]:
     """Why ``fmt`` cannot ship an int8 ``cell`` model (its runtime has no int8 kernel for it), or None."""
-    from autoprune.quantize import INT8_CELLS
+    from autoprune.runtime.quantize import INT8_CELLS
 
     if cell not in INT8_CELLS.get(fmt.runtime, ()):
         return f"--format {fmt.name} runs in {fmt.runtime}, which has no int8 {cell.upper()} kernel"

@@ -18,9 +18,22 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import math
+import threading
+import time
+import webbrowser
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 from urllib.parse import quote
+
+import requests
+from mlflow import MlflowClient
+
+from autoprune.errors import TrialError
+from autoprune.tracking.tags import PARENT_TAG, PARETO_TAG
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "EXPERIMENT_KIND_TAG",
@@ -42,7 +55,7 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING = "custom_model_development"
 SHARED_VIEW_PREFIX = "mlflow.sharedViewState."
 FRONT_VIEW_KEY = "autoprune-front"
-FRONT_FILTER = "tags.`autoprune.pareto` = 'true'"
+FRONT_FILTER = f"tags.`{PARETO_TAG}` = 'true'"
 _FRONT_SECTION = "autoprune-front-section"
 #: runs-table columns of the front view (MLflow's canonical column keys)
 FRONT_COLUMNS = [f"metrics.`{m}`" for m in ("val_accuracy", "test_accuracy", "size_bytes", "compression_ratio", "latency_ms")]
@@ -93,9 +106,7 @@ def prepare_experiment(client: Any, experiment_id: str, strict: bool = True) -> 
     except Exception as err:  # MLflow raises several kinds for a refused write
         if strict:
             raise
-        import logging
-
-        logging.getLogger(__name__).warning("could not tag MLflow experiment %s for the model-training view: %s", experiment_id, str(err).splitlines()[0][:200])
+        log.warning("could not tag MLflow experiment %s for the model-training view: %s", experiment_id, str(err).splitlines()[0][:200])
         return False
 
 
@@ -220,8 +231,6 @@ document.querySelectorAll("circle").forEach(function (c) {{
 
 def write_front_plot(path: Any, all_rows: Sequence[Dict[str, Any]], front: Sequence[Dict[str, Any]], dense: Dict[str, Any], title: str = "") -> Optional[str]:
     """Write :func:`front_plot_html` to ``path``; returns the path as a string."""
-    from pathlib import Path
-
     Path(path).write_text(front_plot_html(all_rows, front, dense, title))
     return str(path)
 
@@ -234,10 +243,6 @@ def study_links(study: str, tracking_uri: str, base_url: str) -> Dict[str, str]:
     Raises:
         TrialError: the store has no experiment for the study.
     """
-    from mlflow import MlflowClient
-
-    from autoprune.tracking import PARENT_TAG
-
     links = {"front": study_link(study, tracking_uri, base_url)}
     client = MlflowClient(tracking_uri=tracking_uri)
     exp = client.get_experiment_by_name(study)
@@ -258,10 +263,6 @@ def study_link(study: str, tracking_uri: str, base_url: str) -> str:
     Raises:
         TrialError: the store has no experiment for the study.
     """
-    from mlflow import MlflowClient
-
-    from autoprune.errors import TrialError
-
     client = MlflowClient(tracking_uri=tracking_uri)
     exp = client.get_experiment_by_name(study)
     if exp is None:
@@ -270,22 +271,14 @@ def study_link(study: str, tracking_uri: str, base_url: str) -> str:
     try:
         prepare_experiment(client, exp.experiment_id)
     except Exception as err:  # a read-only store: the filter and sort go in the URL instead
-        import logging
-
-        logging.getLogger(__name__).warning("could not tag experiment '%s' (%s); the link carries the filter instead", study, err)
+        log.warning("could not tag experiment '%s' (%s); the link carries the filter instead", study, err)
         shared = False
     return front_url(base_url, exp.experiment_id, shared_view=shared)
 
 
 def open_when_ready(url: str, base_url: str, timeout_s: float = 60.0) -> Any:
     """Open ``url`` in the default browser once ``base_url`` answers (a daemon thread; returns it)."""
-    import threading
-    import time
-    import webbrowser
-
     def wait_and_open() -> None:
-        import requests
-
         deadline = time.time() + timeout_s
         while time.time() < deadline:
             try:

@@ -19,28 +19,41 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional
 
+import requests
+import yaml
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
+
 from autoprune.errors import ConfigError
+from autoprune.layout import mlflow_artifacts, mlflow_db
+from autoprune.pruning.policy import policy_from_dict
+from autoprune.tracking.tags import (
+    ERROR_TAG,
+    HIDDEN_SIZES_TAG,
+    HYPERVOLUME_TAG,
+    MLFLOW_PARENT_TAG,
+    PARENT_TAG,
+    PARETO_TAG,
+    PRECISION_TAG,
+    REASON_TAG,
+    STATE_TAG,
+    TRIAL_TAG,
+)
+from autoprune.tracking.ui import prepare_experiment
 
 __all__ = ["default_tracking_uri", "Tracker", "check_tracking_uri"]
 
 log = logging.getLogger(__name__)
 
-PARENT_TAG = "autoprune.search"
-TRIAL_TAG = "autoprune.trial"
-PARETO_TAG = "autoprune.pareto"
-STATE_TAG = "autoprune.state"
-
-
 def default_tracking_uri(runs_dir: str | os.PathLike) -> str:
-    return f"sqlite:///{Path(runs_dir).resolve() / 'mlflow.db'}"
+    """The embedded store under the runs folder."""
+    return f"sqlite:///{mlflow_db(runs_dir).resolve()}"
 
 
 def _client(uri: str):
     # with a tracking server MLflow prints "View run ... at: URL" to stdout for every run it ends: that
     # would break `--json` output (the URLs are in the summary and `autoprune ui` anyway)
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    from mlflow import MlflowClient
-
     return MlflowClient(tracking_uri=uri)
 
 
@@ -52,9 +65,7 @@ def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> None:
     """
     if not uri.startswith(("http://", "https://")):
         return
-    import requests  # a plain request with a short timeout: MLflow's own client retries for minutes
-
-    try:
+    try:  # a plain request with a short timeout: MLflow's own client retries for minutes
         resp = requests.get(uri.rstrip("/") + "/health", timeout=timeout_s)
         if resp.status_code >= 400:
             resp = requests.get(uri.rstrip("/") + "/api/2.0/mlflow/experiments/search", params={"max_results": 1}, timeout=timeout_s)
@@ -83,9 +94,7 @@ def _store_lock(uri: str) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def _metric(key: str, value: float, step: int = 0, ts: Optional[int] = None):
-    from mlflow.entities import Metric
-
+def _metric(key: str, value: float, step: int = 0, ts: Optional[int] = None) -> Metric:
     return Metric(key, float(value), ts or int(time.time() * 1000), step)
 
 
@@ -109,12 +118,10 @@ class Tracker:
             if exp is None:
                 artifact_location = None
                 if uri.startswith("sqlite:") or uri.startswith("file:"):
-                    artifact_location = (Path(runs_dir).resolve() / "mlartifacts" / study).as_uri()
+                    artifact_location = mlflow_artifacts(Path(runs_dir).resolve(), study).as_uri()
                 self.experiment_id = self.client.create_experiment(study, artifact_location=artifact_location)
             else:
                 self.experiment_id = exp.experiment_id
-            from autoprune.mlflow_ui import prepare_experiment
-
             prepare_experiment(self.client, self.experiment_id, strict=False)  # MLflow's model-training view and the front's shared view
         self.parent_run_id: Optional[str] = None
         self._trial_runs: Dict[int, str] = {}
@@ -148,14 +155,12 @@ class Tracker:
         metrics = [_metric(f"dense_{k}", v) for k, v in dense.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
         self.client.log_batch(rid, metrics=metrics)
         self.log_text(rid, json.dumps(config, indent=2, default=str), "config.json")
-        import yaml
-
         self.log_text(rid, yaml.safe_dump(config, sort_keys=False), "config.yaml")
         return rid
 
     def _children(self) -> List[Any]:
         return self.client.search_runs(
-            [self.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{self.parent_run_id}'", max_results=50000
+            [self.experiment_id], filter_string=f"tags.{MLFLOW_PARENT_TAG} = '{self.parent_run_id}'", max_results=50000
         )
 
     def finish_parent(self, status: str = "FINISHED") -> None:
@@ -176,15 +181,11 @@ class Tracker:
         """One nested run for a finished trial (idempotent: a trial already logged is skipped)."""
         if number in self._trial_runs:
             return self._trial_runs[number]
-        tags = {"mlflow.parentRunId": self.parent_run_id, TRIAL_TAG: str(number), STATE_TAG: state, PARETO_TAG: "false", "mlflow.runName": f"trial-{number}"}
+        tags = {MLFLOW_PARENT_TAG: self.parent_run_id, TRIAL_TAG: str(number), STATE_TAG: state, PARETO_TAG: "false", "mlflow.runName": f"trial-{number}"}
         run = self.client.create_run(self.experiment_id, start_time=start_ms, tags=tags, run_name=f"trial-{number}")
         rid = run.info.run_id
-        from mlflow.entities import Param
-
         params = []
         if policy:
-            from autoprune.pruning.policy import policy_from_dict
-
             for k, v in policy_from_dict(policy).flat_params().items():
                 if v is not None:
                     params.append(Param(k, str(v)[:6000]))
@@ -196,7 +197,7 @@ class Tracker:
             dense = result.get("dense") or {}
             if result.get("size_bytes") and dense.get("size_bytes"):
                 metrics.append(_metric("compression_ratio", dense["size_bytes"] / result["size_bytes"]))  # against dense float32
-            self.client.set_tag(rid, "autoprune.precision", result.get("precision") or "float32")
+            self.client.set_tag(rid, PRECISION_TAG, result.get("precision") or "float32")
             for key, value in (result.get("int8") or {}).items():
                 if key.startswith("float_") and value is not None:  # the same model before int8, beside the int8 numbers
                     metrics.append(_metric(key, value))
@@ -213,13 +214,13 @@ class Tracker:
                     if row.get(key) is not None and row[key] == row[key]:
                         metrics.append(_metric(f"curve.{key}", row[key], step=int(row["epoch"])))
             if result.get("hidden_sizes") is not None:
-                tags_extra = {"autoprune.hidden_sizes": json.dumps(result["hidden_sizes"])}
+                tags_extra = {HIDDEN_SIZES_TAG: json.dumps(result["hidden_sizes"])}
                 for k, v in tags_extra.items():
                     self.client.set_tag(rid, k, v)
             if result.get("reason"):
-                self.client.set_tag(rid, "autoprune.reason", str(result["reason"])[:5000])
+                self.client.set_tag(rid, REASON_TAG, str(result["reason"])[:5000])
         if error:
-            self.client.set_tag(rid, "autoprune.error", error[:5000])
+            self.client.set_tag(rid, ERROR_TAG, error[:5000])
         for i in range(0, len(metrics), 900):
             self.client.log_batch(rid, metrics=metrics[i : i + 900])
         for i in range(0, len(params), 90):
@@ -239,13 +240,12 @@ class Tracker:
                 self.client.set_tag(rid, PARETO_TAG, "true" if on else "false")
                 self._pareto[number] = on
 
-    def log_hypervolume(self, step: int, value: float) -> None:
+    def log_hypervolume(self, step: int, value: float, description: str) -> None:
+        """The front's hypervolume after trial ``step``; ``description`` says how it is computed."""
         if step in self._hv_logged:
             return
         if not self._hv_logged:  # MLflow metrics carry no description: the definition goes beside them as a tag
-            from autoprune.search.pareto import HYPERVOLUME_DESCRIPTION
-
-            self.client.set_tag(self.parent_run_id, "autoprune.hypervolume", HYPERVOLUME_DESCRIPTION)
+            self.client.set_tag(self.parent_run_id, HYPERVOLUME_TAG, description)
         self.client.log_batch(self.parent_run_id, metrics=[_metric("hypervolume", value, step=step)])
         self._hv_logged.add(step)
 
