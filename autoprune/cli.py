@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional
 import click
 
 from autoprune.errors import AutopruneError
+from autoprune.search.interrupts import SearchStopped, SignalScope, as_interrupt, exit_code, signal_name
 
 __all__ = ["main", "cli"]
 
@@ -29,6 +30,9 @@ class _Ctx:
 
 
 def _handle_errors(fn: Callable) -> Callable:
+    """One line and exit 2 for a refused input or setting; an interrupt exits 128 + its signal
+    (:func:`autoprune.search.interrupts.exit_code`); anything else is a bug and keeps its traceback."""
+
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         ctx = click.get_current_context().find_object(_Ctx)
@@ -39,16 +43,13 @@ def _handle_errors(fn: Callable) -> Callable:
                 raise
             click.echo(f"error: {err}", err=True)
             sys.exit(2)
-        except KeyboardInterrupt as err:
-            click.echo(f"interrupted{f' by {err.signal_name}' if hasattr(err, 'signal_name') else ''}", err=True)
-            sys.exit(getattr(err, "exit_code", 130))
         except BaseException as err:
-            from autoprune.search.faults import SearchInterrupted
-
-            if not isinstance(err, SearchInterrupted):
+            found = as_interrupt(err)
+            if found is None and not isinstance(err, KeyboardInterrupt):
                 raise
-            click.echo(f"interrupted by {err.signal_name} (nothing was being recorded yet; run the same command again)", err=True)
-            sys.exit(err.exit_code)
+            name = found.signal_name if found is not None else signal_name(getattr(err, "signum", 2))
+            click.echo(f"interrupted by {name}", err=True)
+            sys.exit(exit_code(err))
 
     return wrapper
 
@@ -261,19 +262,20 @@ def search(obj: _Ctx, config: str, study: Optional[str], trials: Optional[int], 
     bar = SearchProgress(cfg.search.trials, cfg.study, quiet=obj.quiet or as_json)
     try:
         summary = run_search(cfg, obj.runs_dir, tracking_uri=tracking_uri, storage=storage, progress=bar)
-    except Exception:
+    except SearchStopped as err:  # interrupted after the study was recorded: what is kept, how to resume
         bar.close()
-        raise
-    except KeyboardInterrupt as err:
-        bar.close()
-        how = f" by {err.signal_name}" if hasattr(err, "signal_name") else ""
-        marked = getattr(err, "marked", None)
-        trials = "the running trial is marked failed" if marked is None else f"{marked} running trial(s) marked failed"
         click.echo(
-            f"interrupted{how}: {trials}, the MLflow search run ended KILLED; run the same command again to resume the study '{cfg.study}'",
+            f"interrupted by {err.signal_name}: {err.marked} running trial(s) marked failed, the MLflow search run ended KILLED; "
+            f"run the same command again to resume the study '{cfg.study}'",
             err=True,
         )
-        sys.exit(getattr(err, "exit_code", 130))
+        sys.exit(err.exit_code)
+    except BaseException as err:
+        bar.close()
+        if as_interrupt(err) is not None:  # before anything was recorded (the dense model was training, ...)
+            click.echo(f"interrupted by {as_interrupt(err).signal_name} (nothing was being recorded yet; run the same command again)", err=True)
+            sys.exit(exit_code(err))
+        raise
     bar.close()
     if as_json:
         _emit(summary.to_json())
@@ -354,7 +356,8 @@ def ui(obj: _Ctx, study: Optional[str], port: int, tracking_uri: Optional[str], 
         click.echo(f"front plot: {links['plot']}")
     if open_browser:
         open_when_ready(links["front"], base)
-    code = serve(cmd, env)  # stops the server's whole process group on SIGINT/SIGTERM
+    with SignalScope():  # SIGINT/SIGTERM end the wait; serve stops the server's whole process group first
+        code = serve(cmd, env)
     if code not in (0, 130, 143):
         click.echo(f"error: the MLflow server exited with code {code} (its message is above)", err=True)
     sys.exit(code)

@@ -11,22 +11,15 @@ import json
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from autoprune.errors import ConfigError
 from autoprune.pruning.methods import METHODS
 from autoprune.pruning.policy import GradClipConfig
 from autoprune.pruning.schedules import SCHEDULES
 from autoprune.runtime.kernels import check_int8_kernel
-from autoprune.search.runners import runner_names
+from autoprune.search.runners import RUNNERS
+from autoprune.search.samplers import SAMPLERS
 from autoprune.yamlio import load_yaml_file
 
 __all__ = [
@@ -295,7 +288,7 @@ class SearchConfig(_Strict):
     warm_start: bool = Field(
         True, description="begin a new study with uniform hand-style policies (a few global sparsities and unit fractions)"
     )
-    sampler: Literal["nsga2", "tpe", "random"] = "nsga2"
+    sampler: str = Field("nsga2", description="Optuna sampler: one of autoprune.search.samplers.SAMPLERS")
     population_size: int = Field(10, ge=2, description="NSGA-II generation size")
     trials: int = Field(30, ge=1)
     timeout: Optional[float] = Field(None, gt=0, description="seconds")
@@ -321,8 +314,15 @@ class SearchConfig(_Strict):
     @field_validator("backend")
     @classmethod
     def _backend(cls, v: str) -> str:
-        if v not in runner_names():
-            raise ValueError(f"unknown search backend {v!r}; valid: {', '.join(runner_names())}")
+        if v not in RUNNERS:
+            raise ValueError(f"unknown search backend {v!r}; valid: {', '.join(RUNNERS)}")
+        return v
+
+    @field_validator("sampler")
+    @classmethod
+    def _sampler(cls, v: str) -> str:
+        if v not in SAMPLERS:
+            raise ValueError(f"must be one of {', '.join(repr(name) for name in SAMPLERS)}")
         return v
 
     @field_validator("methods")

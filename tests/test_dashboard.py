@@ -17,7 +17,7 @@ import requests
 from click.testing import CliRunner
 
 from autoprune.cli import cli
-from autoprune.search.study import storage_for
+from autoprune.search.storage import storage_for
 
 
 def _free_port() -> int:

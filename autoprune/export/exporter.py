@@ -28,15 +28,7 @@ from mlflow.types import Schema, TensorSpec
 from autoprune.config import config_from_dict
 from autoprune.errors import ExportError, TrialError
 from autoprune.export.card import model_card, write_readme
-from autoprune.export.formats import (
-    FORMATS,
-    ExportFormat,
-    ExportSubject,
-    get_format,
-    int8_unsupported,
-    predict_batched,
-    verify_file,
-)
+from autoprune.export.formats import FORMATS, ExportFormat, ExportSubject, get_format, int8_unsupported, predict_batched, verify_file
 from autoprune.layout import study_paths
 from autoprune.pruning.compact import compact
 from autoprune.runtime.kernels import precision_name

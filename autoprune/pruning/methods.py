@@ -11,17 +11,7 @@ and on the CLI). It provides
 
 from __future__ import annotations
 
-from typing import (
-    TYPE_CHECKING,
-    Callable,
-    ClassVar,
-    Dict,
-    Iterable,
-    List,
-    Optional,
-    Tuple,
-    Type,
-)
+from typing import TYPE_CHECKING, Callable, ClassVar, Dict, Iterable, List, Optional, Tuple, Type
 
 from autoprune.errors import ConfigError
 

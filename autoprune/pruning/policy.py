@@ -17,14 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, Literal, Optional, Union
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from autoprune.errors import ConfigError
 from autoprune.pruning.methods import GRANULARITIES, METHODS, get_method

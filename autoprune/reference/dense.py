@@ -16,21 +16,9 @@ import torch
 from autoprune.config import StudyConfig
 from autoprune.layout import study_paths
 from autoprune.models.arch import ArchSpec
-from autoprune.models.fitting import (
-    BestValidation,
-    Recipe,
-    check_finite,
-    fit,
-    make_module,
-)
+from autoprune.models.fitting import BestValidation, Recipe, check_finite, fit, make_module
 from autoprune.models.rnn import RNNClassifier
-from autoprune.reference.cache import (
-    DenseResult,
-    dense_cache_key,
-    load_cached,
-    reference_metrics,
-    write_reference,
-)
+from autoprune.reference.cache import DenseResult, dense_cache_key, load_cached, reference_metrics, write_reference
 from autoprune.reference.user_model import ensure_user_dense
 from autoprune.runtime.preflight import check_model_memory
 from autoprune.tasks import build_datamodule

@@ -40,15 +40,7 @@ from autoprune.config import StudyConfig
 from autoprune.errors import ConfigError
 from autoprune.layout import study_paths
 from autoprune.models.rnn import RNNClassifier
-from autoprune.reference.cache import (
-    DenseResult,
-    file_digest,
-    load_cached,
-    reference_metrics,
-    source_fingerprint,
-    versions,
-    write_reference,
-)
+from autoprune.reference.cache import DenseResult, file_digest, load_cached, reference_metrics, source_fingerprint, versions, write_reference
 from autoprune.tasks import build_datamodule
 from autoprune.yamlio import stable_hash
 

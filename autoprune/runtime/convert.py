@@ -74,10 +74,7 @@ def onnx_int8_bytes(module: nn.Module, input_size: Optional[int] = None) -> byte
     Weights int8 with one scale per output channel. Deterministic: the same weights give the
     same bytes (export and trial build the same file).
     """
-    from onnxruntime.quantization import (  # optional: the onnx extra
-        QuantType,
-        quantize_dynamic,
-    )
+    from onnxruntime.quantization import QuantType, quantize_dynamic  # optional: the onnx extra
 
     root = logging.getLogger()
     level = root.level

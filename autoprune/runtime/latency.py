@@ -23,13 +23,7 @@ import torch
 
 from autoprune.errors import ConfigError
 from autoprune.models.rnn import ArchSpec, RNNClassifier
-from autoprune.runtime.convert import (
-    onnx_available,
-    onnx_int8_bytes,
-    ort_session,
-    to_onnx_bytes,
-    torch_int8,
-)
+from autoprune.runtime.convert import onnx_available, onnx_int8_bytes, ort_session, to_onnx_bytes, torch_int8
 
 __all__ = ["latency_ms", "LatencyCache", "LatencySettings"]
 

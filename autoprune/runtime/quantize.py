@@ -27,12 +27,7 @@ import torch
 
 from autoprune.errors import ConfigError
 from autoprune.models.rnn import Normalized
-from autoprune.runtime.convert import (
-    onnx_available,
-    onnx_int8_bytes,
-    ort_session,
-    torch_int8,
-)
+from autoprune.runtime.convert import onnx_available, onnx_int8_bytes, ort_session, torch_int8
 from autoprune.runtime.kernels import INT8_CELLS, PRECISIONS
 from autoprune.runtime.measure import tensor_size_bytes
 

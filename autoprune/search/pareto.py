@@ -17,8 +17,9 @@ import optuna
 from optuna._hypervolume import compute_hypervolume
 
 from autoprune.errors import ConfigError, TrialError
+from autoprune.search import attrs
 
-__all__ = ["trial_row", "front_rows", "hypervolume", "knee_index", "pick_best", "select_trial", "selection_score", "STATE_NAMES", "HYPERVOLUME_DESCRIPTION", "HV_ACCURACY_MARGIN", "HV_SIZE_FLOOR"]
+__all__ = ["feasible", "trial_state", "trial_row", "front_rows", "hypervolume", "knee_index", "pick_best", "select_trial", "selection_score", "STATE_NAMES", "HYPERVOLUME_DESCRIPTION", "HV_ACCURACY_MARGIN", "HV_SIZE_FLOOR"]
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +31,19 @@ def trial_state(trial: Any) -> str:
     """complete | infeasible | stopped_early | failed | running."""
     state = STATE_NAMES.get(trial.state.name, trial.state.name.lower())
     if state == "complete":
-        return trial.user_attrs.get("autoprune.state", "complete")
+        return trial.user_attrs.get(attrs.STATE, "complete")
     return state
+
+
+def feasible(trial: Any) -> bool:
+    """Within every budget: each constraint (value minus budget, see :func:`autoprune.trial.result.budget_excess`) at most 0."""
+    return all(v <= 0 for v in (trial.constraints or {}).values())
 
 
 def trial_row(trial: Any) -> Dict[str, Any]:
     """A flat, printable summary of one Optuna trial written by autoprune."""
-    result = trial.user_attrs.get("autoprune.result") or {}
-    policy = trial.user_attrs.get("autoprune.policy") or {}
+    result = trial.user_attrs.get(attrs.RESULT) or {}
+    policy = trial.user_attrs.get(attrs.POLICY) or {}
     dense = result.get("dense") or {}
     size = result.get("size_bytes")
     return {
@@ -60,7 +66,7 @@ def trial_row(trial: Any) -> Dict[str, Any]:
         "schedule": (policy.get("schedule") or {}).get("kind"),
         "policy": policy,
         "checkpoint": result.get("checkpoint"),
-        "error": trial.user_attrs.get("autoprune.error"),
+        "error": trial.user_attrs.get(attrs.ERROR),
         "reason": result.get("reason"),
     }
 
@@ -75,7 +81,7 @@ def front_rows(study: Any) -> List[Dict[str, Any]]:
     size, the second is dominated, and it is left out (the tie-break still orders the pick).
     """
     trials = sorted(
-        (t for t in study.best_trials if t.user_attrs.get("autoprune.state", "complete") == "complete"), key=lambda t: t.number
+        (t for t in study.best_trials if t.user_attrs.get(attrs.STATE, "complete") == "complete"), key=lambda t: t.number
     )
     seen, kept = set(), []
     for t in trials:

@@ -4,7 +4,8 @@
   (MLflow would print the URL, then ``address already in use``, and exit 0);
 * the server runs in its own process group, and a SIGINT or SIGTERM to ``autoprune ui``
   stops that whole group (the server and its workers) before ``ui`` exits 130 / 143, so
-  no server is left orphaned and listening;
+  no server is left orphaned and listening (the signals are ``ui``'s: :func:`serve` stops the
+  group on whatever ends its wait);
 * ``ui`` exits with the server's non-zero code when the server fails.
 """
 
@@ -63,30 +64,16 @@ def _stop_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
 
 
 def serve(cmd: List[str], env: Optional[Dict[str, str]] = None) -> int:
-    """Run the server until it exits or this process gets SIGINT/SIGTERM.
+    """Run the server until it exits; however this process is stopped (the caller owns SIGINT/SIGTERM:
+    ``autoprune ui`` runs this inside :class:`~autoprune.search.interrupts.SignalScope`, whose exception
+    propagates), the server's whole process group is stopped first.
 
     Returns:
-        The exit code for ``ui``: the server's own when it exits by itself (non-zero when it
-        could not start), 128 + the signal number when stopped by a signal.
+        The server's own exit code (non-zero when it could not start).
     """
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)
-    received: List[int] = []
-
-    def on_signal(signum: int, frame: object) -> None:
-        received.append(signum)
-        raise KeyboardInterrupt
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        code = proc.wait()
-        return code
-    except KeyboardInterrupt:
-        for s in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(s, signal.SIG_IGN)  # a second Ctrl-C must not leave the server half-stopped
-        _stop_group(proc)
-        return 128 + (received[0] if received else signal.SIGINT)
+        return proc.wait()
     finally:
         if proc.poll() is None:
             _stop_group(proc)
-        for s, h in previous.items():
-            signal.signal(s, h)

@@ -29,14 +29,7 @@ from autoprune.config import StudyConfig
 from autoprune.errors import PruningError, TrialStoppedEarly
 from autoprune.layout import study_paths
 from autoprune.models.arch import ArchSpec, units_kept
-from autoprune.models.fitting import (
-    BestValidation,
-    HopelessStop,
-    Recipe,
-    check_finite,
-    fit,
-    make_module,
-)
+from autoprune.models.fitting import BestValidation, HopelessStop, Recipe, check_finite, fit, make_module
 from autoprune.models.module import RNNModule
 from autoprune.models.rnn import RNNClassifier, evaluate
 from autoprune.pruning.callback import PruningCallback, sparsity_report
@@ -54,7 +47,7 @@ from autoprune.tasks import build_datamodule
 from autoprune.trial.result import TrialOptions, TrialResult, budget_excess, save_trial
 from autoprune.trial.validation import val_score
 
-__all__ = ["run_trial", "planned_arch"]
+__all__ = ["run_trial", "planned_arch", "dense_numbers"]
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +89,7 @@ def run_trial(config: StudyConfig, policy: PruningPolicy, options: Optional[Tria
     dense = ensure_dense(config, options.runs_dir)
     settings = LatencySettings.from_config(config.measure, int(dense.metrics["max_length"]))
     cache = LatencyCache(study_paths(options.runs_dir, config.study).latency_cache)
-    dense_info = _dense_info(dense, settings, cache if options.measure_latency else None)
+    dense_info = dense_numbers(dense, settings, cache if options.measure_latency else None)
 
     # ---- latency before training: only the structure matters
     arch = planned_arch(dense.arch, policy)
@@ -148,7 +141,7 @@ def run_trial(config: StudyConfig, policy: PruningPolicy, options: Optional[Tria
     return result
 
 
-def _dense_info(dense: DenseResult, settings: LatencySettings, cache: Optional[LatencyCache]) -> Dict[str, Any]:
+def dense_numbers(dense: DenseResult, settings: LatencySettings, cache: Optional[LatencyCache]) -> Dict[str, Any]:
     """The dense model's numbers every trial records beside its own (its size, MACs and, when measured, latency)."""
     info: Dict[str, Any] = {
         "val_accuracy": dense.metrics["val_accuracy"],

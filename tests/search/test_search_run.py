@@ -26,7 +26,8 @@ from autoprune.reference.dense import ensure_dense
 from autoprune.errors import ConfigError, ConstraintError, PruningError, TrialError
 from autoprune.models.arch import ArchSpec
 from autoprune.search.run import run_search
-from autoprune.search.study import StudyLock, open_study, storage_for
+from autoprune.search.storage import storage_for
+from autoprune.search.study import StudyLock, open_study
 from autoprune.layout import study_paths
 from autoprune.runtime.latency import LatencyCache, LatencySettings
 from autoprune.tracking.tracker import default_tracking_uri
