@@ -62,7 +62,8 @@ class ModelConfig(_Strict):
     user's trained model: ``from: package.module:function`` (returns a trained
     ``torch.nn.Module``) or ``checkpoint: FILE`` with ``build: package.module:function``
     (builds the untrained module the state dict or Lightning checkpoint belongs to);
-    see :mod:`autoprune.reference.user_model`.
+    either function may also be named by its file, ``path/to/file.py:function``, as a
+    task's data function can; see :mod:`autoprune.reference.user_model`.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, populate_by_name=True)
@@ -73,9 +74,9 @@ class ModelConfig(_Strict):
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     pooling: Literal["last", "attention"] = "last"
     attention_dim: int = Field(32, ge=1, le=4096)
-    from_: Optional[str] = Field(None, alias="from", description="package.module:function returning your trained nn.Module")
+    from_: Optional[str] = Field(None, alias="from", description="package.module:function (or path/to/file.py:function) returning your trained nn.Module")
     checkpoint: Optional[str] = Field(None, description="state dict or Lightning checkpoint of your trained module (with build)")
-    build: Optional[str] = Field(None, description="package.module:function building the module a checkpoint belongs to")
+    build: Optional[str] = Field(None, description="package.module:function (or path/to/file.py:function) building the module a checkpoint belongs to")
 
     @field_validator("hidden_sizes")
     @classmethod
@@ -89,7 +90,7 @@ class ModelConfig(_Strict):
     @classmethod
     def _function_spec(cls, v: Optional[str]) -> Optional[str]:
         if v is not None and (v.count(":") != 1 or not all(v.split(":"))):
-            raise ValueError("must look like package.module:function")
+            raise ValueError("must look like package.module:function or path/to/file.py:function")
         return v
 
     @model_validator(mode="after")
