@@ -15,9 +15,10 @@ recovery: finetune           # finetune | rewind | scratch (after pruning; autop
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Literal, Optional, Union
+from typing import Annotated, Any, Callable, Dict, Iterable, Literal, Optional, Union
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -31,11 +32,27 @@ from autoprune.pruning.methods import GRANULARITIES, METHODS, get_method
 from autoprune.pruning.schedules import SCHEDULES, make_schedule
 from autoprune.yamlio import load_yaml_file, stable_hash
 
-__all__ = ["GradClipConfig", "ScheduleConfig", "FinetuneConfig", "DistillConfig", "PruningPolicy", "load_policy", "policy_from_dict"]
+__all__ = ["one_of", "GradClipConfig", "ScheduleConfig", "FinetuneConfig", "DistillConfig", "PruningPolicy", "load_policy", "policy_from_dict"]
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+def one_of(what: str, names: Union[Iterable[str], Callable[[], Iterable[str]]]) -> AfterValidator:
+    """The validator of a registered name, or of a list of them: ``unknown <what> 'x'; valid: a, b``.
+
+    ``names`` is the registry (or a function listing it), read when a value is validated.
+    """
+
+    def check(value: Any) -> Any:
+        valid = list(names() if callable(names) else names)
+        for name in [value] if isinstance(value, str) else value:
+            if name not in valid:
+                raise ValueError(f"unknown {what} {name!r}; valid: {', '.join(valid)}")
+        return value
+
+    return AfterValidator(check)
 
 
 class GradClipConfig(_Strict):
@@ -48,19 +65,12 @@ class GradClipConfig(_Strict):
 class ScheduleConfig(_Strict):
     """When to prune: ``kind`` (one_shot | linear | agp | dynamic) and its epochs."""
 
-    kind: str = "agp"
+    kind: Annotated[str, one_of("schedule", SCHEDULES)] = "agp"
     start_epoch: int = Field(0, ge=0)
     end_epoch: Optional[int] = Field(None, ge=0, description="default: two epochs before the last fine-tune epoch")
     frequency: int = Field(1, ge=1)
     initial_sparsity: float = Field(0.0, ge=0.0, lt=1.0)
     tolerance: float = Field(0.05, ge=0.0, description="dynamic only: allowed relative rise of validation loss")
-
-    @field_validator("kind")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        if v not in SCHEDULES:
-            raise ValueError(f"unknown schedule {v!r}; valid: {', '.join(SCHEDULES)}")
-        return v
 
 
 class FinetuneConfig(_Strict):
@@ -85,8 +95,8 @@ class DistillConfig(_Strict):
 class PruningPolicy(_Strict):
     """How to prune: method, granularity, target sparsity, schedule, clipping, fine-tuning."""
 
-    method: str = "magnitude"
-    granularity: str = "unstructured"
+    method: Annotated[str, one_of("pruning method", METHODS)] = "magnitude"
+    granularity: Annotated[str, one_of("granularity", GRANULARITIES)] = "unstructured"
     sparsity: Union[float, Dict[str, float]] = 0.5
     scope: Literal["per_group", "global"] = Field(
         "per_group", description="per_group: each target pruned to its own sparsity; global: one threshold across all targets"
@@ -107,20 +117,6 @@ class PruningPolicy(_Strict):
     quantize: Literal["none", "int8"] = Field(
         "none", description="int8: weights int8 after pruning and compaction, activations quantized at run time (autoprune.runtime.quantize)"
     )
-
-    @field_validator("method")
-    @classmethod
-    def _method(cls, v: str) -> str:
-        if v not in METHODS:
-            raise ValueError(f"unknown pruning method {v!r}; valid: {', '.join(METHODS)}")
-        return v
-
-    @field_validator("granularity")
-    @classmethod
-    def _granularity(cls, v: str) -> str:
-        if v not in GRANULARITIES:
-            raise ValueError(f"unknown granularity {v!r}; valid: {', '.join(GRANULARITIES)}")
-        return v
 
     @field_validator("sparsity")
     @classmethod
