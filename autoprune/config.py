@@ -24,9 +24,9 @@ from pydantic import (
 
 from autoprune.errors import ConfigError
 from autoprune.pruning.methods import METHODS
-from autoprune.pruning.policy import GradClipConfig, one_of
+from autoprune.pruning.policy import GradClipConfig, Recovery, one_of
 from autoprune.pruning.schedules import SCHEDULES
-from autoprune.runtime.kernels import check_int8_kernel
+from autoprune.runtime.kernels import Quantize, check_int8_kernel
 from autoprune.search.runners import runner_names
 from autoprune.yamlio import load_yaml_file
 
@@ -266,7 +266,7 @@ class SearchConfig(_Strict):
     )
     max_seq_len: Optional[list[Optional[int]]] = Field(None, description="choices of training window length (null: whole sequences)")
     distillation: Optional[Fractions] = Field(None, description="range of the weight of distillation from the dense model (null: none)")
-    recovery: list[Literal["finetune", "rewind", "scratch"]] = Field(
+    recovery: list[Recovery] = Field(
         default_factory=lambda: ["finetune"],
         min_length=1,
         description="recoveries after pruning to choose from: finetune | rewind (dense schedule from the pruned weights) | scratch (found architecture, fresh init)",
@@ -276,7 +276,7 @@ class SearchConfig(_Strict):
         ge=1,
         description="epochs of the rewind / scratch retraining, its learning-rate schedule compressed to them (null: the dense recipe's train.epochs)",
     )
-    quantize: list[Literal["none", "int8"]] = Field(
+    quantize: list[Quantize] = Field(
         default_factory=lambda: ["none"], min_length=1, description="precisions searched after pruning: [none], [int8] or [none, int8]"
     )
     objectives: list[Literal["val_accuracy", "size_bytes", "latency_ms"]] = Field(default_factory=lambda: ["val_accuracy", "size_bytes"])

@@ -30,9 +30,14 @@ from pydantic import (
 from autoprune.errors import ConfigError
 from autoprune.pruning.methods import GRANULARITIES, METHODS, get_method
 from autoprune.pruning.schedules import SCHEDULES, make_schedule
+from autoprune.runtime.kernels import Quantize
 from autoprune.yamlio import load_yaml_file, stable_hash
 
-__all__ = ["one_of", "GradClipConfig", "ScheduleConfig", "FinetuneConfig", "DistillConfig", "PruningPolicy", "load_policy", "policy_from_dict"]
+__all__ = ["one_of", "Recovery", "GradClipConfig", "ScheduleConfig", "FinetuneConfig", "DistillConfig", "PruningPolicy", "load_policy", "policy_from_dict"]
+
+
+#: a policy's ``recovery`` after pruning (autoprune.pruning.recovery)
+Recovery = Literal["finetune", "rewind", "scratch"]
 
 
 class _Strict(BaseModel):
@@ -105,7 +110,7 @@ class PruningPolicy(_Strict):
     grad_clip: GradClipConfig = Field(default_factory=GradClipConfig)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     distillation: DistillConfig = Field(default_factory=DistillConfig)
-    recovery: Literal["finetune", "rewind", "scratch"] = Field(
+    recovery: Recovery = Field(
         "finetune",
         description="after pruning: finetune (only the fine-tuning above) | rewind (retrain the pruned weights with the dense "
         "schedule) | scratch (train the found architecture from a fresh initialisation with the dense schedule); "
@@ -114,7 +119,7 @@ class PruningPolicy(_Strict):
     regularization: float = Field(1e-5, ge=0.0, description="strength of the l1 / group_lasso penalty")
     max_seq_len: Optional[int] = Field(None, ge=1)
     calibration_batches: int = Field(8, ge=1, description="batches scored by taylor / confidence")
-    quantize: Literal["none", "int8"] = Field(
+    quantize: Quantize = Field(
         "none", description="int8: weights int8 after pruning and compaction, activations quantized at run time (autoprune.runtime.quantize)"
     )
 
