@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 from autoprune.tasks.registry import (
     TASK_KINDS,
-    TaskKind,
     build_datamodule,
     build_task,
     list_task_kinds,
@@ -25,7 +24,6 @@ if TYPE_CHECKING:
 __all__ = [
     "TASK_KINDS",
     "SequenceDataModule",
-    "TaskKind",
     "build_datamodule",
     "build_task",
     "bundled_uea_datasets",
