@@ -8,6 +8,7 @@ Every error names the file, the key path, the bad value and what is allowed.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
@@ -243,8 +244,6 @@ class RayConfig(_Strict):
     @field_validator("address")
     @classmethod
     def _address(cls, v: Optional[str]) -> Optional[str]:
-        import re
-
         if v is not None and v.startswith("ray://"):
             raise ValueError(f"Ray Client addresses are not supported ({v!r}): run the search on a node of the cluster with auto or the head's HOST:PORT")
         if v is not None and v != "auto" and not re.fullmatch(r"[A-Za-z0-9_.\-\[\]:]+:[0-9]{1,5}", v):

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from autoprune.errors import ConfigError, ExportError
+from autoprune.models.arch import ArchSpec
+from autoprune.runtime.kernels import INT8_CELLS
 
 __all__ = ["ExportFormat", "ExportSubject", "Snippet", "FORMATS", "register_format", "get_format", "verify_file", "int8_unsupported", "load_state_dict_export"]
 
@@ -268,7 +270,6 @@ def load_state_dict_export(path: str | os.PathLike) -> Any:
     An int8 export holds the float32 weights and ``quantize: int8``: the module returned is
     the torch int8 form (see :func:`autoprune.runtime.convert.torch_int8`).
     """
-    from autoprune.models.arch import ArchSpec
     from autoprune.models.checkpoints import load_checkpoint
     from autoprune.models.rnn import Normalized, RNNClassifier
 
@@ -310,8 +311,6 @@ register_format(ExportFormat("state_dict", "model_state.pt", "torch", _sd_write,
 
 def int8_unsupported(fmt: ExportFormat, cell: str) -> Optional[str]:
     """Why ``fmt`` cannot ship an int8 ``cell`` model (its runtime has no int8 kernel for it), or None."""
-    from autoprune.runtime.quantize import INT8_CELLS
-
     if cell not in INT8_CELLS.get(fmt.runtime, ()):
         return f"--format {fmt.name} runs in {fmt.runtime}, which has no int8 {cell.upper()} kernel"
     return None

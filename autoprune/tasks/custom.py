@@ -202,7 +202,7 @@ def call_source(module: str, function: str, *, spec: str, seed: int, options: Ma
     except Exception as e:  # user code failed: one line here, the traceback is chained
         msg = " ".join(f"{type(e).__name__}: {e}".split())
         raise TaskError(f"{fn_name} (task {spec!r}) raised {msg}") from e
-    from lightning.pytorch import LightningDataModule
+    from lightning.pytorch import LightningDataModule  # seconds to import: tasks/ loads it only when used
 
     if isinstance(result, LightningDataModule):
         # training, pruning (taylor/confidence/dynamic), evaluation and export read these
