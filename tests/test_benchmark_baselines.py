@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from autoprune.reference.dense import ensure_dense
 from autoprune.models.arch import ArchSpec
+from autoprune.reference.dense import ensure_dense
 from benchmarks import search_quality as sq
 
 
@@ -96,8 +96,8 @@ def test_peer_pruning_zeroes_the_rnn_weights_and_leaves_plain_parameters(tiny_co
 @pytest.mark.slow
 def test_int8_variant_of_a_baseline_point(tiny_study, runs_dir):
     from autoprune.config import config_from_dict
-    from autoprune.tasks import build_datamodule
     from autoprune.reference.cache import load_dense_model
+    from autoprune.tasks import build_datamodule
 
     tiny_study["search"] = {"quantize": ["none", "int8"]}
     config = config_from_dict(tiny_study, source="tiny.yaml")

@@ -11,8 +11,9 @@ import yaml
 from pydantic import ValidationError
 
 from autoprune.config import StudyConfig, config_from_dict, load_config
-from autoprune.yamlio import load_yaml_file as read_yaml, stable_hash
 from autoprune.errors import ConfigError
+from autoprune.yamlio import load_yaml_file as read_yaml
+from autoprune.yamlio import stable_hash
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,11 +15,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from autoprune.errors import ConfigError, ExportError
+from autoprune.models.arch import ArchSpec
+from autoprune.runtime.kernels import INT8_CELLS
 
-__all__ = ["ExportFormat", "ExportSubject", "FORMATS", "register_format", "get_format", "verify_file", "int8_unsupported", "load_state_dict_export"]
+__all__ = ["ExportFormat", "ExportSubject", "Snippet", "FORMATS", "register_format", "get_format", "verify_file", "int8_unsupported", "load_state_dict_export"]
 
 Predict = Callable[[Any, Any], Any]
 
@@ -120,7 +122,7 @@ class ExportFormat:
         write: ``write(subject, path)``.
         load: ``load(path) -> fn(x, lengths) -> logits``.
         tolerance: largest max |logit difference| from ``subject.reference(runtime)``, per precision.
-        snippet: ``snippet(filename, precision) -> README lines`` (how to load it).
+        snippet: ``snippet(filename, precision) -> README lines`` (how to load it; a :class:`Snippet` builds them).
         requires: raises :class:`ExportError` when an optional dependency is missing.
     """
 
@@ -132,6 +134,26 @@ class ExportFormat:
     tolerance: Dict[str, float]
     snippet: Callable[[str, str], List[str]]
     requires: Callable[[], None] = lambda: None
+
+
+@dataclass(frozen=True)
+class Snippet:
+    """An export README's how-to-load text: ``snippet(filename, precision) -> lines``.
+
+    A heading (its int8 form for an int8 export, when it differs), the Python lines in a
+    code block (``{name}`` stands for the file's name), and a note after them for int8.
+    """
+
+    title: str
+    code: Tuple[str, ...]
+    int8_title: str = ""
+    int8_note: str = ""
+
+    def __call__(self, name: str, precision: str) -> List[str]:
+        int8 = precision == "int8"
+        lines = [f"## {self.int8_title if int8 and self.int8_title else self.title}", "```python"]
+        lines += [line.replace("{name}", name) for line in self.code] + ["```"]
+        return lines + [self.int8_note] * bool(int8 and self.int8_note)
 
 
 FORMATS: Dict[str, ExportFormat] = {}
@@ -195,25 +217,13 @@ def _ts_load(path: Path) -> Predict:
     return torch.jit.load(str(path))
 
 
-def _ts_snippet(name: str, precision: str) -> List[str]:
-    title = "TorchScript (plain PyTorch, no autoprune)"
-    if precision == "int8":
-        title = "TorchScript int8 (plain PyTorch with its dynamic int8 kernels; no autoprune)"
-    return [f"## {title}", "```python", "import torch", f"model = torch.jit.load('{name}')", "logits = model(x, lengths)", "```"]
-
-
-register_format(
-    ExportFormat(
-        "torchscript",
-        "model.torchscript.pt",
-        "torch",
-        _ts_write,
-        _ts_load,
-        # float32: the scripted module runs the same kernels; int8: the same quantized kernels
-        tolerance={"float32": 1e-4, "int8": 1e-5},
-        snippet=_ts_snippet,
-    )
+_ts_snippet = Snippet(
+    "TorchScript (plain PyTorch, no autoprune)",
+    ("import torch", "model = torch.jit.load('{name}')", "logits = model(x, lengths)"),
+    int8_title="TorchScript int8 (plain PyTorch with its dynamic int8 kernels; no autoprune)",
 )
+# tolerance: float32: the scripted module runs the same kernels; int8: the same quantized kernels
+register_format(ExportFormat("torchscript", "model.torchscript.pt", "torch", _ts_write, _ts_load, {"float32": 1e-4, "int8": 1e-5}, _ts_snippet))
 
 
 # --------------------------------------------------------------------------- onnx
@@ -237,36 +247,18 @@ def _onnx_load(path: Path) -> Predict:
     return _ort_predict(ort_session(str(path)))
 
 
-def _onnx_snippet(name: str, precision: str) -> List[str]:
-    title = "ONNX Runtime (batch and time axes are dynamic)"
-    if precision == "int8":
-        title = "ONNX Runtime int8 (DynamicQuantizeLSTM / MatMulInteger kernels; batch and time axes are dynamic)"
-    lines = [
-        f"## {title}",
-        "```python",
+_onnx_snippet = Snippet(
+    "ONNX Runtime (batch and time axes are dynamic)",
+    (
         "import onnxruntime as ort",
-        f"sess = ort.InferenceSession('{name}')",
+        "sess = ort.InferenceSession('{name}')",
         "logits = sess.run(None, {'x': x.astype('float32'), 'lengths': lengths.astype('int64')})[0]",
-        "```",
-    ]
-    if precision == "int8":
-        lines.append("Activations are quantized per call: run one sequence per call to get exactly the recorded accuracy.")
-    return lines
-
-
-register_format(
-    ExportFormat(
-        "onnx",
-        "model.onnx",
-        "onnxruntime",
-        _onnx_write,
-        _onnx_load,
-        # float32: ONNX Runtime's kernels against torch's; int8: the same file's bytes in the same runtime
-        tolerance={"float32": 1e-4, "int8": 1e-6},
-        snippet=_onnx_snippet,
-        requires=_require_onnx,
-    )
+    ),
+    int8_title="ONNX Runtime int8 (DynamicQuantizeLSTM / MatMulInteger kernels; batch and time axes are dynamic)",
+    int8_note="Activations are quantized per call: run one sequence per call to get exactly the recorded accuracy.",
 )
+# tolerance: float32: ONNX Runtime's kernels against torch's; int8: the same file's bytes in the same runtime
+register_format(ExportFormat("onnx", "model.onnx", "onnxruntime", _onnx_write, _onnx_load, {"float32": 1e-4, "int8": 1e-6}, _onnx_snippet, _require_onnx))
 
 
 # --------------------------------------------------------------------------- state_dict
@@ -278,7 +270,6 @@ def load_state_dict_export(path: str | os.PathLike) -> Any:
     An int8 export holds the float32 weights and ``quantize: int8``: the module returned is
     the torch int8 form (see :func:`autoprune.runtime.convert.torch_int8`).
     """
-    from autoprune.models.arch import ArchSpec
     from autoprune.models.checkpoints import load_checkpoint
     from autoprune.models.rnn import Normalized, RNNClassifier
 
@@ -310,30 +301,16 @@ def _sd_write(subject: ExportSubject, path: Path) -> None:
     )
 
 
-def _sd_snippet(name: str, precision: str) -> List[str]:
-    lines = ["## state_dict (rebuild with autoprune)", "```python", "from autoprune.export import load_state_dict_export", f"model = load_state_dict_export('{name}')", "```"]
-    if precision == "int8":
-        lines.append("The file holds float32 weights and `quantize: int8`; the loader returns the torch int8 form.")
-    return lines
-
-
-register_format(
-    ExportFormat(
-        "state_dict",
-        "model_state.pt",
-        "torch",
-        _sd_write,
-        load_state_dict_export,
-        tolerance={"float32": 1e-4, "int8": 1e-5},
-        snippet=_sd_snippet,
-    )
+_sd_snippet = Snippet(
+    "state_dict (rebuild with autoprune)",
+    ("from autoprune.export import load_state_dict_export", "model = load_state_dict_export('{name}')"),
+    int8_note="The file holds float32 weights and `quantize: int8`; the loader returns the torch int8 form.",
 )
+register_format(ExportFormat("state_dict", "model_state.pt", "torch", _sd_write, load_state_dict_export, {"float32": 1e-4, "int8": 1e-5}, _sd_snippet))
 
 
 def int8_unsupported(fmt: ExportFormat, cell: str) -> Optional[str]:
     """Why ``fmt`` cannot ship an int8 ``cell`` model (its runtime has no int8 kernel for it), or None."""
-    from autoprune.runtime.quantize import INT8_CELLS
-
     if cell not in INT8_CELLS.get(fmt.runtime, ()):
         return f"--format {fmt.name} runs in {fmt.runtime}, which has no int8 {cell.upper()} kernel"
     return None

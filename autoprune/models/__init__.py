@@ -5,9 +5,7 @@
 
 from typing import Any
 
-from autoprune.models.arch import GATES, ArchSpec
-
-__all__ = ["GATES", "ArchSpec", "RNNClassifier"]
+__all__ = ["RNNClassifier"]
 
 
 def __getattr__(name: str) -> Any:

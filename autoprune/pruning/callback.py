@@ -82,6 +82,7 @@ class PruningCallback(pl.Callback):
         self.targets: Dict[str, float] = {}
         self.masks: Dict[str, Tensor] = {}
         self._params: Dict[str, torch.nn.Parameter] = {}
+        self._reg: Any = None  # the method's regularizer this callback added to pl_module.regularizers
 
     # ------------------------------------------------------------------ setup
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -105,9 +106,8 @@ class PruningCallback(pl.Callback):
             pl_module.regularizers.append(reg)
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        reg = getattr(self, "_reg", None)
-        if reg is not None and reg in pl_module.regularizers:
-            pl_module.regularizers.remove(reg)
+        if self._reg is not None and self._reg in pl_module.regularizers:
+            pl_module.regularizers.remove(self._reg)
 
     # ------------------------------------------------------------------ hooks
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -16,18 +16,20 @@ policy's distillation weight (from the dense model) applies to them too.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, get_args
 
 import lightning.pytorch as pl
 import torch
 
+from autoprune.config import StudyConfig
 from autoprune.models.fitting import BestValidation, Recipe, fit, make_module
 from autoprune.models.rnn import RNNClassifier
+from autoprune.pruning.policy import PruningPolicy, Recovery
 
 __all__ = ["RECOVERIES", "recover", "recovery_epochs", "KeepZeros"]
 
 #: policy.recovery values, in the order the docs list them
-RECOVERIES = ("finetune", "rewind", "scratch")
+RECOVERIES = get_args(Recovery)
 
 
 def _zero_masks(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
@@ -60,20 +62,19 @@ class KeepZeros(pl.Callback):
         self.apply(pl_module)
 
 
-def recovery_epochs(config: Any) -> int:
+def recovery_epochs(config: StudyConfig) -> int:
     """Epochs of a rewind / scratch retraining: ``search.recovery_epochs``, else the dense recipe's ``train.epochs``.
 
     A shorter retraining keeps the dense learning rate, optimizer and clipping and compresses the
     schedule (cosine decay to zero over those epochs), as "learning-rate rewinding" with a smaller
     retraining budget does (Renda et al. 2020 compare retraining budgets too).
     """
-    override = getattr(getattr(config, "search", None), "recovery_epochs", None)
-    return int(override) if override else int(config.train.epochs)
+    return config.search.recovery_epochs or config.train.epochs
 
 
 def recover(
-    config: Any,
-    policy: Any,
+    config: StudyConfig,
+    policy: PruningPolicy,
     model: torch.nn.Module,
     datamodule: Any,
     teacher: Optional[torch.nn.Module] = None,
@@ -85,13 +86,10 @@ def recover(
     history of the retraining (one dict per epoch, ``phase: recovery``); ``finetune`` returns
     the model unchanged and an empty history.
     """
-    kind = getattr(policy, "recovery", "finetune")
-    if kind == "finetune":
+    if policy.recovery == "finetune":
         return model, []
-    if kind not in RECOVERIES:
-        raise ValueError(f"unknown recovery {kind!r}; valid: {', '.join(RECOVERIES)}")
     masks = _zero_masks(model)
-    if kind == "scratch":
+    if policy.recovery == "scratch":
         torch.manual_seed(config.seed)
         model = RNNClassifier(model.spec)
     model.train()

@@ -4,6 +4,7 @@ A study may start from a model trained outside autoprune instead of training one
 
     model: {from: my_pkg.models:load_trained}                         # returns a trained nn.Module
     model: {checkpoint: runs/my_lstm.pt, build: my_pkg.models:build}  # state dict or Lightning checkpoint
+    model: {from: models/my_lstm.py:load_trained}                     # either function named by its file
 
 Supported modules: one ``nn.LSTM`` or ``nn.GRU`` (any number of layers, uni- or
 bidirectional, ``batch_first`` either way) followed by last-step pooling and an
@@ -18,18 +19,15 @@ converted :class:`RNNClassifier` must reproduce its logits on the test set withi
 :data:`MAX_LOGIT_DIFF`; its validation and test accuracy become the dense reference,
 and no dense training runs. The result is cached under ``runs/<study>/dense/<key>/``
 like a trained dense model; the key covers the model section, the task, and the
-contents of the checkpoint file and of the modules named by ``from``/``build``.
+contents of the checkpoint file and of the module files named by ``from``/``build``.
 """
 
 from __future__ import annotations
 
 import copy
-import importlib
-import importlib.util
 import inspect
 import logging
 import os
-import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -42,6 +40,7 @@ from autoprune.layout import study_paths
 from autoprune.models.rnn import RNNClassifier
 from autoprune.reference.cache import DenseResult, file_digest, load_cached, reference_metrics, source_fingerprint, versions, write_reference
 from autoprune.tasks import build_datamodule
+from autoprune.tasks.custom import FunctionImportError, import_function, module_file
 from autoprune.yamlio import stable_hash
 
 __all__ = ["MAX_LOGIT_DIFF", "SUPPORTED", "load_user_module", "convert_user_module", "max_logit_diff", "ensure_user_dense"]
@@ -66,23 +65,9 @@ def _where(config: StudyConfig) -> str:
 def _import_function(spec: str, key: str, where: str) -> Callable:
     module, _, name = spec.partition(":")
     try:
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as err:
-            if err.name != module.split(".")[0] or os.getcwd() in sys.path:
-                raise
-            sys.path.insert(0, os.getcwd())  # a console script has no cwd on sys.path
-            mod = importlib.import_module(module)
-    except Exception as err:  # any failure in the user's module
-        raise ConfigError(f"{where}: model.{key}: cannot import {module!r} ({' '.join(f'{type(err).__name__}: {err}'.split())})") from err
-    obj: Any = mod
-    for part in name.split("."):
-        if not hasattr(obj, part):
-            raise ConfigError(f"{where}: model.{key}: module {module!r} has no {name!r}")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise ConfigError(f"{where}: model.{key}: {spec} is a {type(obj).__name__}, not a function")
-    return obj
+        return import_function(module, name)
+    except FunctionImportError as err:
+        raise ConfigError(f"{where}: model.{key}: {err}") from err.__cause__
 
 
 def _call(fn: Callable, spec: str, key: str, where: str):
@@ -225,29 +210,13 @@ def _digest(path: Optional[str]) -> Optional[str]:
     return file_digest(path) if path and os.path.isfile(path) else None
 
 
-def _module_file(spec: Optional[str]) -> Optional[str]:
-    if not spec:
-        return None
-    try:
-        found = importlib.util.find_spec(spec.split(":")[0])
-    except (ImportError, ValueError):
-        found = None
-    if found is None and os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-        try:
-            found = importlib.util.find_spec(spec.split(":")[0])
-        except (ImportError, ValueError):
-            found = None
-    return found.origin if found is not None else None
-
-
 def user_cache_key(config: StudyConfig) -> str:
     """Content hash of everything the converted dense reference depends on."""
     m = config.model
     content = {
         "kind": "user_model",
         "model": {"from": m.from_, "checkpoint": m.checkpoint, "build": m.build},
-        "files": [_digest(m.checkpoint), _digest(_module_file(m.from_ or m.build))],
+        "files": [_digest(m.checkpoint), _digest(module_file((m.from_ or m.build).partition(":")[0]))],
         "task": config.task.model_dump(),
         "seed": config.seed,
         "versions": versions(),

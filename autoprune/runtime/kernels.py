@@ -3,13 +3,15 @@ trains (a study's config, a policy's ``quantize``). Imports nothing heavy: the c
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Dict, Literal, Optional, Tuple, get_args
 
 from autoprune.errors import ConfigError
 
-__all__ = ["PRECISIONS", "INT8_CELLS", "precision_name", "check_int8_kernel"]
+__all__ = ["Quantize", "PRECISIONS", "INT8_CELLS", "precision_name", "check_int8_kernel"]
 
-PRECISIONS = ("none", "int8")
+#: a policy's ``quantize``: the precision it ships in after pruning
+Quantize = Literal["none", "int8"]
+PRECISIONS: Tuple[str, ...] = get_args(Quantize)
 #: cells with an int8 kernel in each runtime (ONNX Runtime quantizes LSTM, not GRU)
 INT8_CELLS: Dict[str, Tuple[str, ...]] = {"torch": ("lstm", "gru"), "onnxruntime": ("lstm",)}
 

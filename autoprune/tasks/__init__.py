@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from autoprune.tasks.registry import TASK_KINDS, TaskKind, build_datamodule, build_task, list_task_kinds
+from autoprune.tasks.registry import TASK_KINDS, build_datamodule, build_task, list_task_kinds
 from autoprune.tasks.uea import bundled_uea_datasets
 
 if TYPE_CHECKING:
@@ -19,7 +19,6 @@ if TYPE_CHECKING:
 __all__ = [
     "TASK_KINDS",
     "SequenceDataModule",
-    "TaskKind",
     "build_datamodule",
     "build_task",
     "bundled_uea_datasets",

@@ -35,7 +35,7 @@ def epoch_steps(n_train: int, batch_size: int, min_epoch_steps: Optional[int] = 
 
 def describe_epoch(n_train: int, batch_size: int, min_epoch_steps: Optional[int] = None) -> str:
     """One line for logs: what a fine-tune epoch is on this data set."""
-    one_pass = math.ceil(n_train / batch_size) if n_train > 0 else 0
+    one_pass = epoch_steps(n_train, batch_size)
     steps = epoch_steps(n_train, batch_size, min_epoch_steps)
     if steps > one_pass:
         return (

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -18,6 +17,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from autoprune.errors import TaskError
+from autoprune.tasks.budget import epoch_steps
 from autoprune.tasks.sequences import SPLITS, Prepared, RawSplits, prepare, to_sequences
 
 __all__ = ["SequenceDataModule"]
@@ -44,7 +44,7 @@ class _IndexBatches(Sampler[torch.Tensor]):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return max(math.ceil(self.n / self.batch_size), self.min_batches)
+        return epoch_steps(self.n, self.batch_size, self.min_batches)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         if self.shuffle:

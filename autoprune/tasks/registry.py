@@ -186,6 +186,7 @@ def build_task(
     spec = spec.strip()
     _check_args(seed, batch_size, val_fraction, options)
     kind, result = _resolve(spec, seed, dict(options or {}))
+    # lightning takes seconds to import: only when a data module is built (this module stays light)
     from lightning.pytorch import LightningDataModule
 
     from autoprune.tasks.datamodule import SequenceDataModule

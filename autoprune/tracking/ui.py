@@ -31,6 +31,7 @@ import requests
 from mlflow import MlflowClient
 
 from autoprune.errors import TrialError
+from autoprune.tracking.front_page import FRONT_PAGE
 from autoprune.tracking.tags import PARENT_TAG, PARETO_TAG
 
 log = logging.getLogger(__name__)
@@ -198,35 +199,9 @@ def front_plot_html(all_rows: Sequence[Dict[str, Any]], front: Sequence[Dict[str
         f"<td>{r['size_bytes']:,}</td><td>{r['size_ratio'] * 100:.2f} %</td><td>{'' if r.get('latency_ms') is None else format(r['latency_ms'], '.3f')}</td></tr>"
         for r in sorted(front, key=lambda r: r["size_ratio"])
     )
-    heading = html.escape(title or "Pareto front")
-    return f"""<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>{heading}</title>
-<style>
-body {{ font: 13px sans-serif; margin: 8px; color: #222; }}
-svg text {{ font-size: 11px; fill: #444; }}
-.grid {{ stroke: #eee; }} .axis {{ stroke: #888; }}
-.dense {{ stroke: #1f77b4; stroke-dasharray: 5 4; }} .dense-label {{ fill: #1f77b4; }}
-.front-line {{ fill: none; stroke: #d62728; stroke-width: 1.5; }}
-circle.trial {{ fill: #bbb; }} circle.front {{ fill: #d62728; cursor: pointer; }}
-circle:hover, circle.pinned {{ stroke: #000; stroke-width: 2; }}
-table {{ border-collapse: collapse; margin-top: 6px; }} td, th {{ padding: 2px 8px; text-align: right; border-bottom: 1px solid #eee; }}
-#info {{ min-height: 1.4em; margin: 4px 0; }}
-</style></head><body>
-<div id="front-plot"><b>{heading}</b> &mdash; {len(front)} front trials of {len(pts)} complete (hover or click a point)
-<svg xmlns="http://www.w3.org/2000/svg" width="{_W}" height="{_H}" viewBox="0 0 {_W} {_H}" role="img" aria-label="Pareto front">{axes}{''.join(parts)}</svg>
-<div id="info"></div>
-<table><tr><th>trial</th><th>val acc</th><th>test acc</th><th>size (B)</th><th>of dense</th><th>latency (ms)</th></tr>{rows_html}</table></div>
-<script>
-document.querySelectorAll("circle").forEach(function (c) {{
-  c.addEventListener("mouseenter", function () {{ document.getElementById("info").textContent = c.dataset.label; }});
-  c.addEventListener("click", function () {{
-    document.querySelectorAll("circle.pinned").forEach(function (p) {{ p.classList.remove("pinned"); }});
-    c.classList.add("pinned");
-    document.getElementById("info").textContent = "pinned: " + c.dataset.label;
-  }});
-}});
-</script></body></html>
-"""
+    return FRONT_PAGE.substitute(
+        heading=html.escape(title or "Pareto front"), n_front=len(front), n_points=len(pts), width=_W, height=_H, svg=axes + "".join(parts), rows=rows_html
+    )
 
 
 def write_front_plot(path: Any, all_rows: Sequence[Dict[str, Any]], front: Sequence[Dict[str, Any]], dense: Dict[str, Any], title: str = "") -> Optional[str]:

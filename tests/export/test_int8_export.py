@@ -18,9 +18,9 @@ from autoprune.config import config_from_dict
 from autoprune.errors import ExportError
 from autoprune.export import export
 from autoprune.export.formats import FORMATS
+from autoprune.search.pareto import trial_row
 from autoprune.search.run import run_search
 from autoprune.search.study import open_study
-from autoprune.search.pareto import trial_row
 
 _spec = importlib.util.spec_from_file_location("_autoprune_tests_root_conftest_int8", Path(__file__).parents[1] / "conftest.py")
 _root_conftest = importlib.util.module_from_spec(_spec)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from autoprune.models.module import RNNModule, random_windows
-from autoprune.models.rnn import evaluate
-from autoprune.models.rnn import ArchSpec, RNNClassifier
-from autoprune.tasks import build_task
 from autoprune.models.fitting import make_trainer
+from autoprune.models.module import RNNModule, random_windows
+from autoprune.models.rnn import ArchSpec, RNNClassifier, evaluate
+from autoprune.tasks import build_task
 
 
 def test_random_windows_crops_long_and_keeps_short_sequences_whole():

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from autoprune.reference.dense import ensure_dense
 from autoprune.errors import PruningError
 from autoprune.pruning.policy import policy_from_dict
+from autoprune.reference.dense import ensure_dense
 from autoprune.trial.result import TrialOptions
 from autoprune.trial.run import run_trial
 

@@ -21,15 +21,15 @@ from optuna.trial import TrialState
 import autoprune.search.objective as trial_mod  # the objective calls run_trial from here
 from autoprune.cli import cli
 from autoprune.config import config_from_dict
-from autoprune.tasks import build_datamodule
-from autoprune.reference.dense import ensure_dense
 from autoprune.errors import ConfigError, ConstraintError, PruningError, TrialError
+from autoprune.layout import study_paths
 from autoprune.models.arch import ArchSpec
+from autoprune.reference.dense import ensure_dense
+from autoprune.runtime.latency import LatencyCache, LatencySettings
 from autoprune.search.run import run_search
 from autoprune.search.storage import storage_for
 from autoprune.search.study import StudyLock, open_study
-from autoprune.layout import study_paths
-from autoprune.runtime.latency import LatencyCache, LatencySettings
+from autoprune.tasks import build_datamodule
 from autoprune.tracking.tracker import default_tracking_uri
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -13,9 +13,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from autoprune.search.runners import local as objective_module  # the local runner builds its objective from here
 from autoprune.search.claim import TotalReached, claim, counts_toward_total
 from autoprune.search.runners import SearchJob
+from autoprune.search.runners import local as objective_module  # the local runner builds its objective from here
 from autoprune.search.runners.local import _optimize
 from autoprune.search.storage import storage_for
 

@@ -15,6 +15,8 @@ from torch import nn
 from autoprune.cli import cli
 from autoprune.config import config_from_dict
 from autoprune.errors import ConfigError
+from autoprune.reference.cache import load_dense_model
+from autoprune.reference.dense import ensure_dense
 from autoprune.reference.user_model import MAX_LOGIT_DIFF, convert_user_module, max_logit_diff
 
 # A user's package: a data function (raw inputs, unequal lengths, no normalisation) and a
@@ -228,6 +230,56 @@ def test_from_errors_are_one_line(user_pkg, tmp_path):
         ("userpkg.nope:f", "error: own.yaml: model.from userpkg.nope:f: model.from: cannot import 'userpkg.nope' (ModuleNotFoundError: No module named 'userpkg.nope')"),
         ("userpkg.speech:nope", "error: own.yaml: model.from userpkg.speech:nope: model.from: module 'userpkg.speech' has no 'nope'"),
         ("userpkg.speech:load_data", "error: own.yaml: model.from userpkg.speech:load_data: model.from: userpkg.speech:load_data() returned a tuple, not a torch.nn.Module"),
+    ]:
+        (tmp_path / "own.yaml").write_text(json.dumps(_study({"from": spec})))
+        res = runner.invoke(cli, ["--runs-dir", str(tmp_path / "runs"), "train", "own.yaml"])
+        assert res.exit_code == 2, res.output
+        assert res.stderr.strip() == expected
+
+
+def test_from_and_build_may_name_a_file(user_pkg, tmp_path):
+    """model.from / model.build accept path/to/file.py:function, as a task's data function does."""
+    nets = tmp_path / "nets"
+    nets.mkdir()
+    (nets / "speech_model.py").write_text(USER_PKG)
+    runner = CliRunner()
+    runs = str(tmp_path / "runs")
+
+    def train(model: dict, study: str) -> dict:
+        (tmp_path / "own.yaml").write_text(json.dumps(_study(model, study)))
+        res = runner.invoke(cli, ["--runs-dir", runs, "train", "own.yaml", "--json"])
+        assert res.exit_code == 0, res.output
+        return json.loads(res.stdout)
+
+    built = train({"from": "nets/speech_model.py:build"}, "by_path")
+    assert built["epochs"] == 0 and built["conversion_max_logit_diff"] <= MAX_LOGIT_DIFF and not built["cached"]
+    assert train({"from": "nets/speech_model.py:build"}, "by_path")["cached"]
+    # the cache key covers the file's content: an edited file is converted again
+    (nets / "speech_model.py").write_text(USER_PKG + "\n# edited\n")
+    edited = train({"from": "nets/speech_model.py:build"}, "by_path")
+    assert not edited["cached"] and edited["key"] != built["key"]
+
+    # build by an absolute path, with a checkpoint; through ensure_dense
+    user = user_pkg.SpeechLSTM()
+    torch.save(user.state_dict(), tmp_path / "w.pt")
+    cfg = config_from_dict(_study({"checkpoint": "w.pt", "build": f"{nets / 'speech_model.py'}:build"}, "by_abs_path"), source="own.yaml")
+    dense = ensure_dense(cfg, runs)
+    assert dense.metrics["conversion_max_logit_diff"] <= MAX_LOGIT_DIFF
+    x, lengths = user_pkg.pad(user_pkg.load_data()[2])
+    model = load_dense_model(dense.checkpoint)[0]
+    with torch.no_grad():
+        assert max_logit_diff(user.eval(), model, x, lengths) <= MAX_LOGIT_DIFF  # the checkpoint's weights, not build's fresh ones
+
+
+def test_file_spec_errors_are_one_line(user_pkg, tmp_path):
+    (tmp_path / "speech_model.py").write_text(USER_PKG)
+    missing = tmp_path / "nope.py"
+    runner = CliRunner()
+    for spec, expected in [
+        ("nope.py:build", f"error: own.yaml: model.from nope.py:build: model.from: cannot import 'nope.py' (FileNotFoundError: no file {str(missing)!r})"),
+        ("speech_model.py:nope", "error: own.yaml: model.from speech_model.py:nope: model.from: module 'speech_model.py' has no 'nope'"),
+        ("speech_model.py:CLASSES", "error: own.yaml: model.from speech_model.py:CLASSES: model.from: speech_model.py:CLASSES is a int, not a function"),
+        ("a.py:b:c", "error: own.yaml: model.from: must look like package.module:function or path/to/file.py:function (got 'a.py:b:c')"),
     ]:
         (tmp_path / "own.yaml").write_text(json.dumps(_study({"from": spec})))
         res = runner.invoke(cli, ["--runs-dir", str(tmp_path / "runs"), "train", "own.yaml"])

@@ -10,13 +10,12 @@ import autoprune.trial.run as dense_mod  # the module whose run_trial is under t
 from autoprune.config import config_from_dict
 from autoprune.errors import ConfigError
 from autoprune.models.rnn import ArchSpec, Normalized, RNNClassifier
-from autoprune.runtime.latency import latency_ms
-from autoprune.runtime.measure import size_bytes
 from autoprune.pruning.policy import policy_from_dict
-from autoprune.runtime.kernels import check_int8_kernel
-from autoprune.runtime.quantize import int8_predictor, int8_size_bytes, predict_each
 from autoprune.runtime.convert import onnx_int8_bytes
-from autoprune.runtime.latency import LatencySettings
+from autoprune.runtime.kernels import check_int8_kernel
+from autoprune.runtime.latency import LatencySettings, latency_ms
+from autoprune.runtime.measure import size_bytes
+from autoprune.runtime.quantize import int8_predictor, int8_size_bytes, predict_each
 from autoprune.search.space import SearchSpace
 from autoprune.trial.result import TrialOptions
 from autoprune.trial.run import run_trial

@@ -9,9 +9,9 @@ import torch
 
 from autoprune.errors import ConfigError
 from autoprune.models.rnn import ArchSpec, RNNClassifier
-from autoprune.runtime.measure import count_params, macs_per_sequence, measure, size_bytes, tensor_size_bytes
-from autoprune.runtime.latency import latency_ms
 from autoprune.runtime.convert import onnx_available
+from autoprune.runtime.latency import latency_ms
+from autoprune.runtime.measure import count_params, macs_per_sequence, measure, size_bytes, tensor_size_bytes
 
 
 def test_dense_tensor_is_stored_dense():

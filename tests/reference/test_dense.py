@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from autoprune.config import config_from_dict
+from autoprune.models.rnn import evaluate
 from autoprune.reference.cache import dense_cache_key, load_dense_model
 from autoprune.reference.dense import ensure_dense
-from autoprune.models.rnn import evaluate
 
 
 def test_second_call_reuses_the_cache(tiny_config, runs_dir):
