@@ -21,7 +21,6 @@ from typing import Any, Dict, List, Optional, Tuple, get_args
 import lightning.pytorch as pl
 import torch
 
-from autoprune.config import StudyConfig
 from autoprune.models.fitting import BestValidation, Recipe, fit, make_module
 from autoprune.models.rnn import RNNClassifier
 from autoprune.pruning.policy import PruningPolicy, Recovery
@@ -62,8 +61,11 @@ class KeepZeros(pl.Callback):
         self.apply(pl_module)
 
 
-def recovery_epochs(config: StudyConfig) -> int:
+def recovery_epochs(config: Any) -> int:
     """Epochs of a rewind / scratch retraining: ``search.recovery_epochs``, else the dense recipe's ``train.epochs``.
+
+    ``config`` is the study's :class:`~autoprune.config.StudyConfig` (not imported here: the config
+    validates against the pruning engine's registries, so the engine does not depend on it).
 
     A shorter retraining keeps the dense learning rate, optimizer and clipping and compresses the
     schedule (cosine decay to zero over those epochs), as "learning-rate rewinding" with a smaller
@@ -73,14 +75,14 @@ def recovery_epochs(config: StudyConfig) -> int:
 
 
 def recover(
-    config: StudyConfig,
+    config: Any,
     policy: PruningPolicy,
     model: torch.nn.Module,
     datamodule: Any,
     teacher: Optional[torch.nn.Module] = None,
     progress: bool = False,
 ) -> Tuple[torch.nn.Module, List[Dict[str, Any]]]:
-    """Apply ``policy.recovery`` to a pruned, compacted :class:`RNNClassifier`.
+    """Apply ``policy.recovery`` to a pruned, compacted :class:`RNNClassifier`, with the study's dense recipe (``config.train``).
 
     Returns the recovered model (same architecture, same zero pattern) in eval mode and the
     history of the retraining (one dict per epoch, ``phase: recovery``); ``finetune`` returns
