@@ -344,7 +344,7 @@ def peer_prune(config: Any, dense: Any, kind: str, sparsity: float, seed: int) -
 
     from autoprune.tasks import build_datamodule
     from autoprune.reference.cache import load_dense_model
-    from autoprune.models.module import RNNModule
+    from autoprune.models.fitting import RNNModule
     from autoprune.models.fitting import make_trainer
 
     pl.seed_everything(seed, verbose=False)

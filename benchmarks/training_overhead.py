@@ -38,7 +38,7 @@ def _new_model(config: Any, dm: Any):
 
 def lightning_fit(config: Any, dm: Any, model: Any, epochs: int) -> None:
     """Dense training as ``ensure_dense`` runs it (minus the cache and the final evaluation)."""
-    from autoprune.models.module import RNNModule
+    from autoprune.models.fitting import RNNModule
     from autoprune.models.fitting import BestValidation, make_trainer
 
     t = config.train

@@ -23,6 +23,7 @@ from autoprune.errors import PruningError
 from autoprune.models.arch import units_removed
 from autoprune.models.rnn import evaluate
 from autoprune.pruning.groups import ModelGroups
+from autoprune.pruning.methods import get_method
 from autoprune.pruning.policy import PruningPolicy
 
 __all__ = ["PruningCallback", "mask_buffers", "sparsity_report"]
@@ -75,8 +76,8 @@ class PruningCallback(pl.Callback):
     def __init__(self, policy: PruningPolicy, seed: int = 0) -> None:
         self.policy = policy
         self.seed = seed
+        self.method = get_method(policy.method, policy.granularity, policy.regularization, seed)
         self.schedule = policy.make_schedule()
-        self.method = policy.make_method(seed)
         self.history: List[Dict[str, Any]] = []
         self.groups: Optional[ModelGroups] = None
         self.targets: Dict[str, float] = {}

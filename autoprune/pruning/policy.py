@@ -166,9 +166,6 @@ class PruningPolicy(_Strict):
             tolerance=s.tolerance,
         )
 
-    def make_method(self, seed: int = 0):
-        return get_method(self.method, self.granularity, self.regularization, seed)
-
     def to_dict(self) -> Dict[str, Any]:
         return self.model_dump(mode="json")
 

@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Tuple, get_args
 import lightning.pytorch as pl
 import torch
 
-from autoprune.models.fitting import BestValidation, Recipe, fit, make_module
+from autoprune.models.fitting import BestValidation, Recipe, fit
 from autoprune.models.rnn import RNNClassifier
 from autoprune.pruning.policy import PruningPolicy, Recovery
 
@@ -97,7 +97,6 @@ def recover(
     model.train()
     pl.seed_everything(config.seed, verbose=False)
     recipe = Recipe.of_training(config.train, recovery_epochs(config))
-    module = make_module(model, recipe, config.seed, teacher, policy.distillation)
     best = BestValidation(from_epoch=0 if config.train.select == "best_val" else recipe.epochs - 1)
     keep = KeepZeros(masks)
     # the dense recipe trains whole epochs of the data: no minimum number of steps per epoch (tasks.budget)
@@ -105,7 +104,7 @@ def recover(
     if saved:
         datamodule.min_train_batches = 0
     try:
-        fit(module, datamodule, recipe, [keep, best], progress=progress)
+        module = fit(model, datamodule, recipe, config.seed, [keep, best], teacher, policy.distillation, progress=progress)
     finally:
         if saved:
             datamodule.min_train_batches = saved

@@ -16,7 +16,7 @@ import torch
 from autoprune.config import StudyConfig
 from autoprune.layout import study_paths
 from autoprune.models.arch import ArchSpec
-from autoprune.models.fitting import BestValidation, Recipe, check_finite, fit, make_module
+from autoprune.models.fitting import BestValidation, Recipe, check_finite, fit
 from autoprune.models.rnn import RNNClassifier
 from autoprune.reference.cache import DenseResult, dense_cache_key, load_cached, reference_metrics, write_reference
 from autoprune.reference.user_model import ensure_user_dense
@@ -73,10 +73,9 @@ def ensure_dense(
     check_model_memory(arch, config.task.batch_size, dm.max_length, config.source or "config")  # before building it
     model = RNNClassifier(arch)
     recipe = Recipe.of_training(config.train)
-    module = make_module(model, recipe, config.seed)
     best = BestValidation(from_epoch=0 if config.train.select == "best_val" else config.train.epochs - 1)
     start = time.perf_counter()
-    fit(module, dm, recipe, [best], progress=progress)
+    module = fit(model, dm, recipe, config.seed, [best], progress=progress)
     train_time = time.perf_counter() - start
     check_finite(model, f"dense training of study '{config.study}' diverged (non-finite weights); lower train.lr or set train.grad_clip")
     metrics = reference_metrics(model, dm, best_epoch=best.best_epoch, epochs=config.train.epochs, train_time_s=round(train_time, 3))

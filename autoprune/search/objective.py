@@ -20,8 +20,8 @@ from autoprune.runtime.preflight import check_dense_measurable, check_model_memo
 from autoprune.search.space import SearchSpace
 from autoprune.search.tell import record_result, start_trial
 from autoprune.tasks import build_datamodule
-from autoprune.trial.result import TrialOptions, budget_excess
-from autoprune.trial.run import run_trial
+from autoprune.trial.result import TrialOptions
+from autoprune.trial.run import budget_excess, run_trial
 
 __all__ = ["make_objective", "check_latency_budget", "prepare_space"]
 

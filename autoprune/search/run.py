@@ -85,7 +85,7 @@ def run_search(
         update_meta(paths.meta, storage=store.text, tracking_uri=uri, config=config.to_dict(), dense_checkpoint=str(dense.checkpoint))
         s = config.search
         job = SearchJob(config, runs_dir, store.text, s.trials, dense.arch.to_dict(), started + s.timeout if s.timeout else None, str(dense.checkpoint))
-        dense_info = {**dense.metrics, **dense_numbers(dense, settings, cache)}
+        dense_info = {**dense.metrics, **dense_numbers(dense, settings["seq_len"], cache.get(dense.arch, settings))}
         ending, marked, recorder = _run(signals, runner, job, study, paths, uri, dense_info, started, progress)
 
     summary = recorder.summary(store.text, started, recorder.artifacts, ending.interrupted)

@@ -23,7 +23,7 @@ from autoprune.runtime.measure import dense_size_bytes
 from autoprune.runtime.preflight import param_count
 from autoprune.search import attrs
 from autoprune.search.study import driver_id
-from autoprune.trial.result import budget_excess
+from autoprune.trial.run import budget_excess
 from autoprune.trial.validation import score_of
 
 __all__ = ["start_trial", "record_result", "run_and_tell", "failure_attrs", "RecordedFailure"]

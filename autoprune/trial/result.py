@@ -19,7 +19,7 @@ from autoprune.models.arch import ArchSpec
 from autoprune.models.checkpoints import load_checkpoint
 from autoprune.models.rnn import RNNClassifier
 
-__all__ = ["TRIAL_FORMAT", "TrialOptions", "TrialResult", "budget_excess", "save_trial", "load_trial_model"]
+__all__ = ["TRIAL_FORMAT", "TrialOptions", "TrialResult", "save_trial", "load_trial_model"]
 
 #: bump when a trial's saved payload changes meaning
 TRIAL_FORMAT = 1
@@ -67,22 +67,6 @@ class TrialResult:
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
-
-
-def budget_excess(budgets: Any, latency_ms: Optional[float] = None, size_bytes: Optional[float] = None) -> Dict[str, float]:
-    """How far a trial is over each budget set: ``latency_ms`` / ``size_bytes`` → value minus budget.
-
-    The one rule of "over the budget": a value above 0 is over (the trial is infeasible), 0 or below
-    is within; Optuna's constraints take these values as they are. ``budgets`` carries
-    ``max_latency_ms`` and ``max_size_bytes`` (:class:`TrialOptions`, or a study's
-    ``search.constraints``); a budget that is None is left out, a value not measured counts as 0.
-    """
-    out: Dict[str, float] = {}
-    if budgets.max_latency_ms is not None:
-        out["latency_ms"] = float(latency_ms or 0.0) - budgets.max_latency_ms
-    if budgets.max_size_bytes is not None:
-        out["size_bytes"] = float(size_bytes or 0) - budgets.max_size_bytes
-    return out
 
 
 def save_trial(trial_dir: Path, model: RNNClassifier, policy: Any, result: TrialResult, study: str) -> Path:

@@ -29,8 +29,7 @@ from autoprune.config import StudyConfig
 from autoprune.errors import PruningError, TrialStoppedEarly
 from autoprune.layout import study_paths
 from autoprune.models.arch import ArchSpec, units_kept
-from autoprune.models.fitting import BestValidation, HopelessStop, Recipe, check_finite, fit, make_module
-from autoprune.models.module import RNNModule
+from autoprune.models.fitting import BestValidation, HopelessStop, Recipe, RNNModule, check_finite, fit
 from autoprune.models.rnn import RNNClassifier, evaluate
 from autoprune.pruning.callback import PruningCallback, sparsity_report
 from autoprune.pruning.compact import compact
@@ -44,10 +43,10 @@ from autoprune.runtime.latency import LatencyCache, LatencySettings
 from autoprune.runtime.measure import dense_size_bytes, macs_per_sequence, measure
 from autoprune.runtime.quantize import quantized_result
 from autoprune.tasks import build_datamodule
-from autoprune.trial.result import TrialOptions, TrialResult, budget_excess, save_trial
+from autoprune.trial.result import TrialOptions, TrialResult, save_trial
 from autoprune.trial.validation import val_score
 
-__all__ = ["run_trial", "planned_arch", "dense_numbers"]
+__all__ = ["run_trial", "planned_arch", "dense_numbers", "budget_excess"]
 
 log = logging.getLogger(__name__)
 
@@ -87,39 +86,39 @@ def run_trial(config: StudyConfig, policy: PruningPolicy, options: Optional[Tria
     if options.threads:
         torch.set_num_threads(options.threads)
     dense = ensure_dense(config, options.runs_dir)
+    arch = planned_arch(dense.arch, policy)  # the policy checked against the model before anything is measured
+    # ---- latency before training: only the structure matters
     settings = LatencySettings.from_config(config.measure, int(dense.metrics["max_length"]))
     cache = LatencyCache(study_paths(options.runs_dir, config.study).latency_cache)
-    dense_info = dense_numbers(dense, settings, cache if options.measure_latency else None)
-
-    # ---- latency before training: only the structure matters
-    arch = planned_arch(dense.arch, policy)
-    if options.max_latency_ms is not None:
-        lat = cache.get(arch, settings.with_precision(policy.quantize))
-        if budget_excess(options, latency_ms=lat).get("latency_ms", 0.0) > 0:
-            return TrialResult(
-                "infeasible",
-                latency_ms=lat,
-                hidden_sizes=arch.hidden_sizes,
-                dense=dense_info,
-                reason=f"latency {lat:.3f} ms of structure {arch.hidden_sizes} exceeds max_latency_ms={options.max_latency_ms}",
-                duration_s=time.perf_counter() - started,
-            )
+    dense_latency = cache.get(dense.arch, settings) if options.measure_latency else None
+    planned_latency = cache.get(arch, settings.with_precision(policy.quantize)) if options.max_latency_ms is not None else None
+    dense_info = dense_numbers(dense, settings["seq_len"], dense_latency)
+    if budget_excess(options, latency_ms=planned_latency).get("latency_ms", 0.0) > 0:
+        return TrialResult(
+            "infeasible",
+            latency_ms=planned_latency,
+            hidden_sizes=arch.hidden_sizes,
+            dense=dense_info,
+            reason=f"latency {planned_latency:.3f} ms of structure {arch.hidden_sizes} exceeds max_latency_ms={options.max_latency_ms}",
+            duration_s=time.perf_counter() - started,
+        )
 
     pl.seed_everything(config.seed, verbose=False)
     dm = build_datamodule(config)
     dm.min_train_batches = policy.finetune.min_epoch_steps or 0  # tasks.budget: epochs do not shrink with the data
     dense_info["val_score"] = val_score(dense.metrics["val_accuracy"], dense.metrics.get("val_loss"), dm.n_val)
     teacher = load_dense_model(dense.checkpoint)[0] if policy.distillation.weight > 0 else None
+    pruner = PruningCallback(policy, seed=config.seed)
     try:
-        model, module, pruner = _prune_while_finetuning(config, policy, options, dense, dm, teacher)
-    except _Stopped as stop:
+        model, module = _prune_while_finetuning(config, policy, options, dense, dm, teacher, pruner)
+    except TrialStoppedEarly as stop:
         return TrialResult(
             "stopped_early",
-            val_accuracy=stop.module.history[-1]["val_accuracy"] if stop.module.history else None,
+            val_accuracy=stop.history[-1]["val_accuracy"] if stop.history else None,
             dense=dense_info,
-            history=stop.module.history,
-            pruning_history=stop.pruner.history,
-            reason=str(stop.reason),
+            history=stop.history,
+            pruning_history=pruner.history,
+            reason=str(stop),
             duration_s=time.perf_counter() - started,
         )
     report = sparsity_report(model)
@@ -141,27 +140,35 @@ def run_trial(config: StudyConfig, policy: PruningPolicy, options: Optional[Tria
     return result
 
 
-def dense_numbers(dense: DenseResult, settings: LatencySettings, cache: Optional[LatencyCache]) -> Dict[str, Any]:
-    """The dense model's numbers every trial records beside its own (its size, MACs and, when measured, latency)."""
+def dense_numbers(dense: DenseResult, seq_len: int, latency_ms: Optional[float] = None) -> Dict[str, Any]:
+    """The dense model's numbers every trial records beside its own (its size, MACs at ``seq_len`` and, when measured, latency)."""
     info: Dict[str, Any] = {
         "val_accuracy": dense.metrics["val_accuracy"],
         "test_accuracy": dense.metrics["test_accuracy"],
         "params": dense.metrics["params"],
         "size_bytes": dense_size_bytes(dense.metrics["params"]),
         "hidden_sizes": dense.arch.hidden_sizes,
-        "macs": macs_per_sequence(RNNClassifier(dense.arch), settings["seq_len"]),
+        "macs": macs_per_sequence(RNNClassifier(dense.arch), seq_len),
     }
-    if cache is not None:
-        info["latency_ms"] = cache.get(dense.arch, settings)
+    if latency_ms is not None:
+        info["latency_ms"] = latency_ms
     return info
 
 
-class _Stopped(Exception):
-    """A fine-tune stopped early as hopeless, with what it had done so far."""
+def budget_excess(budgets: Any, latency_ms: Optional[float] = None, size_bytes: Optional[float] = None) -> Dict[str, float]:
+    """How far a trial is over each budget set: ``latency_ms`` / ``size_bytes`` → value minus budget.
 
-    def __init__(self, reason: TrialStoppedEarly, module: RNNModule, pruner: PruningCallback) -> None:
-        super().__init__(str(reason))
-        self.reason, self.module, self.pruner = reason, module, pruner
+    The one rule of "over the budget": a value above 0 is over (the trial is infeasible), 0 or below
+    is within; Optuna's constraints take these values as they are. ``budgets`` carries
+    ``max_latency_ms`` and ``max_size_bytes`` (:class:`TrialOptions`, or a study's
+    ``search.constraints``); a budget that is None is left out, a value not measured counts as 0.
+    """
+    out: Dict[str, float] = {}
+    if budgets.max_latency_ms is not None:
+        out["latency_ms"] = float(latency_ms or 0.0) - budgets.max_latency_ms
+    if budgets.max_size_bytes is not None:
+        out["size_bytes"] = float(size_bytes or 0) - budgets.max_size_bytes
+    return out
 
 
 def finetune_recipe(policy: PruningPolicy) -> Recipe:
@@ -180,30 +187,25 @@ def finetune_recipe(policy: PruningPolicy) -> Recipe:
 
 
 def _prune_while_finetuning(
-    config: StudyConfig, policy: PruningPolicy, options: TrialOptions, dense: DenseResult, dm: Any, teacher: Optional[torch.nn.Module]
-) -> Tuple[RNNClassifier, RNNModule, PruningCallback]:
-    """Fine-tune the dense model while the callback prunes it to the policy's targets.
+    config: StudyConfig, policy: PruningPolicy, options: TrialOptions, dense: DenseResult, dm: Any, teacher: Optional[torch.nn.Module], pruner: PruningCallback
+) -> Tuple[RNNClassifier, RNNModule]:
+    """Fine-tune the dense model while ``pruner`` prunes it to the policy's targets.
 
     Raises:
-        _Stopped: the hopeless check stopped it (fine-tune recovery only).
+        TrialStoppedEarly: the hopeless check stopped it (fine-tune recovery only).
         PruningError: the schedule did not finish, or the weights are not finite.
     """
     model, _ = load_dense_model(dense.checkpoint)
     model.train()
     recipe = finetune_recipe(policy)
-    module = make_module(model, recipe, config.seed, teacher, policy.distillation)
-    pruner = PruningCallback(policy, seed=config.seed)
     callbacks: List[pl.Callback] = [pruner, BestValidation(ready=pruner.reached_target)]
     if options.early_stop_after and policy.recovery == "finetune":  # rewind / scratch retrain anyway: no early verdict
         callbacks.append(HopelessStop(options.early_stop_after, dense.metrics["val_accuracy"] - options.early_stop_max_drop))
-    try:
-        fit(module, dm, recipe, callbacks, progress=options.progress)
-    except TrialStoppedEarly as stop:
-        raise _Stopped(stop, module, pruner) from None
+    module = fit(model, dm, recipe, config.seed, callbacks, teacher, policy.distillation, progress=options.progress)
     if not pruner.reached_target():
         raise PruningError(f"the schedule did not reach its target sparsity within {recipe.epochs} fine-tune epochs")
     check_finite(model, "fine-tuning produced non-finite weights; lower finetune.lr or grad_clip.value")
-    return model, module, pruner
+    return model, module
 
 
 def _measure_and_evaluate(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from autoprune.models.fitting import make_trainer
-from autoprune.models.module import RNNModule, random_windows
+from autoprune.models.fitting import RNNModule, random_windows
 from autoprune.models.rnn import ArchSpec, RNNClassifier, evaluate
 from autoprune.tasks import build_task
 
@@ -82,7 +82,7 @@ def test_distillation_pulls_the_student_towards_the_teacher():
     import torch.nn.functional as F
 
     from autoprune.models.arch import ArchSpec
-    from autoprune.models.module import RNNModule
+    from autoprune.models.fitting import RNNModule
     from autoprune.models.rnn import RNNClassifier
 
     torch.manual_seed(0)

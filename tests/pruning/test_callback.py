@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from autoprune.errors import PruningError
 from autoprune.models.fitting import make_trainer
-from autoprune.models.module import RNNModule
+from autoprune.models.fitting import RNNModule
 from autoprune.models.rnn import ArchSpec, RNNClassifier
 from autoprune.pruning.callback import PruningCallback, mask_buffers, sparsity_report
 from autoprune.pruning.groups import ModelGroups, check_targets

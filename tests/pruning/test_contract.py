@@ -10,7 +10,7 @@ import torch
 
 from autoprune.errors import ConfigError
 from autoprune.models.fitting import make_trainer
-from autoprune.models.module import RNNModule
+from autoprune.models.fitting import RNNModule
 from autoprune.models.rnn import ArchSpec, RNNClassifier
 from autoprune.pruning.callback import PruningCallback, mask_buffers
 from autoprune.pruning.compact import compact
