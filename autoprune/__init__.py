@@ -5,15 +5,7 @@ Light at import time: the heavy pieces (Lightning, Optuna, MLflow) load when use
 
 from importlib.metadata import PackageNotFoundError, version
 
-from autoprune.errors import (
-    AutopruneError,
-    ConfigError,
-    ConstraintError,
-    ExportError,
-    PruningError,
-    TaskError,
-    TrialError,
-)
+from autoprune.errors import AutopruneError, ConfigError, ConstraintError, ExportError, PruningError, TaskError, TrialError
 
 try:
     __version__ = version("autoprune")

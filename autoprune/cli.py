@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional
 import click
 
 from autoprune.errors import AutopruneError
+from autoprune.search.interrupts import SearchStopped, SignalScope, as_interrupt, exit_code, signal_name
 
 __all__ = ["main", "cli"]
 
@@ -29,6 +30,9 @@ class _Ctx:
 
 
 def _handle_errors(fn: Callable) -> Callable:
+    """One line and exit 2 for a refused input or setting; an interrupt exits 128 + its signal
+    (:func:`autoprune.search.interrupts.exit_code`); anything else is a bug and keeps its traceback."""
+
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         ctx = click.get_current_context().find_object(_Ctx)
@@ -39,16 +43,13 @@ def _handle_errors(fn: Callable) -> Callable:
                 raise
             click.echo(f"error: {err}", err=True)
             sys.exit(2)
-        except KeyboardInterrupt as err:
-            click.echo(f"interrupted{f' by {err.signal_name}' if hasattr(err, 'signal_name') else ''}", err=True)
-            sys.exit(getattr(err, "exit_code", 130))
         except BaseException as err:
-            from autoprune.search.faults import SearchInterrupted
-
-            if not isinstance(err, SearchInterrupted):
+            found = as_interrupt(err)
+            if found is None and not isinstance(err, KeyboardInterrupt):
                 raise
-            click.echo(f"interrupted by {err.signal_name} (nothing was being recorded yet; run the same command again)", err=True)
-            sys.exit(err.exit_code)
+            name = found.signal_name if found is not None else signal_name(getattr(err, "signum", 2))
+            click.echo(f"interrupted by {name}", err=True)
+            sys.exit(exit_code(err))
 
     return wrapper
 
@@ -120,7 +121,7 @@ def tasks() -> None:
 def train(obj: _Ctx, config: str, study: Optional[str], force: bool, as_json: bool) -> None:
     """Train (or reuse) the study's dense model and report its accuracy."""
     from autoprune.config import load_config
-    from autoprune.dense import ensure_dense
+    from autoprune.reference.dense import ensure_dense
 
     cfg = load_config(config, overrides={"study": study})
     result = ensure_dense(cfg, obj.runs_dir, progress=not (obj.quiet or as_json), force=force)
@@ -148,13 +149,14 @@ def train(obj: _Ctx, config: str, study: Optional[str], force: bool, as_json: bo
 def prune(obj: _Ctx, config: str, policy_path: str, study: Optional[str], as_json: bool) -> None:
     """Apply one pruning policy to the study's dense model (a single trial, no search)."""
     from autoprune.config import load_config
-    from autoprune.dense import study_dir
+    from autoprune.layout import study_paths
     from autoprune.pruning.policy import load_policy
-    from autoprune.search.trial import TrialOptions, run_trial
+    from autoprune.trial.result import TrialOptions
+    from autoprune.trial.run import run_trial
 
     cfg = load_config(config, overrides={"study": study})
     policy = load_policy(policy_path)
-    out_dir = study_dir(obj.runs_dir, cfg.study) / "prune" / policy.key()
+    out_dir = study_paths(obj.runs_dir, cfg.study).prune(policy.key())
     result = run_trial(cfg, policy, TrialOptions(runs_dir=obj.runs_dir, trial_dir=str(out_dir), progress=not (obj.quiet or as_json)))
     d = result.dense
     out = {
@@ -260,19 +262,20 @@ def search(obj: _Ctx, config: str, study: Optional[str], trials: Optional[int], 
     bar = SearchProgress(cfg.search.trials, cfg.study, quiet=obj.quiet or as_json)
     try:
         summary = run_search(cfg, obj.runs_dir, tracking_uri=tracking_uri, storage=storage, progress=bar)
-    except Exception:
+    except SearchStopped as err:  # interrupted after the study was recorded: what is kept, how to resume
         bar.close()
-        raise
-    except KeyboardInterrupt as err:
-        bar.close()
-        how = f" by {err.signal_name}" if hasattr(err, "signal_name") else ""
-        marked = getattr(err, "marked", None)
-        trials = "the running trial is marked failed" if marked is None else f"{marked} running trial(s) marked failed"
         click.echo(
-            f"interrupted{how}: {trials}, the MLflow search run ended KILLED; run the same command again to resume the study '{cfg.study}'",
+            f"interrupted by {err.signal_name}: {err.marked} running trial(s) marked failed, the MLflow search run ended KILLED; "
+            f"run the same command again to resume the study '{cfg.study}'",
             err=True,
         )
-        sys.exit(getattr(err, "exit_code", 130))
+        sys.exit(err.exit_code)
+    except BaseException as err:
+        bar.close()
+        if as_interrupt(err) is not None:  # before anything was recorded (the dense model was training, ...)
+            click.echo(f"interrupted by {as_interrupt(err).signal_name} (nothing was being recorded yet; run the same command again)", err=True)
+            sys.exit(exit_code(err))
+        raise
     bar.close()
     if as_json:
         _emit(summary.to_json())
@@ -298,8 +301,8 @@ def search(obj: _Ctx, config: str, study: Optional[str], trials: Optional[int], 
 @_handle_errors
 def pareto(obj: _Ctx, study: str, show_all: bool, as_json: bool) -> None:
     """Show a study's Pareto front (or every trial with --all)."""
-    from autoprune.search.study import open_study
     from autoprune.search.pareto import front_rows, trial_row
+    from autoprune.search.study import open_study
 
     st, meta = open_study(study, obj.runs_dir)
     rows = [trial_row(t) for t in st.get_trials(deepcopy=False)] if show_all else front_rows(st)
@@ -327,8 +330,8 @@ def ui(obj: _Ctx, study: Optional[str], port: int, tracking_uri: Optional[str], 
     """Start the MLflow UI on 127.0.0.1 against the study's store and print its URL."""
     import os
 
-    from autoprune.tracking import default_tracking_uri
-    from autoprune.uiserver import check_port, serve
+    from autoprune.tracking.server import check_port, serve
+    from autoprune.tracking.tracker import default_tracking_uri
 
     uri = tracking_uri or default_tracking_uri(obj.runs_dir)
     if study is not None:
@@ -337,14 +340,14 @@ def ui(obj: _Ctx, study: Optional[str], port: int, tracking_uri: Optional[str], 
         _, meta = open_study(study, obj.runs_dir)
         uri = tracking_uri or meta.get("tracking_uri", uri)
     if uri.startswith(("http://", "https://")):
-        from autoprune.mlflow_ui import study_link
+        from autoprune.tracking.ui import study_link
 
         click.echo(f"the tracking store is a server already: open {study_link(study, uri, uri) if study else uri}")
         return
     check_port(port)  # before anything starts: in range and free
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    from autoprune.mlflow_ui import open_when_ready, study_links
+    from autoprune.tracking.ui import open_when_ready, study_links
 
     base = f"http://127.0.0.1:{port}"
     links = study_links(study, uri, base) if study else {"front": base}  # the front in MLflow's model-training runs table
@@ -353,7 +356,8 @@ def ui(obj: _Ctx, study: Optional[str], port: int, tracking_uri: Optional[str], 
         click.echo(f"front plot: {links['plot']}")
     if open_browser:
         open_when_ready(links["front"], base)
-    code = serve(cmd, env)  # stops the server's whole process group on SIGINT/SIGTERM
+    with SignalScope():  # SIGINT/SIGTERM end the wait; serve stops the server's whole process group first
+        code = serve(cmd, env)
     if code not in (0, 130, 143):
         click.echo(f"error: the MLflow server exited with code {code} (its message is above)", err=True)
     sys.exit(code)
@@ -366,16 +370,18 @@ def ui(obj: _Ctx, study: Optional[str], port: int, tracking_uri: Optional[str], 
 @_handle_errors
 def dashboard(obj: _Ctx, study: str, port: int) -> None:
     """Optuna Dashboard on the study's storage, on 127.0.0.1 (trials, objectives, Pareto front)."""
-    from autoprune.dashboard import serve_dashboard
+    from autoprune.search.study import open_study
+    from autoprune.tracking.dashboard import serve_dashboard
 
+    st, _ = open_study(study, obj.runs_dir)
     try:
-        serve_dashboard(study, obj.runs_dir, port, announce=click.echo)
+        serve_dashboard(st, port, announce=click.echo)
     except KeyboardInterrupt:
         pass
 
 
 def _export_formats() -> dict:
-    from autoprune.export_formats import FORMATS  # the registry; imports no torch
+    from autoprune.export.formats import FORMATS  # the registry; imports no torch
 
     return FORMATS
 

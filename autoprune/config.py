@@ -7,19 +7,25 @@ Every error names the file, the key path, the bad value and what is allowed.
 
 from __future__ import annotations
 
-import hashlib
 import json
+import re
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from autoprune.errors import ConfigError
+from autoprune.pruning.methods import METHODS
+from autoprune.pruning.policy import GradClipConfig, Recovery, one_of
+from autoprune.pruning.schedules import SCHEDULES
+from autoprune.runtime.kernels import Quantize, check_int8_kernel
+from autoprune.search.runners import RUNNERS
+from autoprune.search.samplers import SAMPLERS
+from autoprune.yamlio import load_yaml_file
 
 __all__ = [
     "TaskConfig",
     "ModelConfig",
-    "GradClipConfig",
     "TrainConfig",
     "MeasureConfig",
     "StudyConfig",
@@ -27,7 +33,6 @@ __all__ = [
     "load_config",
     "config_from_dict",
     "format_validation_error",
-    "stable_hash",
 ]
 
 
@@ -51,7 +56,8 @@ class ModelConfig(_Strict):
     user's trained model: ``from: package.module:function`` (returns a trained
     ``torch.nn.Module``) or ``checkpoint: FILE`` with ``build: package.module:function``
     (builds the untrained module the state dict or Lightning checkpoint belongs to);
-    see :mod:`autoprune.user_model`.
+    either function may also be named by its file, ``path/to/file.py:function``, as a
+    task's data function can; see :mod:`autoprune.reference.user_model`.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, populate_by_name=True)
@@ -62,9 +68,9 @@ class ModelConfig(_Strict):
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     pooling: Literal["last", "attention"] = "last"
     attention_dim: int = Field(32, ge=1, le=4096)
-    from_: Optional[str] = Field(None, alias="from", description="package.module:function returning your trained nn.Module")
+    from_: Optional[str] = Field(None, alias="from", description="package.module:function (or path/to/file.py:function) returning your trained nn.Module")
     checkpoint: Optional[str] = Field(None, description="state dict or Lightning checkpoint of your trained module (with build)")
-    build: Optional[str] = Field(None, description="package.module:function building the module a checkpoint belongs to")
+    build: Optional[str] = Field(None, description="package.module:function (or path/to/file.py:function) building the module a checkpoint belongs to")
 
     @field_validator("hidden_sizes")
     @classmethod
@@ -78,7 +84,7 @@ class ModelConfig(_Strict):
     @classmethod
     def _function_spec(cls, v: Optional[str]) -> Optional[str]:
         if v is not None and (v.count(":") != 1 or not all(v.split(":"))):
-            raise ValueError("must look like package.module:function")
+            raise ValueError("must look like package.module:function or path/to/file.py:function")
         return v
 
     @model_validator(mode="after")
@@ -100,13 +106,6 @@ class ModelConfig(_Strict):
     def user_model(self) -> bool:
         """True when the dense model is the user's trained module (no dense training)."""
         return bool(self.from_ or self.checkpoint)
-
-
-class GradClipConfig(_Strict):
-    """Gradient clipping: threshold and algorithm (Lightning's ``gradient_clip_*``)."""
-
-    value: Optional[float] = Field(1.0, gt=0.0)
-    algorithm: Literal["norm", "value"] = "norm"
 
 
 class TrainConfig(_Strict):
@@ -139,69 +138,61 @@ class MeasureConfig(_Strict):
 Range = tuple[float, float]
 
 
-def _check_range(v: Optional[Range], name: str, lo: float, hi: float, hi_open: bool = False) -> Optional[Range]:
-    if v is None:
+def _in_range(lo: float, hi: float, hi_open: bool = False, log_scale: str = "") -> AfterValidator:
+    """The validator of a searched ``[low, high]`` range: ordered and inside ``[lo, hi]`` (``[lo, hi)`` with ``hi_open``).
+
+    ``log_scale`` names the values of a range searched on a log scale (``learning rates``): its low end must be > 0 too.
+    """
+
+    def check(v: Range) -> Range:
+        a, b = v
+        if log_scale and a <= 0:
+            raise ValueError(f"{log_scale} must be > 0 (log scale), got [{a}, {b}]")
+        if not a <= b:
+            raise ValueError(f"empty or inverted range [{a}, {b}]: need low <= high")
+        if a < lo or (b >= hi if hi_open else b > hi):
+            raise ValueError(f"range [{a}, {b}] must lie in [{lo}, {hi}{')' if hi_open else ']'}")
         return v
-    a, b = v
-    if not a <= b:
-        raise ValueError(f"empty or inverted range [{a}, {b}]: need low <= high")
-    if a < lo or (b >= hi if hi_open else b > hi):
-        raise ValueError(f"range [{a}, {b}] must lie in [{lo}, {hi}{')' if hi_open else ']'}")
-    return v
+
+    return AfterValidator(check)
+
+
+#: a range of fractions in [0, 1): sparsities, unit fractions, distillation weights
+Fractions = Annotated[Range, _in_range(0.0, 1.0, hi_open=True)]
 
 
 class SparsitySpace(_Strict):
     """Which groups get their own sparsity, and the ranges searched."""
 
     groups: Literal["global", "per_layer", "per_matrix", "per_gate"] = "per_matrix"
-    range: Range = (0.5, 0.98)
-    ih: Optional[Range] = None
-    hh: Optional[Range] = None
-    head: Optional[Range] = Field(None, description="search the head's sparsity too (unpruned when absent)")
-    units: Range = Field((0.1, 0.75), description="fraction of hidden units removed per layer (hidden_unit)")
-
-    @field_validator("range", "ih", "hh", "head", "units")
-    @classmethod
-    def _ranges(cls, v: Optional[Range]) -> Optional[Range]:
-        return _check_range(v, "sparsity", 0.0, 1.0, hi_open=True)
+    range: Fractions = (0.5, 0.98)
+    ih: Optional[Fractions] = None
+    hh: Optional[Fractions] = None
+    head: Optional[Fractions] = Field(None, description="search the head's sparsity too (unpruned when absent)")
+    units: Fractions = Field((0.1, 0.75), description="fraction of hidden units removed per layer (hidden_unit)")
 
 
 class ScheduleSpace(_Strict):
-    kinds: list[str] = Field(default_factory=lambda: ["agp"], min_length=1)
+    kinds: Annotated[list[str], one_of("schedule", SCHEDULES)] = Field(default_factory=lambda: ["agp"], min_length=1)
     start_epoch: int = Field(0, ge=0)
     end_before_last: int = Field(2, ge=0, description="the schedule ends this many epochs before the last fine-tune epoch")
     frequency: int = Field(1, ge=1)
     tolerance: Range = (0.02, 0.2)
 
-    @field_validator("kinds")
-    @classmethod
-    def _kinds(cls, v: list[str]) -> list[str]:
-        from autoprune.pruning.schedules import SCHEDULES
-
-        for k in v:
-            if k not in SCHEDULES:
-                raise ValueError(f"unknown schedule {k!r}; valid: {', '.join(SCHEDULES)}")
-        return v
-
 
 class GradClipSpace(_Strict):
-    range: Range = Field((0.25, 5.0), description="gradient-clipping threshold, searched on a log scale")
+    range: Annotated[Range, _in_range(1e-12, 1e12, log_scale="clipping thresholds")] = Field(
+        (0.25, 5.0), description="gradient-clipping threshold, searched on a log scale"
+    )
     algorithms: list[Literal["norm", "value"]] = Field(default_factory=lambda: ["norm"], min_length=1)
-
-    @field_validator("range")
-    @classmethod
-    def _positive(cls, v: Range) -> Range:
-        if v[0] <= 0:
-            raise ValueError(f"clipping thresholds must be > 0 (log scale), got [{v[0]}, {v[1]}]")
-        return _check_range(v, "grad_clip", 1e-12, 1e12)
 
 
 class FinetuneSpace(_Strict):
     epochs: tuple[int, int] = (6, 10)
-    lr: Range = (3e-4, 3e-3)
+    lr: Annotated[Range, _in_range(1e-12, 10.0, log_scale="learning rates")] = (3e-4, 3e-3)
     min_epoch_steps: Optional[int] = Field(
         None, ge=1, le=100000,
-        description="a fine-tune epoch is at least this many optimizer steps, so epoch budgets do not shrink with the data set (autoprune.budget)",
+        description="a fine-tune epoch is at least this many optimizer steps, so epoch budgets do not shrink with the data set (autoprune.tasks.budget)",
     )
 
     @field_validator("epochs")
@@ -210,13 +201,6 @@ class FinetuneSpace(_Strict):
         if not 1 <= v[0] <= v[1]:
             raise ValueError(f"need 1 <= low <= high, got [{v[0]}, {v[1]}]")
         return v
-
-    @field_validator("lr")
-    @classmethod
-    def _lr(cls, v: Range) -> Range:
-        if v[0] <= 0:
-            raise ValueError(f"learning rates must be > 0 (log scale), got [{v[0]}, {v[1]}]")
-        return _check_range(v, "lr", 1e-12, 10.0)
 
 
 class ConstraintsConfig(_Strict):
@@ -252,8 +236,6 @@ class RayConfig(_Strict):
     @field_validator("address")
     @classmethod
     def _address(cls, v: Optional[str]) -> Optional[str]:
-        import re
-
         if v is not None and v.startswith("ray://"):
             raise ValueError(f"Ray Client addresses are not supported ({v!r}): run the search on a node of the cluster with auto or the head's HOST:PORT")
         if v is not None and v != "auto" and not re.fullmatch(r"[A-Za-z0-9_.\-\[\]:]+:[0-9]{1,5}", v):
@@ -265,15 +247,17 @@ class SearchConfig(_Strict):
     """The pruning search space, objectives, constraints and sampler."""
 
     sparsity: SparsitySpace = Field(default_factory=SparsitySpace)
-    methods: list[str] = Field(default_factory=lambda: ["magnitude", "taylor"], min_length=1)
+    methods: Annotated[list[str], one_of("pruning method", METHODS)] = Field(default_factory=lambda: ["magnitude", "taylor"], min_length=1)
     granularities: list[Literal["unstructured", "hidden_unit"]] = Field(default_factory=lambda: ["unstructured", "hidden_unit"], min_length=1)
     schedule: ScheduleSpace = Field(default_factory=ScheduleSpace)
     grad_clip: GradClipSpace = Field(default_factory=GradClipSpace)
     finetune: FinetuneSpace = Field(default_factory=FinetuneSpace)
-    regularization: Range = Field((1e-6, 1e-3), description="l1 / group_lasso strength (log scale)")
+    regularization: Annotated[Range, _in_range(1e-12, 1e6, log_scale="regularization strengths")] = Field(
+        (1e-6, 1e-3), description="l1 / group_lasso strength (log scale)"
+    )
     max_seq_len: Optional[list[Optional[int]]] = Field(None, description="choices of training window length (null: whole sequences)")
-    distillation: Optional[Range] = Field(None, description="range of the weight of distillation from the dense model (null: none)")
-    recovery: list[Literal["finetune", "rewind", "scratch"]] = Field(
+    distillation: Optional[Fractions] = Field(None, description="range of the weight of distillation from the dense model (null: none)")
+    recovery: list[Recovery] = Field(
         default_factory=lambda: ["finetune"],
         min_length=1,
         description="recoveries after pruning to choose from: finetune | rewind (dense schedule from the pruned weights) | scratch (found architecture, fresh init)",
@@ -283,7 +267,7 @@ class SearchConfig(_Strict):
         ge=1,
         description="epochs of the rewind / scratch retraining, its learning-rate schedule compressed to them (null: the dense recipe's train.epochs)",
     )
-    quantize: list[Literal["none", "int8"]] = Field(
+    quantize: list[Quantize] = Field(
         default_factory=lambda: ["none"], min_length=1, description="precisions searched after pruning: [none], [int8] or [none, int8]"
     )
     objectives: list[Literal["val_accuracy", "size_bytes", "latency_ms"]] = Field(default_factory=lambda: ["val_accuracy", "size_bytes"])
@@ -293,12 +277,12 @@ class SearchConfig(_Strict):
     warm_start: bool = Field(
         True, description="begin a new study with uniform hand-style policies (a few global sparsities and unit fractions)"
     )
-    sampler: Literal["nsga2", "tpe", "random"] = "nsga2"
+    sampler: str = Field("nsga2", description="Optuna sampler: a name in autoprune.search.samplers.SAMPLERS")
     population_size: int = Field(10, ge=2, description="NSGA-II generation size")
     trials: int = Field(30, ge=1)
     timeout: Optional[float] = Field(None, gt=0, description="seconds")
     workers: int = Field(1, ge=1, le=64)
-    backend: str = Field("local", description="runner of the trials: local (this machine: in-process or worker processes) | ray (Ray Tune)")
+    backend: Annotated[str, one_of("search backend", RUNNERS)] = Field("local", description="runner of the trials: local (this machine: in-process or worker processes) | ray (Ray Tune)")
     ray: RayConfig = Field(default_factory=RayConfig)
     seed: int = Field(0, ge=0)
     max_consecutive_failures: int = Field(
@@ -316,36 +300,12 @@ class SearchConfig(_Strict):
                     raise ValueError(f"every training window length must be null (whole sequences) or an integer in [1, 1000000], got {n}")
         return v
 
-    @field_validator("backend")
+    @field_validator("sampler")
     @classmethod
-    def _backend(cls, v: str) -> str:
-        from autoprune.search.runners import runner_names  # lists the runner modules, imports none
-
-        if v not in runner_names():
-            raise ValueError(f"unknown search backend {v!r}; valid: {', '.join(runner_names())}")
+    def _sampler(cls, v: str) -> str:
+        if v not in SAMPLERS:
+            raise ValueError(f"must be one of {', '.join(repr(name) for name in SAMPLERS)}")
         return v
-
-    @field_validator("methods")
-    @classmethod
-    def _methods(cls, v: list[str]) -> list[str]:
-        from autoprune.pruning.methods import METHODS
-
-        for m in v:
-            if m not in METHODS:
-                raise ValueError(f"unknown pruning method {m!r}; valid: {', '.join(METHODS)}")
-        return v
-
-    @field_validator("distillation")
-    @classmethod
-    def _distill(cls, v: Optional[Range]) -> Optional[Range]:
-        return _check_range(v, "distillation", 0.0, 1.0, hi_open=True)
-
-    @field_validator("regularization")
-    @classmethod
-    def _reg(cls, v: Range) -> Range:
-        if v[0] <= 0:
-            raise ValueError(f"regularization strengths must be > 0 (log scale), got [{v[0]}, {v[1]}]")
-        return _check_range(v, "regularization", 1e-12, 1e6)
 
     @model_validator(mode="after")
     def _consistent(self) -> "SearchConfig":
@@ -353,8 +313,6 @@ class SearchConfig(_Strict):
             raise ValueError(
                 f"objectives must start with [val_accuracy, size_bytes], optionally followed by latency_ms; got {self.objectives}"
             )
-        from autoprune.pruning.methods import METHODS
-
         if not any(g in METHODS[m].granularities for m in self.methods for g in self.granularities):
             raise ValueError(f"no method in {self.methods} supports any granularity in {self.granularities}")
         if self.backend != "local" and self.workers > 1:
@@ -381,8 +339,6 @@ class StudyConfig(_Strict):
     def _int8_kernel(cls, v: SearchConfig, info: ValidationInfo) -> SearchConfig:
         model, measure = info.data.get("model"), info.data.get("measure")
         if "int8" in v.quantize and model is not None and measure is not None:
-            from autoprune.quantize import check_int8_kernel
-
             try:
                 check_int8_kernel(measure.runtime, model.cell, "quantize")
             except ConfigError as err:
@@ -401,12 +357,6 @@ class StudyConfig(_Strict):
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude={"source"}, by_alias=True)  # by alias: model.from, as written
-
-
-def stable_hash(obj: Any, length: int = 12) -> str:
-    """A short content hash of a JSON-serialisable object (key order does not matter)."""
-    blob = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:length]
 
 
 def format_validation_error(err: ValidationError, source: str) -> str:
@@ -476,13 +426,6 @@ def config_from_dict(data: Any, source: str = "<config>", overrides: Optional[di
         raise ConfigError(format_validation_error(err, source)) from None
 
 
-def read_yaml(path: str | Path) -> Any:
-    """Read a YAML file; malformed YAML, duplicate keys (line) and non-UTF-8 bytes (byte position) raise ConfigError."""
-    from autoprune.yamlio import load_yaml_file
-
-    return load_yaml_file(path)
-
-
 def load_config(path: str | Path, overrides: Optional[dict[str, Any]] = None) -> StudyConfig:
     """Load and validate a study YAML file.
 
@@ -496,4 +439,4 @@ def load_config(path: str | Path, overrides: Optional[dict[str, Any]] = None) ->
     Raises:
         ConfigError: malformed YAML (file and line) or an invalid value (file and key path).
     """
-    return config_from_dict(read_yaml(path), source=str(path), overrides=overrides)
+    return config_from_dict(load_yaml_file(path), source=str(path), overrides=overrides)

@@ -47,4 +47,11 @@ class ExportError(AutopruneError):
 
 
 class TrialStoppedEarly(AutopruneError):
-    """A trial was stopped early: after some fine-tune epochs it was hopelessly below dense."""
+    """A trial was stopped early: after some fine-tune epochs it was hopelessly below dense.
+
+    ``history`` holds the fine-tune's epochs so far (validation accuracy and loss per epoch).
+    """
+
+    def __init__(self, message: str, history: list | None = None) -> None:
+        super().__init__(message)
+        self.history = list(history or [])

@@ -1,4 +1,5 @@
-"""Reading YAML the strict way: UTF-8 only, no duplicate keys, one-line errors.
+"""Plain documents: reading YAML the strict way (UTF-8 only, no duplicate keys, one-line
+errors) and the content hash of a JSON-serialisable document (``stable_hash``).
 
 PyYAML's ``safe_load`` silently keeps the last of two equal keys (``study: x`` then
 ``study: y``) and a file in another encoding fails with a long ``UnicodeDecodeError``
@@ -7,6 +8,8 @@ traceback. ``load_yaml_file`` refuses both with the file, line or byte position.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +17,13 @@ import yaml
 
 from autoprune.errors import ConfigError
 
-__all__ = ["load_yaml_file", "load_yaml_text"]
+__all__ = ["load_yaml_file", "load_yaml_text", "stable_hash"]
+
+
+def stable_hash(obj: Any, length: int = 12) -> str:
+    """A short content hash of a JSON-serialisable object (key order does not matter)."""
+    blob = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -277,12 +277,13 @@ def shared_dense(config: Any, cache_root: Path, runs_dir: Path, studies: Sequenc
     depend on the study name, so a copied folder is a cache hit: every contender starts
     from the very same checkpoint.
     """
-    from autoprune.dense import ensure_dense, study_dir
+    from autoprune.reference.dense import ensure_dense
+    from autoprune.layout import study_paths
 
     dense = ensure_dense(config, cache_root)
-    src = study_dir(cache_root, config.study) / "dense"
+    src = study_paths(cache_root, config.study).dense
     for study in studies:
-        dst = study_dir(runs_dir, study) / "dense"
+        dst = study_paths(runs_dir, study).dense
         if not (dst / dense.key / "checkpoint.pt").is_file():
             shutil.copytree(src, dst, dirs_exist_ok=True)
     return dense

@@ -130,7 +130,8 @@ def run(ctx: Context) -> None:
     import numpy as np
     import torch
 
-    from autoprune.pruning.measure import macs_per_sequence, size_bytes, to_onnx_bytes
+    from autoprune.runtime.measure import macs_per_sequence, size_bytes
+    from autoprune.runtime.convert import to_onnx_bytes
 
     ctx.runs(NAME)
     repeats, calls, warmup = (9, 40, 40) if ctx.quick else (21, 100, 100)
@@ -210,7 +211,7 @@ def run(ctx: Context) -> None:
         ctx,
         [
             f"2-layer unidirectional LSTM, {HIDDEN} units, {INPUT} input channels, {CLASSES} classes, last pooling; batch {BATCH}, {SEQ_LEN} steps, one thread "
-            "(torch: `torch.set_num_threads(1)`; ONNX Runtime: intra- and inter-op threads 1, CPU provider, exported by `autoprune.pruning.measure.to_onnx_bytes`). "
+            "(torch: `torch.set_num_threads(1)`; ONNX Runtime: intra- and inter-op threads 1, CPU provider, exported by `autoprune.runtime.convert.to_onnx_bytes`). "
             "Units removed at random with `ModelGroups.apply_unit_mask`, then `compact`. "
             f"Each cell is the median over {repeats} interleaved rounds of the median of {calls} timed calls. "
             "Speedups are against dense in the same runtime; `% of bound` = speedup / (dense MACs / compact MACs). "

@@ -2,7 +2,7 @@
 
 2-layer unidirectional LSTM-256 and GRU-256 (12 input channels, 9 classes, last pooling),
 dense and with 50 % of the units of every layer removed (compacted to 128), batch 1,
-40 steps, one thread. int8 is what ``quantize: int8`` runs (:mod:`autoprune.quantize`):
+40 steps, one thread. int8 is what ``quantize: int8`` runs (:mod:`autoprune.runtime.quantize`):
 torch ``quantize_dynamic`` (int8 LSTM/GRU/Linear kernels) and ONNX Runtime's
 ``quantize_dynamic`` on the exported graph (``DynamicQuantizeLSTM`` + ``MatMulInteger``;
 ONNX Runtime has no int8 GRU kernel, so its GRU stays float32 and only the head is int8:
@@ -37,8 +37,11 @@ def run(ctx: Context) -> None:
     one_thread()
     import torch
 
-    from autoprune.pruning.measure import size_bytes, to_onnx_bytes
-    from autoprune.quantize import INT8_CELLS, int8_size_bytes, onnx_int8_bytes, ort_session, torch_int8
+    from autoprune.runtime.measure import size_bytes
+    from autoprune.runtime.convert import to_onnx_bytes
+    from autoprune.runtime.kernels import INT8_CELLS
+    from autoprune.runtime.quantize import int8_size_bytes
+    from autoprune.runtime.convert import onnx_int8_bytes, ort_session, torch_int8
 
     ctx.runs(NAME)
     repeats, calls, warmup = (5, 40, 40) if ctx.quick else (15, 100, 100)
@@ -89,7 +92,7 @@ def run(ctx: Context) -> None:
         [
             f"2-layer unidirectional LSTM / GRU of {HIDDEN} units ({INPUT} input channels, {CLASSES} classes, last pooling), dense and with 50 % of "
             f"every layer's units removed ({HIDDEN // 2} left); random weights (latency and size do not depend on their values); batch {BATCH}, "
-            f"{SEQ_LEN} steps, one thread. int8 = `autoprune.quantize`: torch `quantize_dynamic` (per-tensor int8 weights) and ONNX Runtime "
+            f"{SEQ_LEN} steps, one thread. int8 = `autoprune.runtime.quantize`: torch `quantize_dynamic` (per-tensor int8 weights) and ONNX Runtime "
             "`quantize_dynamic` (per-channel int8 weights, `DynamicQuantizeLSTM` + `MatMulInteger`) on the graph `autoprune export` writes. "
             f"Each cell: median over {repeats} interleaved rounds of the median of {calls} timed calls. "
             "`max |Δ|`: largest difference between int8 and float32 logits on the timed input.",

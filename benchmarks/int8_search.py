@@ -4,7 +4,7 @@ The JapaneseVowels study (``search_spaces/japanese_vowels_lstm.yaml``) searched 
 seed with the same dense model, sampler seed, trial budget and fine-tune epochs:
 ``search.quantize: [none]`` (float32 only, as before) and ``[none, int8]`` (the precision
 a searched choice). ``measure.runtime: onnxruntime`` for both (the int8 route that lasts;
-see :mod:`autoprune.quantize`). Sizes are against dense float32 bytes; an int8 point's
+see :mod:`autoprune.runtime.quantize`). Sizes are against dense float32 bytes; an int8 point's
 size counts int8 values, scales and zero points, its accuracy is the int8 model's in
 ONNX Runtime. Reported: the best test accuracy (chosen by validation) at <= 2.5 %, 2 %
 and 1 % of dense float32 size, mean of the seeds.

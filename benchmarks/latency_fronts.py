@@ -2,7 +2,7 @@
 
 Reads the ``sq_jv_autoprune`` study that ``search_quality`` writes (runs it first when it
 is missing), rebuilds each front model from its trial weights
-(``autoprune.search.trial.load_trial_model``) and times it beside the dense model in torch
+(``autoprune.trial.result.load_trial_model``) and times it beside the dense model in torch
 and ONNX Runtime, batch 1, the task's longest sequence, one thread, interleaved.
 """
 
@@ -20,12 +20,13 @@ def run(ctx: Context) -> None:
     one_thread()
     import torch
 
-    from autoprune.dense import load_dense_model
+    from autoprune.reference.cache import load_dense_model
     from autoprune.errors import TrialError
-    from autoprune.pruning.measure import macs_per_sequence, to_onnx_bytes
+    from autoprune.runtime.measure import macs_per_sequence
+    from autoprune.runtime.convert import to_onnx_bytes
     from autoprune.search.study import open_study
     from autoprune.search.pareto import front_rows
-    from autoprune.search.trial import load_trial_model
+    from autoprune.trial.result import load_trial_model
     from benchmarks import search_quality as sq
 
     ctx.runs(NAME)

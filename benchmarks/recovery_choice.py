@@ -42,7 +42,8 @@ def run(ctx: Context, task: str, seed: int, variants=VARIANTS, recovery_epochs: 
     from benchmarks import search_quality as sq
     from benchmarks._common import shared_dense
     from autoprune.pruning.recovery import recovery_epochs as recovery_epochs_of
-    from autoprune.search.trial import TrialOptions, run_trial
+    from autoprune.trial.result import TrialOptions
+    from autoprune.trial.run import run_trial
 
     overrides: Dict[str, Any] = {"search.seed": seed}
     if recovery_epochs:

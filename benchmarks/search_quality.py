@@ -23,7 +23,7 @@ recipe, is chosen by validation accuracy and is reported on test:
 
 the last two at 50 / 80 / 90 / 95 / 98 % sparsity with the same learning rate and clipping.
 When the study's space offers int8 (``search.quantize``), every baseline point also gets the
-same post-training int8 variant (``autoprune.quantize``), so the comparison stays fair.
+same post-training int8 variant (``autoprune.runtime.quantize``), so the comparison stays fair.
 
 Reported per task: mean and standard deviation over the seeds of the test accuracy at
 ≤ 10 / 5 / 2 % of the dense size (the point chosen by validation accuracy among a contender's
@@ -221,7 +221,7 @@ def wants_int8(config: Any) -> bool:
 
 def int8_variant(model: Any, dm: Any, config: Any, dense: Any, row: Dict[str, Any]) -> Dict[str, Any]:
     """The same model after autoprune's post-training int8 quantization (``measure.runtime``), as a point of its own."""
-    from autoprune.quantize import quantized_result
+    from autoprune.runtime.quantize import quantized_result
 
     q = quantized_result(model, dm, "int8", config.measure.runtime)
     val = q["val"]["accuracy"] if "val" in q else q["val_accuracy"]
@@ -282,7 +282,7 @@ def run_search_contender(ctx: Context, task: str, sampler: str, seed: int = 0) -
 
 def run_scratch(ctx: Context, task: str, seed: int) -> Dict[str, Any]:
     """Small dense models from scratch, the study's dense recipe, one per size level."""
-    from autoprune.dense import ensure_dense
+    from autoprune.reference.dense import ensure_dense
 
     dense = dense_for(ctx, task, seed, [])
     total = n_params(dense.arch)
@@ -297,7 +297,8 @@ def run_scratch(ctx: Context, task: str, seed: int) -> Dict[str, Any]:
         rows.append(_row(f"width {width}", small.metrics["val_accuracy"], small.metrics["test_accuracy"], small.metrics["params"] / total, dense,
                          method="—", granularity="dense", schedule="—", recovery="scratch"))
         if wants_int8(config):
-            from autoprune.dense import build_datamodule, load_dense_model
+            from autoprune.tasks import build_datamodule
+            from autoprune.reference.cache import load_dense_model
 
             rows.append(int8_variant(load_dense_model(small.checkpoint)[0], build_datamodule(config), config, dense, rows[-1]))
     return {"rows": rows, "counted": len(rows), "n_complete": len(rows), "n_stopped_early": 0, "n_failed": 0, "wall_s": wall, "errors": [], "dense_key": dense.key}
@@ -305,7 +306,8 @@ def run_scratch(ctx: Context, task: str, seed: int) -> Dict[str, Any]:
 
 def run_uniform(ctx: Context, task: str, seed: int, method: str) -> Dict[str, Any]:
     """The same fraction of hidden units removed from every layer, landing on each level's width."""
-    from autoprune.search.trial import TrialOptions, run_trial
+    from autoprune.trial.result import TrialOptions
+    from autoprune.trial.run import run_trial
 
     config = base_config(task, seed, study=study_name(task, f"uniform_{method}", seed))
     dense = dense_for(ctx, task, seed, [config.study])
@@ -321,8 +323,8 @@ def run_uniform(ctx: Context, task: str, seed: int, method: str) -> Dict[str, An
         rows.append(_row(f"width {width}", r.val_accuracy, r.test_accuracy, r.size_bytes / (dense.metrics["params"] * 4), dense,
                          method=method, granularity="hidden_unit", schedule="agp", recovery=policy.recovery))
         if wants_int8(config):
-            from autoprune.dense import build_datamodule
-            from autoprune.search.trial import load_trial_model
+            from autoprune.tasks import build_datamodule
+            from autoprune.trial.result import load_trial_model
 
             rows.append(int8_variant(load_trial_model(trial_dir / "model.pt")[0], build_datamodule(config), config, dense, rows[-1]))
     return {"rows": rows, "counted": len(rows), "n_complete": len(rows), "n_stopped_early": 0, "n_failed": 0, "wall_s": wall, "errors": [], "dense_key": dense.key}
@@ -340,9 +342,10 @@ def peer_prune(config: Any, dense: Any, kind: str, sparsity: float, seed: int) -
     import lightning.pytorch as pl
     import torch.nn.utils.prune as prune
 
-    from autoprune.dense import build_datamodule, load_dense_model
-    from autoprune.models.module import RNNModule
-    from autoprune.training import make_trainer
+    from autoprune.tasks import build_datamodule
+    from autoprune.reference.cache import load_dense_model
+    from autoprune.models.fitting import RNNModule
+    from autoprune.models.fitting import make_trainer
 
     pl.seed_everything(seed, verbose=False)
     dm = build_datamodule(config)
@@ -370,9 +373,9 @@ def peer_prune(config: Any, dense: Any, kind: str, sparsity: float, seed: int) -
 
 
 def run_peer(ctx: Context, task: str, seed: int, kind: str) -> Dict[str, Any]:
-    from autoprune.models.module import evaluate
+    from autoprune.models.rnn import evaluate
     from autoprune.pruning.compact import compact
-    from autoprune.pruning.measure import measure
+    from autoprune.runtime.measure import measure
 
     config = base_config(task, seed, study=study_name(task, kind, seed))
     dense = dense_for(ctx, task, seed, [])

@@ -1,6 +1,6 @@
 """training_overhead: autoprune's Lightning training against the same training as a plain PyTorch loop.
 
-Lightning side: exactly what dense training does (``autoprune.dense.ensure_dense``):
+Lightning side: exactly what dense training does (``autoprune.reference.dense.ensure_dense``):
 ``RNNModule`` + ``make_trainer`` (no logger, checkpointing, summary, sanity check or
 progress bar) + ``BestValidation`` + the study's data module. Plain side: the same model
 (same seed, so identical initial weights), the same data module's loaders, batch size,
@@ -38,8 +38,8 @@ def _new_model(config: Any, dm: Any):
 
 def lightning_fit(config: Any, dm: Any, model: Any, epochs: int) -> None:
     """Dense training as ``ensure_dense`` runs it (minus the cache and the final evaluation)."""
-    from autoprune.models.module import RNNModule
-    from autoprune.training import BestValidation, make_trainer
+    from autoprune.models.fitting import RNNModule
+    from autoprune.models.fitting import BestValidation, make_trainer
 
     t = config.train
     module = RNNModule(model, lr=t.lr, weight_decay=t.weight_decay, optimizer=t.optimizer, lr_schedule=t.lr_schedule, max_seq_len=t.max_seq_len, seed=config.seed)
@@ -143,8 +143,8 @@ def profile(fn, config, dm, epochs: int, out_path) -> Tuple[float, Dict[str, flo
 
 def run(ctx: Context) -> None:
     one_thread()
-    from autoprune.dense import build_datamodule
-    from autoprune.training import quiet_lightning
+    from autoprune.tasks import build_datamodule
+    from autoprune.models.fitting import quiet_lightning
 
     quiet_lightning()
     out_dir = ctx.runs(NAME)

@@ -53,10 +53,11 @@ def plain_trial(config: Any, checkpoint: str) -> Dict[str, Any]:
     import torch
     import torch.nn.functional as F
 
-    from autoprune.dense import build_datamodule, load_dense_model
+    from autoprune.tasks import build_datamodule
+    from autoprune.reference.cache import load_dense_model
     from autoprune.pruning.compact import compact
     from autoprune.pruning.groups import ModelGroups
-    from autoprune.pruning.measure import size_bytes
+    from autoprune.runtime.measure import size_bytes
 
     torch.manual_seed(config.seed)
     dm = build_datamodule(config)
@@ -137,8 +138,9 @@ def _cli_search(config_path: Path, runs_dir: Path, study: str, trials: int, work
 
 def run(ctx: Context) -> None:
     one_thread()
-    from autoprune.search.trial import TrialOptions, run_trial
-    from autoprune.training import quiet_lightning
+    from autoprune.trial.result import TrialOptions
+    from autoprune.trial.run import run_trial
+    from autoprune.models.fitting import quiet_lightning
 
     quiet_lightning()
     rd = ctx.runs(NAME)

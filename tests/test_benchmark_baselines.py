@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from autoprune.dense import ensure_dense
 from autoprune.models.arch import ArchSpec
+from autoprune.reference.dense import ensure_dense
 from benchmarks import search_quality as sq
 
 
@@ -21,7 +21,7 @@ def test_width_for_level_is_the_largest_that_fits():
 
 
 def test_uniform_policy_removes_the_units_that_land_on_the_width(tiny_config):
-    from autoprune.search.trial import planned_arch
+    from autoprune.trial.run import planned_arch
 
     arch = ArchSpec("lstm", 3, [[16]], 2, "last", 32, 0.0)
     policy = sq.uniform_unit_policy("taylor", 1 - 5 / 16, tiny_config, recovery="rewind")
@@ -54,7 +54,7 @@ def test_warm_start_unit_trials_are_the_uniform_baselines(task):
     from autoprune.models.arch import ArchSpec as Arch
     from autoprune.pruning.policy import FinetuneConfig
     from autoprune.search.space import SearchSpace
-    from autoprune.search.trial import planned_arch
+    from autoprune.trial.run import planned_arch
 
     assert sq.BASELINE_LR == FinetuneConfig().lr
     config = sq.search_config(SimpleNamespace(quick=False), task, "nsga2")
@@ -96,7 +96,8 @@ def test_peer_pruning_zeroes_the_rnn_weights_and_leaves_plain_parameters(tiny_co
 @pytest.mark.slow
 def test_int8_variant_of_a_baseline_point(tiny_study, runs_dir):
     from autoprune.config import config_from_dict
-    from autoprune.dense import build_datamodule, load_dense_model
+    from autoprune.reference.cache import load_dense_model
+    from autoprune.tasks import build_datamodule
 
     tiny_study["search"] = {"quantize": ["none", "int8"]}
     config = config_from_dict(tiny_study, source="tiny.yaml")

@@ -10,8 +10,10 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from autoprune.config import StudyConfig, config_from_dict, load_config, read_yaml, stable_hash
+from autoprune.config import StudyConfig, config_from_dict, load_config
 from autoprune.errors import ConfigError
+from autoprune.yamlio import load_yaml_file as read_yaml
+from autoprune.yamlio import stable_hash
 
 ROOT = Path(__file__).resolve().parents[1]
 

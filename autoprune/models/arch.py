@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, List
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Dict, List, Tuple
 
-__all__ = ["ArchSpec", "GATES"]
+__all__ = ["ArchSpec", "GATES", "DIRECTIONS", "layer_name", "units_removed", "units_kept"]
 
 #: Gate blocks of the weight rows, in PyTorch's order.
 GATES = {"lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n")}
+
+#: names of the directions of a bidirectional layer
+DIRECTIONS = ("fwd", "bwd")
+
+
+def layer_name(layer: int, direction: int, bidirectional: bool) -> str:
+    """The group name of one layer and direction's hidden units: ``rnn.<layer>[.fwd|.bwd]``."""
+    return f"rnn.{layer}" + (f".{DIRECTIONS[direction]}" if bidirectional else "")
+
+
+def units_removed(hidden: int, fraction: float) -> int:
+    """How many of a layer's ``hidden`` units a hidden-unit sparsity ``fraction`` removes (rounded to the nearest unit)."""
+    return int(round(fraction * hidden))
+
+
+def units_kept(hidden: int, fraction: float) -> int:
+    """How many of a layer's ``hidden`` units are left after removing ``fraction`` of them."""
+    return hidden - units_removed(hidden, fraction)
 
 
 @dataclass
@@ -34,6 +52,14 @@ class ArchSpec:
     @property
     def num_layers(self) -> int:
         return len(self.hidden_sizes)
+
+    def layer_names(self) -> Dict[str, Tuple[int, int]]:
+        """Hidden-unit group name → (layer, direction), layers in order, forward first."""
+        return {layer_name(l, d, self.bidirectional): (l, d) for l, sizes in enumerate(self.hidden_sizes) for d in range(len(sizes))}
+
+    def with_hidden_sizes(self, hidden_sizes: List[List[int]]) -> "ArchSpec":
+        """The same architecture with other hidden sizes (what compaction and hidden-unit pruning change)."""
+        return replace(self, hidden_sizes=[list(sizes) for sizes in hidden_sizes])
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import List, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from autoprune.errors import ConfigError
@@ -30,6 +31,7 @@ __all__ = [
     "reverse_padded",
     "convert_torch_rnn",
     "Normalized",
+    "evaluate",
 ]
 
 _CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
@@ -81,27 +83,30 @@ class RNNLayer(nn.Module):
         return torch.cat(outs, dim=2)
 
 
-class RNNStack(nn.Module):
-    """A stack of :class:`RNNLayer` with dropout between layers; returns the last layer's outputs."""
+class RNNStack(nn.ModuleList):
+    """A stack of :class:`RNNLayer` with dropout between layers; returns the last layer's outputs.
+
+    A ``ModuleList`` of the layers itself, so ``stack[l]`` is layer ``l`` and its state dict
+    keys are ``<l>.dirs.<d>.weight_ih_l0``...: :class:`RNNClassifier` holds one as ``rnn``,
+    and checkpoints and group names (``rnn.<l>.dirs.<d>...``) rely on those keys.
+    """
 
     def __init__(self, cell: str, input_size: int, hidden_sizes: List[List[int]], dropout: float = 0.0) -> None:
-        super().__init__()
         layers = []
         size = input_size
         for layer_sizes in hidden_sizes:
             layer = RNNLayer(cell, size, layer_sizes)
             layers.append(layer)
             size = layer.output_size
-        self.layers = nn.ModuleList(layers)
-        self.dropout = nn.Dropout(dropout)
+        super().__init__(layers)
+        self.dropout = float(dropout)  # a float, not an nn.Dropout: a child module would be one more list item
         self.output_size = size
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
-        n = len(self.layers)
-        for i, layer in enumerate(self.layers):
+        for i, layer in enumerate(self):
+            if i > 0:
+                x = F.dropout(x, self.dropout, self.training)  # what nn.Dropout does
             x = layer(x, lengths)
-            if i < n - 1:
-                x = self.dropout(x)
         return x
 
 
@@ -117,7 +122,7 @@ class RNNClassifier(nn.Module):
         if spec.pooling not in ("last", "attention"):
             raise ConfigError(f"pooling must be 'last' or 'attention', got {spec.pooling!r}")
         self.spec = spec
-        self.rnn = RNNStack(spec.cell, spec.input_size, spec.hidden_sizes, spec.dropout).layers
+        self.rnn = RNNStack(spec.cell, spec.input_size, spec.hidden_sizes, spec.dropout)
         self.dropout = nn.Dropout(spec.dropout)
         self.pooling = spec.pooling
         last = spec.hidden_sizes[-1]
@@ -131,15 +136,6 @@ class RNNClassifier(nn.Module):
             self.attn_proj = None
             self.attn_score = None
         self.head = nn.Linear(out_size, spec.n_classes)
-
-    def features(self, x: Tensor, lengths: Tensor) -> Tensor:
-        """The last RNN layer's outputs ``[B, T, D]``."""
-        n = len(self.rnn)
-        for i, layer in enumerate(self.rnn):
-            x = layer(x, lengths)
-            if i < n - 1:
-                x = self.dropout(x)
-        return x
 
     def pool(self, h: Tensor, lengths: Tensor) -> Tensor:
         if self.attn_proj is not None and self.attn_score is not None:
@@ -157,7 +153,7 @@ class RNNClassifier(nn.Module):
         return last
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
-        h = self.features(x, lengths)
+        h = self.rnn(x, lengths)  # the last RNN layer's outputs [B, T, D]
         return self.head(self.dropout(self.pool(h, lengths)))
 
     @property
@@ -193,7 +189,7 @@ class RNNClassifier(nn.Module):
             dropout=float(rnn.dropout),
         )
         model = cls(spec)
-        model.rnn.load_state_dict(stack.layers.state_dict())
+        model.rnn.load_state_dict(stack.state_dict())
         model.head.load_state_dict(head.state_dict())
         if attention is not None:
             if model.attn_proj is None or model.attn_score is None:
@@ -243,7 +239,24 @@ def convert_torch_rnn(rnn: nn.Module) -> RNNStack:
         for layer in range(rnn.num_layers):
             for d in range(dirs):
                 suffix = f"_l{layer}" + ("_reverse" if d == 1 else "")
-                target = stack.layers[layer].dirs[d]
+                target = stack[layer].dirs[d]
                 for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
                     getattr(target, f"{name}_l0").copy_(getattr(rnn, name + suffix))
     return stack
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, x: Tensor, lengths: Tensor, y: Tensor, batch_size: int = 512) -> dict[str, float]:
+    """Loss and accuracy of ``model`` on full tensors, in eval mode, without Lightning."""
+    was_training = model.training
+    model.eval()
+    total_loss, correct = 0.0, 0
+    for i in range(0, len(y), batch_size):
+        xb, lb, yb = x[i : i + batch_size], lengths[i : i + batch_size], y[i : i + batch_size]
+        xb = xb[:, : int(lb.max())]
+        logits = model(xb, lb)
+        total_loss += float(F.cross_entropy(logits, yb, reduction="sum"))
+        correct += int((logits.argmax(1) == yb).sum())
+    model.train(was_training)
+    n = max(len(y), 1)
+    return {"loss": total_loss / n, "accuracy": correct / n}

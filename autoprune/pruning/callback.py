@@ -20,8 +20,10 @@ import torch
 from torch import Tensor
 
 from autoprune.errors import PruningError
-from autoprune.models.module import evaluate
+from autoprune.models.arch import units_removed
+from autoprune.models.rnn import evaluate
 from autoprune.pruning.groups import ModelGroups
+from autoprune.pruning.methods import get_method
 from autoprune.pruning.policy import PruningPolicy
 
 __all__ = ["PruningCallback", "mask_buffers", "sparsity_report"]
@@ -74,23 +76,23 @@ class PruningCallback(pl.Callback):
     def __init__(self, policy: PruningPolicy, seed: int = 0) -> None:
         self.policy = policy
         self.seed = seed
+        self.method = get_method(policy.method, policy.granularity, policy.regularization, seed)
         self.schedule = policy.make_schedule()
-        self.method = policy.make_method(seed)
         self.history: List[Dict[str, Any]] = []
         self.groups: Optional[ModelGroups] = None
         self.targets: Dict[str, float] = {}
         self.masks: Dict[str, Tensor] = {}
         self._params: Dict[str, torch.nn.Parameter] = {}
+        self._reg: Any = None  # the method's regularizer this callback added to pl_module.regularizers
 
     # ------------------------------------------------------------------ setup
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         model = pl_module.model
         groups = ModelGroups(model)
         self.groups = groups
-        self.targets = groups.resolve_sparsity(self.policy.sparsity, self.policy.granularity)
-        check_targets(groups, self.targets, self.policy.granularity)
+        self.targets = groups.targets(self.policy.sparsity, self.policy.granularity)
         if self.policy.granularity == "hidden_unit":
-            names = sorted({p for t in self.targets for p in _layer_params(groups, t)})
+            names = sorted({p for t in self.targets for p in groups.layers[t].params})
         else:
             names = sorted({groups.target_ref(t).param for t in self.targets})
         for pname in names:
@@ -105,9 +107,8 @@ class PruningCallback(pl.Callback):
             pl_module.regularizers.append(reg)
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        reg = getattr(self, "_reg", None)
-        if reg is not None and reg in pl_module.regularizers:
-            pl_module.regularizers.remove(reg)
+        if self._reg is not None and self._reg in pl_module.regularizers:
+            pl_module.regularizers.remove(self._reg)
 
     # ------------------------------------------------------------------ hooks
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -174,7 +175,7 @@ class PruningCallback(pl.Callback):
             scores = self.method.unit_scores(model, groups, batches)
             for lname, final in self.targets.items():
                 layer = groups.layers[lname]
-                k = int(round(level(final) * layer.hidden))
+                k = units_removed(layer.hidden, level(final))
                 keep = self.masks[layer.row_params[0]].reshape(layer.gates, layer.hidden, -1).any(dim=2).any(dim=0)
                 s = scores[lname].clone()
                 s[~keep] = -math.inf
@@ -211,25 +212,3 @@ class PruningCallback(pl.Callback):
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         self.schedule.load_state_dict(state_dict["schedule"])
         self.history = list(state_dict["history"])
-
-
-def _layer_params(groups: ModelGroups, lname: str) -> List[str]:
-    layer = groups.layers[lname]
-    return list(layer.row_params) + [layer.hh] + [c.param for c in layer.consumers]
-
-
-def check_targets(groups: ModelGroups, targets: Dict[str, float], granularity: str) -> None:
-    """Refuse targets that would remove every hidden unit of a layer.
-
-    Raises:
-        PruningError: naming the layer, its size and the largest sparsity that keeps a unit.
-    """
-    if granularity != "hidden_unit":
-        return
-    for lname, s in targets.items():
-        h = groups.layers[lname].hidden
-        if int(round(s * h)) >= h:
-            raise PruningError(
-                f"sparsity {s} would remove every hidden unit of layer {lname} ({h} units); at least one unit stays: "
-                f"use at most {(h - 1) / h:.4f}"
-            )

@@ -22,12 +22,11 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from autoprune.errors import ConfigError
-from autoprune.models.rnn import GATES, RNNClassifier
+from autoprune.errors import ConfigError, PruningError
+from autoprune.models.arch import GATES, layer_name, units_removed
+from autoprune.models.rnn import RNNClassifier
 
-__all__ = ["MatrixRef", "UnitLayer", "ModelGroups", "DIRECTION_NAMES"]
-
-DIRECTION_NAMES = ("fwd", "bwd")
+__all__ = ["MatrixRef", "UnitLayer", "ModelGroups", "check_targets"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +70,11 @@ class UnitLayer:
     def hh(self) -> str:
         return f"{self.prefix}.weight_hh_l0"
 
+    @property
+    def params(self) -> Tuple[str, ...]:
+        """Every parameter holding part of a unit's group: its rows (``ih``, ``hh``, biases), its ``hh`` column, its consumers' columns."""
+        return (*self.row_params, self.hh, *(c.param for c in self.consumers))
+
 
 class ModelGroups:
     """Resolve group names of a model to parameters and hidden-unit structure."""
@@ -88,7 +92,7 @@ class ModelGroups:
         n_layers = len(hidden)
         for l, sizes in enumerate(hidden):
             for d, h in enumerate(sizes):
-                lname = f"rnn.{l}" + (f".{DIRECTION_NAMES[d]}" if self.bidirectional else "")
+                lname = layer_name(l, d, self.bidirectional)
                 prefix = f"rnn.{l}.dirs.{d}"
                 offset = sum(sizes[:d])
                 if l < n_layers - 1:
@@ -174,6 +178,17 @@ class ModelGroups:
                     out[mname] = v
         return out
 
+    def targets(self, sparsity: float | Dict[str, float], granularity: str) -> Dict[str, float]:
+        """A policy's targets on this model (:meth:`resolve_sparsity`), checked with :func:`check_targets`.
+
+        Raises:
+            ConfigError: unknown group name or value outside [0, 1).
+            PruningError: a hidden-unit sparsity removes every unit of a layer.
+        """
+        targets = self.resolve_sparsity(sparsity, granularity)
+        check_targets(self, targets, granularity)
+        return targets
+
     def target_ref(self, name: str) -> MatrixRef:
         return self.matrices.get(name) or self.gate_blocks[name]
 
@@ -197,11 +212,8 @@ class ModelGroups:
 
     def unit_group_sizes(self, layer: UnitLayer) -> Tensor:
         """Number of weights in each unit's group (the same for every unit of a layer)."""
-        ones = {name: torch.ones_like(self.params[name]) for name in self._unit_params(layer)}
+        ones = {name: torch.ones_like(self.params[name]) for name in layer.params}
         return self.unit_reduce(layer, ones)
-
-    def _unit_params(self, layer: UnitLayer) -> List[str]:
-        return list(layer.row_params) + [layer.hh] + [c.param for c in layer.consumers]
 
     def apply_unit_mask(self, layer: UnitLayer, keep: Tensor, masks: Dict[str, Tensor]) -> None:
         """Clear, in ``masks`` (param name → bool mask), every entry of the pruned units' groups."""
@@ -217,3 +229,20 @@ class ModelGroups:
 
     def iter_layers(self) -> Iterator[UnitLayer]:
         return iter(self.layers.values())
+
+
+def check_targets(groups: ModelGroups, targets: Dict[str, float], granularity: str) -> None:
+    """Refuse hidden-unit targets that would remove every unit of a layer (single weights may all go).
+
+    Raises:
+        PruningError: naming the layer, its size and the largest sparsity that keeps a unit.
+    """
+    if granularity != "hidden_unit":
+        return
+    for lname, s in targets.items():
+        h = groups.layers[lname].hidden
+        if units_removed(h, s) >= h:
+            raise PruningError(
+                f"sparsity {s} would remove every hidden unit of layer {lname} ({h} units); at least one unit stays: "
+                f"use at most {(h - 1) / h:.4f}"
+            )

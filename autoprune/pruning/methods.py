@@ -11,9 +11,7 @@ and on the CLI). It provides
 
 from __future__ import annotations
 
-from typing import Callable, ClassVar, Dict, Iterable, List, Optional, Tuple, Type
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, ClassVar, Dict, Iterable, List, Optional, Tuple, Type
 
 from autoprune.errors import ConfigError
 
@@ -69,16 +67,12 @@ class PruningMethod:
         return {p: groups.params[p].detach().abs() for p in params}
 
     def unit_scores(self, model: nn.Module, groups: ModelGroups, batches: Iterable[Batch]) -> Dict[str, Tensor]:
-        names = sorted({p for layer in groups.iter_layers() for p in _unit_param_names(layer)})
+        names = sorted({p for layer in groups.iter_layers() for p in layer.params})
         elem = self.element_scores(model, groups, names, batches)
         return {layer.name: groups.unit_reduce(layer, elem) for layer in groups.iter_layers()}
 
     def regularizer(self, groups: ModelGroups, targets: List[str]) -> Optional[Callable[[nn.Module], Tensor]]:
         return None
-
-
-def _unit_param_names(layer) -> List[str]:
-    return list(layer.row_params) + [layer.hh] + [c.param for c in layer.consumers]
 
 
 @register_method
@@ -88,7 +82,7 @@ class Magnitude(PruningMethod):
     name = "magnitude"
 
     def unit_scores(self, model, groups, batches):
-        sq = {p: groups.params[p].detach().pow(2) for layer in groups.iter_layers() for p in _unit_param_names(layer)}
+        sq = {p: groups.params[p].detach().pow(2) for layer in groups.iter_layers() for p in layer.params}
         return {layer.name: groups.unit_reduce(layer, sq).sqrt() for layer in groups.iter_layers()}
 
 
@@ -190,7 +184,7 @@ class GroupLasso(PruningMethod):
         def penalty(model: nn.Module) -> Tensor:
             total = torch.zeros(())
             for layer in layers:
-                sq = {p: groups.params[p].pow(2) for p in _unit_param_names(layer)}
+                sq = {p: groups.params[p].pow(2) for p in layer.params}
                 total = total + (sizes[layer.name] * (groups.unit_reduce(layer, sq) + 1e-12).sqrt()).sum()
             return lam * total
 

@@ -15,38 +15,59 @@ recovery: finetune           # finetune | rewind | scratch (after pruning; autop
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Literal, Optional, Union
+from typing import Annotated, Any, Callable, Dict, Iterable, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from autoprune.config import GradClipConfig, read_yaml, stable_hash
 from autoprune.errors import ConfigError
 from autoprune.pruning.methods import GRANULARITIES, METHODS, get_method
 from autoprune.pruning.schedules import SCHEDULES, make_schedule
+from autoprune.runtime.kernels import Quantize
+from autoprune.yamlio import load_yaml_file, stable_hash
 
-__all__ = ["ScheduleConfig", "FinetuneConfig", "DistillConfig", "PruningPolicy", "load_policy", "policy_from_dict"]
+__all__ = ["one_of", "Recovery", "GradClipConfig", "ScheduleConfig", "FinetuneConfig", "DistillConfig", "PruningPolicy", "load_policy", "policy_from_dict"]
+
+
+#: a policy's ``recovery`` after pruning (autoprune.pruning.recovery)
+Recovery = Literal["finetune", "rewind", "scratch"]
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
+def one_of(what: str, names: Union[Iterable[str], Callable[[], Iterable[str]]]) -> AfterValidator:
+    """The validator of a registered name, or of a list of them: ``unknown <what> 'x'; valid: a, b``.
+
+    ``names`` is the registry (or a function listing it), read when a value is validated.
+    """
+
+    def check(value: Any) -> Any:
+        valid = list(names() if callable(names) else names)
+        for name in [value] if isinstance(value, str) else value:
+            if name not in valid:
+                raise ValueError(f"unknown {what} {name!r}; valid: {', '.join(valid)}")
+        return value
+
+    return AfterValidator(check)
+
+
+class GradClipConfig(_Strict):
+    """Gradient clipping: threshold and algorithm (Lightning's ``gradient_clip_*``); a policy's and the dense training's."""
+
+    value: Optional[float] = Field(1.0, gt=0.0)
+    algorithm: Literal["norm", "value"] = "norm"
+
+
 class ScheduleConfig(_Strict):
     """When to prune: ``kind`` (one_shot | linear | agp | dynamic) and its epochs."""
 
-    kind: str = "agp"
+    kind: Annotated[str, one_of("schedule", SCHEDULES)] = "agp"
     start_epoch: int = Field(0, ge=0)
     end_epoch: Optional[int] = Field(None, ge=0, description="default: two epochs before the last fine-tune epoch")
     frequency: int = Field(1, ge=1)
     initial_sparsity: float = Field(0.0, ge=0.0, lt=1.0)
     tolerance: float = Field(0.05, ge=0.0, description="dynamic only: allowed relative rise of validation loss")
-
-    @field_validator("kind")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        if v not in SCHEDULES:
-            raise ValueError(f"unknown schedule {v!r}; valid: {', '.join(SCHEDULES)}")
-        return v
 
 
 class FinetuneConfig(_Strict):
@@ -57,7 +78,7 @@ class FinetuneConfig(_Strict):
     weight_decay: float = Field(0.0, ge=0.0)
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     min_epoch_steps: Optional[int] = Field(
-        None, ge=1, le=100000, description="an epoch is at least this many optimizer steps (small data sets; see autoprune.budget)"
+        None, ge=1, le=100000, description="an epoch is at least this many optimizer steps (small data sets; see autoprune.tasks.budget)"
     )
 
 
@@ -71,8 +92,8 @@ class DistillConfig(_Strict):
 class PruningPolicy(_Strict):
     """How to prune: method, granularity, target sparsity, schedule, clipping, fine-tuning."""
 
-    method: str = "magnitude"
-    granularity: str = "unstructured"
+    method: Annotated[str, one_of("pruning method", METHODS)] = "magnitude"
+    granularity: Annotated[str, one_of("granularity", GRANULARITIES)] = "unstructured"
     sparsity: Union[float, Dict[str, float]] = 0.5
     scope: Literal["per_group", "global"] = Field(
         "per_group", description="per_group: each target pruned to its own sparsity; global: one threshold across all targets"
@@ -81,7 +102,7 @@ class PruningPolicy(_Strict):
     grad_clip: GradClipConfig = Field(default_factory=GradClipConfig)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     distillation: DistillConfig = Field(default_factory=DistillConfig)
-    recovery: Literal["finetune", "rewind", "scratch"] = Field(
+    recovery: Recovery = Field(
         "finetune",
         description="after pruning: finetune (only the fine-tuning above) | rewind (retrain the pruned weights with the dense "
         "schedule) | scratch (train the found architecture from a fresh initialisation with the dense schedule); "
@@ -90,23 +111,9 @@ class PruningPolicy(_Strict):
     regularization: float = Field(1e-5, ge=0.0, description="strength of the l1 / group_lasso penalty")
     max_seq_len: Optional[int] = Field(None, ge=1)
     calibration_batches: int = Field(8, ge=1, description="batches scored by taylor / confidence")
-    quantize: Literal["none", "int8"] = Field(
-        "none", description="int8: weights int8 after pruning and compaction, activations quantized at run time (autoprune.quantize)"
+    quantize: Quantize = Field(
+        "none", description="int8: weights int8 after pruning and compaction, activations quantized at run time (autoprune.runtime.quantize)"
     )
-
-    @field_validator("method")
-    @classmethod
-    def _method(cls, v: str) -> str:
-        if v not in METHODS:
-            raise ValueError(f"unknown pruning method {v!r}; valid: {', '.join(METHODS)}")
-        return v
-
-    @field_validator("granularity")
-    @classmethod
-    def _granularity(cls, v: str) -> str:
-        if v not in GRANULARITIES:
-            raise ValueError(f"unknown granularity {v!r}; valid: {', '.join(GRANULARITIES)}")
-        return v
 
     @field_validator("sparsity")
     @classmethod
@@ -158,9 +165,6 @@ class PruningPolicy(_Strict):
             last_epoch=self.finetune.epochs - 1,
             tolerance=s.tolerance,
         )
-
-    def make_method(self, seed: int = 0):
-        return get_method(self.method, self.granularity, self.regularization, seed)
 
     def to_dict(self) -> Dict[str, Any]:
         return self.model_dump(mode="json")
@@ -215,4 +219,4 @@ def policy_from_dict(data: Any, source: str = "<policy>") -> PruningPolicy:
 
 def load_policy(path: str | Path) -> PruningPolicy:
     """Read a policy YAML file (``autoprune prune --policy``)."""
-    return policy_from_dict(read_yaml(path), source=str(path))
+    return policy_from_dict(load_yaml_file(path), source=str(path))

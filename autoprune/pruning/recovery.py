@@ -16,14 +16,19 @@ policy's distillation weight (from the dense model) applies to them too.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, get_args
 
+import lightning.pytorch as pl
 import torch
 
-__all__ = ["RECOVERIES", "recover", "recovery_epochs"]
+from autoprune.models.fitting import BestValidation, Recipe, fit
+from autoprune.models.rnn import RNNClassifier
+from autoprune.pruning.policy import PruningPolicy, Recovery
+
+__all__ = ["RECOVERIES", "recover", "recovery_epochs", "KeepZeros"]
 
 #: policy.recovery values, in the order the docs list them
-RECOVERIES = ("finetune", "rewind", "scratch")
+RECOVERIES = get_args(Recovery)
 
 
 def _zero_masks(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
@@ -35,101 +40,73 @@ def _zero_masks(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
     return masks
 
 
-def _make_keep_zeros():
-    import lightning.pytorch as pl
+class KeepZeros(pl.Callback):
+    """Re-zero pruned weights after every optimizer step (masks in place, as the pruning callback does)."""
 
-    class KeepZeros(pl.Callback):
-        """Re-zero pruned weights after every optimizer step (masks in place, as the pruning callback does)."""
+    def __init__(self, masks: Dict[str, torch.Tensor]) -> None:
+        self.masks = masks
 
-        def __init__(self, masks: Dict[str, torch.Tensor]) -> None:
-            self.masks = masks
+    def apply(self, pl_module: Any) -> None:
+        if not self.masks:
+            return
+        params = dict(pl_module.model.named_parameters())
+        with torch.no_grad():
+            for name, mask in self.masks.items():
+                params[name].mul_(mask)
 
-        def _apply(self, pl_module: Any) -> None:
-            if not self.masks:
-                return
-            params = dict(pl_module.model.named_parameters())
-            with torch.no_grad():
-                for name, mask in self.masks.items():
-                    params[name].mul_(mask)
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        self.apply(pl_module)
 
-        def on_train_start(self, trainer: Any, pl_module: Any) -> None:
-            self._apply(pl_module)
-
-        def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-            self._apply(pl_module)
-
-    return KeepZeros
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.apply(pl_module)
 
 
 def recovery_epochs(config: Any) -> int:
     """Epochs of a rewind / scratch retraining: ``search.recovery_epochs``, else the dense recipe's ``train.epochs``.
 
+    ``config`` is the study's :class:`~autoprune.config.StudyConfig` (not imported here: the config
+    validates against the pruning engine's registries, so the engine does not depend on it).
+
     A shorter retraining keeps the dense learning rate, optimizer and clipping and compresses the
     schedule (cosine decay to zero over those epochs), as "learning-rate rewinding" with a smaller
     retraining budget does (Renda et al. 2020 compare retraining budgets too).
     """
-    override = getattr(getattr(config, "search", None), "recovery_epochs", None)
-    return int(override) if override else int(config.train.epochs)
+    return config.search.recovery_epochs or config.train.epochs
 
 
 def recover(
     config: Any,
-    policy: Any,
+    policy: PruningPolicy,
     model: torch.nn.Module,
     datamodule: Any,
     teacher: Optional[torch.nn.Module] = None,
     progress: bool = False,
 ) -> Tuple[torch.nn.Module, List[Dict[str, Any]]]:
-    """Apply ``policy.recovery`` to a pruned, compacted :class:`RNNClassifier`.
+    """Apply ``policy.recovery`` to a pruned, compacted :class:`RNNClassifier`, with the study's dense recipe (``config.train``).
 
     Returns the recovered model (same architecture, same zero pattern) in eval mode and the
     history of the retraining (one dict per epoch, ``phase: recovery``); ``finetune`` returns
     the model unchanged and an empty history.
     """
-    kind = getattr(policy, "recovery", "finetune")
-    if kind == "finetune":
+    if policy.recovery == "finetune":
         return model, []
-    if kind not in RECOVERIES:
-        raise ValueError(f"unknown recovery {kind!r}; valid: {', '.join(RECOVERIES)}")
-    import lightning.pytorch as pl
-
-    from autoprune.models.module import RNNModule
-    from autoprune.models.rnn import RNNClassifier
-    from autoprune.training import BestValidation, make_trainer
-
     masks = _zero_masks(model)
-    if kind == "scratch":
+    if policy.recovery == "scratch":
         torch.manual_seed(config.seed)
-        fresh = RNNClassifier(model.spec)
-        model = fresh
+        model = RNNClassifier(model.spec)
     model.train()
-    train = config.train
     pl.seed_everything(config.seed, verbose=False)
-    distill = policy.distillation.weight if teacher is not None else 0.0
-    module = RNNModule(
-        model,
-        lr=train.lr,
-        weight_decay=train.weight_decay,
-        optimizer=train.optimizer,
-        lr_schedule=train.lr_schedule,
-        max_seq_len=train.max_seq_len,
-        seed=config.seed,
-        teacher=teacher,
-        distill_weight=distill,
-        distill_temperature=policy.distillation.temperature,
-    )
-    epochs = recovery_epochs(config)
-    best = BestValidation(from_epoch=0 if train.select == "best_val" else epochs - 1)
-    keep = _make_keep_zeros()(masks)
-    # the dense recipe trains whole epochs of the data: no minimum number of steps per epoch (autoprune.budget)
+    recipe = Recipe.of_training(config.train, recovery_epochs(config))
+    best = BestValidation(from_epoch=0 if config.train.select == "best_val" else recipe.epochs - 1)
+    keep = KeepZeros(masks)
+    # the dense recipe trains whole epochs of the data: no minimum number of steps per epoch (tasks.budget)
     saved = getattr(datamodule, "min_train_batches", None)
     if saved:
         datamodule.min_train_batches = 0
     try:
-        trainer = make_trainer(epochs, [keep, best], train.grad_clip.value, train.grad_clip.algorithm, progress=progress)
-        trainer.fit(module, datamodule=datamodule)
+        module = fit(model, datamodule, recipe, config.seed, [keep, best], teacher, policy.distillation, progress=progress)
     finally:
         if saved:
             datamodule.min_train_batches = saved
-    keep._apply(module)  # the restored best state was recorded after a re-zeroing step; be exact anyway
+    keep.apply(module)  # the restored best state was recorded after a re-zeroing step; be exact anyway
     return model.eval(), [{**h, "phase": "recovery"} for h in module.history]

@@ -1,4 +1,4 @@
-"""Storage checks and repair of Optuna journal files.
+"""Repair of Optuna journal files.
 
 An Optuna journal is one JSON record per line, appended by every worker. A process
 killed mid-write (power loss, SIGKILL, OOM) leaves a *torn* last line. Optuna's reader
@@ -19,45 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
-from autoprune.errors import ConfigError, TrialError
+from autoprune.errors import TrialError
 
-__all__ = ["check_storage_url", "repair_journal", "JournalRepair", "remove_stale_journal_lock"]
+__all__ = ["repair_journal", "JournalRepair", "remove_stale_journal_lock"]
 
 log = logging.getLogger(__name__)
 
 #: every record Optuna's JournalStorage writes starts with this key (``json.dumps`` of its log dicts)
 _RECORD_START = b'{"op_code":'
-
-_ACCEPTED = (
-    "a journal file path (the default: runs/<study>/optuna.journal), "
-    "sqlite:///PATH, postgresql://USER:PASSWORD@HOST/DB or mysql://USER:PASSWORD@HOST/DB"
-)
-
-
-def check_storage_url(storage: Optional[str]) -> None:
-    """Refuse, with one line, a storage that Optuna could not open.
-
-    Raises:
-        ConfigError: naming the URL and the accepted forms.
-    """
-    if storage is None or "://" not in storage:
-        if storage is not None and (storage.strip() == "" or storage.endswith(os.sep) or Path(storage).is_dir()):
-            raise ConfigError(f"--storage {storage!r}: a journal file path is needed, not a folder; accepted: {_ACCEPTED}")
-        return
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
-
-    try:
-        url = make_url(storage)
-        url.get_dialect()
-    except (ArgumentError, NoSuchModuleError, ValueError) as err:
-        reason = str(err).splitlines()[0][:160]
-        raise ConfigError(f"--storage {storage}: not a storage Optuna can open ({reason}); accepted: {_ACCEPTED}") from None
-    except ImportError as err:  # a known dialect whose driver is not installed (psycopg2, pymysql, ...)
-        raise ConfigError(
-            f"--storage {storage}: the database driver is not installed ({err}); install it, or use one of: {_ACCEPTED}"
-        ) from None
-
 
 @dataclass
 class JournalRepair:

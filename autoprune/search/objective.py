@@ -1,16 +1,27 @@
-"""The objective of a search: the checks before any training, and the function that turns
+"""The objective of a search: the checks before any training, and the local objective that turns
 an Optuna trial into a policy, runs the pure ``run_trial`` and records its result on the trial.
 
-Every runner (in-process, worker processes, Ray Tune) calls the same ``make_objective``.
+The Ray runner runs ``run_trial`` in its workers with the same :func:`trial_options` and records
+the result on the driver with the same :func:`autoprune.search.tell.record_result`.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from autoprune.config import StudyConfig
 from autoprune.errors import ConstraintError
+from autoprune.layout import study_paths
+from autoprune.models.arch import ArchSpec
+from autoprune.reference.dense import dense_arch
+from autoprune.runtime.latency import LatencyCache, LatencySettings
+from autoprune.runtime.preflight import check_dense_measurable, check_model_memory
+from autoprune.search.space import SearchSpace
+from autoprune.search.tell import record_result, start_trial
+from autoprune.tasks import build_datamodule
+from autoprune.trial.result import TrialOptions
+from autoprune.trial.run import budget_excess, run_trial
 
 __all__ = ["make_objective", "check_latency_budget", "prepare_space"]
 
@@ -24,7 +35,7 @@ def check_latency_budget(config: StudyConfig, space: Any, settings: Any, cache: 
         return None
     arch = space.smallest_arch() or space.arch
     fastest = cache.get(arch, settings)
-    if fastest > budget:
+    if _over_latency_budget(config, fastest):
         how = "with every allowed hidden unit removed" if space.smallest_arch() else "(unstructured pruning does not change latency; allow granularity hidden_unit)"
         raise ConstraintError(
             f"max_latency_ms={budget} cannot be met: the smallest architecture the search space allows, "
@@ -35,23 +46,22 @@ def check_latency_budget(config: StudyConfig, space: Any, settings: Any, cache: 
     return fastest
 
 
-def prepare_space(config: StudyConfig, root: Any) -> Tuple[StudyConfig, Any, Any, Any]:
+def _over_latency_budget(config: StudyConfig, latency: float) -> bool:
+    return budget_excess(config.search.constraints, latency_ms=latency).get("latency_ms", 0.0) > 0
+
+
+def prepare_space(config: StudyConfig, runs_dir: str) -> Tuple[StudyConfig, Any, Any, Any]:
     """Everything that can be refused before the dense model is trained.
 
     Returns (config, space, latency settings, latency cache); the config may narrow the
     granularities when the dense model already breaks the latency budget.
     """
-    from autoprune.dense import build_datamodule, dense_arch
-    from autoprune.search.latency import LatencyCache, LatencySettings
-    from autoprune.search.space import SearchSpace
-
     s = config.search
     dm = build_datamodule(config)
-    arch = dense_arch(config, dm, root.parent)  # a user's trained model is converted and checked here, before anything runs
+    arch = dense_arch(config, dm, runs_dir)  # a user's trained model is converted and checked here, before anything runs
     space = SearchSpace(config, arch)
     settings = LatencySettings.from_config(config.measure, dm.max_length)
-    cache = LatencyCache(root / "latency_cache.json")
-    from autoprune.preflight import check_dense_measurable, check_model_memory
+    cache = LatencyCache(study_paths(runs_dir, config.study).latency_cache)
 
     source = config.source or "config"
     if not config.model.user_model:
@@ -60,7 +70,7 @@ def prepare_space(config: StudyConfig, root: Any) -> Tuple[StudyConfig, Any, Any
     check_latency_budget(config, space, settings, cache)
     budget = s.constraints.max_latency_ms
     if budget is not None and "unstructured" in s.granularities and "hidden_unit" in s.granularities:
-        if cache.get(arch, settings) > budget:
+        if _over_latency_budget(config, cache.get(arch, settings)):
             # unstructured zeros leave the shapes, and so the latency, of the dense model: never feasible here
             log.info("the dense model takes longer than max_latency_ms=%s: searching hidden_unit pruning only", budget)
             s = s.model_copy(update={"granularities": ["hidden_unit"]})
@@ -69,37 +79,14 @@ def prepare_space(config: StudyConfig, root: Any) -> Tuple[StudyConfig, Any, Any
     return config, space, settings, cache
 
 
-def make_objective(config: StudyConfig, runs_dir: str, dense_arch_dict: Dict[str, Any]) -> Callable:
-    """The Optuna objective: suggest a policy, ``run_trial`` it, record the result. Picklable inputs only."""
-    import optuna
-
-    from autoprune.models.arch import ArchSpec
-    from autoprune.search.space import SearchSpace
-    from autoprune.search.study import driver_id
-    from autoprune.search.trial import run_trial
-
+def make_objective(config: StudyConfig, runs_dir: str, dense_arch_dict: Dict[str, Any]) -> Callable[[Any], List[float]]:
+    """The local objective: ``objective(trial)`` suggests the trial's policy, runs ``run_trial`` on it and
+    records the result; returns the objective values (:func:`autoprune.search.tell.run_and_tell` tells them).
+    Picklable inputs only."""
     space = SearchSpace(config, ArchSpec.from_dict(dense_arch_dict))
 
-    def objective(trial: "optuna.Trial"):
-        try:
-            return _objective(trial)
-        except optuna.TrialPruned:
-            raise
-        except KeyboardInterrupt:
-            trial.set_user_attr("autoprune.error", "interrupted: KeyboardInterrupt during this trial")
-            raise
-        except Exception as err:  # recorded on the trial: one line for the console and `pareto --all`, the traceback for --debug
-            from autoprune.search.faults import trial_error_attrs
-
-            for key, value in trial_error_attrs(err).items():
-                trial.set_user_attr(key, value)
-            raise
-
-    def _objective(trial: "optuna.Trial"):
-        policy = space.suggest(trial)
-        trial.set_user_attr("autoprune.policy", policy.to_dict())
-        trial.set_user_attr("autoprune.backend", "local")
-        trial.set_user_attr("autoprune.driver", driver_id())
+    def objective(trial: Any) -> List[float]:
+        policy = start_trial(trial, space, backend="local")
         result = run_trial(config, policy, trial_options(config, runs_dir, trial.number))
         return record_result(trial, config, dense_arch_dict, result.to_dict())
 
@@ -108,51 +95,12 @@ def make_objective(config: StudyConfig, runs_dir: str, dense_arch_dict: Dict[str
 
 def trial_options(config: StudyConfig, runs_dir: str, number: int) -> Any:
     """The ``TrialOptions`` of trial ``number`` (its weights go to ``runs/<study>/trials/<number>``)."""
-    from autoprune.search.study import study_paths
-    from autoprune.search.trial import TrialOptions
-
     s = config.search
     return TrialOptions(
         runs_dir=runs_dir,
-        trial_dir=str(study_paths(runs_dir, config.study)["trials"] / str(number)),
+        trial_dir=str(study_paths(runs_dir, config.study).trial(number)),
         max_latency_ms=s.constraints.max_latency_ms,
         max_size_bytes=s.constraints.max_size_bytes,
         early_stop_after=s.early_stop.after_epochs,
         early_stop_max_drop=s.early_stop.max_drop,
     )
-
-
-def record_result(trial: Any, config: StudyConfig, dense_arch_dict: Dict[str, Any], data: Dict[str, Any]) -> list:
-    """Record a ``TrialResult.to_dict()`` on the Optuna trial; return its objective values.
-
-    Raises ``optuna.TrialPruned`` for a trial stopped early. Runs where the trial was asked
-    (the objective in-process, the Ray driver), not necessarily where it trained.
-    """
-    import optuna
-
-    from autoprune.models.arch import ArchSpec
-
-    c = config.search.constraints
-    s = config.search
-    data = {k: v for k, v in data.items() if k != "pruning_history"}
-    trial.set_user_attr("autoprune.state", data["state"])
-    trial.set_user_attr("autoprune.result", data)
-    if data["state"] == "stopped_early":
-        raise optuna.TrialPruned(data.get("reason"))
-    size = data["size_bytes"]
-    if data["state"] == "infeasible":
-        # not trained: no accuracy exists; 0 keeps the trial dominated, the constraint tells the sampler why
-        from autoprune.models.rnn import RNNClassifier
-
-        size = sum(p.numel() for p in RNNClassifier(ArchSpec(**{**dense_arch_dict, "hidden_sizes": data["hidden_sizes"]})).parameters()) * 4
-    if c.max_latency_ms is not None:
-        trial.set_constraint("latency_ms", (data.get("latency_ms") or 0.0) - c.max_latency_ms)
-    if c.max_size_bytes is not None:
-        trial.set_constraint("size_bytes", float(size) - c.max_size_bytes)
-    from autoprune.search.validation import score_of
-
-    values = [score_of(data) or 0.0, float(size)]  # val_score: accuracy, ties broken by validation loss
-    if "latency_ms" in s.objectives:
-        values.append(float(data.get("latency_ms") or 0.0))
-    return values
-

@@ -8,10 +8,20 @@ implementation (``optuna._hypervolume.compute_hypervolume``, the one behind
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any, Dict, List, Optional, Sequence
 
-__all__ = ["trial_row", "front_rows", "hypervolume", "knee_index", "pick_best", "selection_score", "STATE_NAMES", "HYPERVOLUME_DESCRIPTION", "HV_ACCURACY_MARGIN", "HV_SIZE_FLOOR"]
+import numpy as np
+import optuna
+from optuna._hypervolume import compute_hypervolume
+
+from autoprune.errors import ConfigError, TrialError
+from autoprune.search import attrs
+
+__all__ = ["feasible", "trial_state", "trial_row", "front_rows", "hypervolume", "knee_index", "pick_best", "select_trial", "selection_score", "STATE_NAMES", "HYPERVOLUME_DESCRIPTION", "HV_ACCURACY_MARGIN", "HV_SIZE_FLOOR"]
+
+log = logging.getLogger(__name__)
 
 #: our names for Optuna trial states (Optuna calls early stopping "pruning"; we never do)
 STATE_NAMES = {"COMPLETE": "complete", "PRUNED": "stopped_early", "FAIL": "failed", "RUNNING": "running", "WAITING": "waiting"}
@@ -21,14 +31,19 @@ def trial_state(trial: Any) -> str:
     """complete | infeasible | stopped_early | failed | running."""
     state = STATE_NAMES.get(trial.state.name, trial.state.name.lower())
     if state == "complete":
-        return trial.user_attrs.get("autoprune.state", "complete")
+        return trial.user_attrs.get(attrs.STATE, "complete")
     return state
+
+
+def feasible(trial: Any) -> bool:
+    """Within every budget: each constraint (value minus budget, see :func:`autoprune.trial.result.budget_excess`) at most 0."""
+    return all(v <= 0 for v in (trial.constraints or {}).values())
 
 
 def trial_row(trial: Any) -> Dict[str, Any]:
     """A flat, printable summary of one Optuna trial written by autoprune."""
-    result = trial.user_attrs.get("autoprune.result") or {}
-    policy = trial.user_attrs.get("autoprune.policy") or {}
+    result = trial.user_attrs.get(attrs.RESULT) or {}
+    policy = trial.user_attrs.get(attrs.POLICY) or {}
     dense = result.get("dense") or {}
     size = result.get("size_bytes")
     return {
@@ -51,7 +66,7 @@ def trial_row(trial: Any) -> Dict[str, Any]:
         "schedule": (policy.get("schedule") or {}).get("kind"),
         "policy": policy,
         "checkpoint": result.get("checkpoint"),
-        "error": trial.user_attrs.get("autoprune.error"),
+        "error": trial.user_attrs.get(attrs.ERROR),
         "reason": result.get("reason"),
     }
 
@@ -65,10 +80,8 @@ def front_rows(study: Any) -> List[Dict[str, Any]]:
     the same validation accuracy where one is no smaller and no faster: shown as accuracy and
     size, the second is dominated, and it is left out (the tie-break still orders the pick).
     """
-    import optuna
-
     trials = sorted(
-        (t for t in study.best_trials if t.user_attrs.get("autoprune.state", "complete") == "complete"), key=lambda t: t.number
+        (t for t in study.best_trials if t.user_attrs.get(attrs.STATE, "complete") == "complete"), key=lambda t: t.number
     )
     seen, kept = set(), []
     for t in trials:
@@ -140,9 +153,6 @@ def hypervolume(
     :func:`trial_row`); points at or below the reference accuracy or above dense size count
     nothing. 1.0 means dense accuracy at 1 % of dense size.
     """
-    import numpy as np
-    from optuna._hypervolume import compute_hypervolume
-
     if dense_accuracy is None:
         refs = {r.get(f"dense_{accuracy_key}") for r in rows} - {None}
         if not refs:
@@ -231,3 +241,79 @@ def pick_best(rows: Sequence[Dict[str, Any]], tolerance: float = 0.01) -> tuple[
         f"no Pareto trial is within {tolerance * 100:g} point(s) of dense validation accuracy {dense:.4f}; "
         f"exporting the most accurate one, trial {most_accurate['trial']} ({gap:.2f} points below dense); raise --tolerance to trade accuracy for size"
     )
+
+
+def _nearest_front(rows: List[Dict[str, Any]], number: int, k: int = 3) -> str:
+    near = sorted(rows, key=lambda r: abs(r["trial"] - number))[:k]
+    return ", ".join(f"{r['trial']} (val {r['val_accuracy']:.4f}, {r['size_bytes']:,} B)" for r in near) or "none yet"
+
+
+def select_trial(
+    study: Any,
+    trial: Optional[int] = None,
+    pick: Optional[str] = None,
+    max_size_bytes: Optional[int] = None,
+    max_latency_ms: Optional[float] = None,
+    min_accuracy: Optional[float] = None,
+    tolerance: float = 0.01,
+) -> Dict[str, Any]:
+    """The row of the trial to export: ``trial`` by number, or ``pick`` among the Pareto trials meeting the limits.
+
+    Picks use validation accuracy only: ``best`` (the default: the smallest within ``tolerance``,
+    a fraction, of dense validation accuracy; see :func:`autoprune.search.pareto.pick_best`),
+    ``max-accuracy`` (ties: smaller), ``smallest``
+    (ties: more accurate) or ``knee`` (see :func:`autoprune.search.pareto.knee_index`).
+
+    Raises:
+        TrialError: unknown trial; a trial that is not complete (says which state and lists the
+            nearest Pareto trials); no Pareto trial meets the limits (names the closest and by how much it misses).
+    """
+    front = front_rows(study)
+    if trial is not None:
+        trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+        if trial not in trials:
+            raise TrialError(f"study '{study.study_name}' has no trial {trial} (trials 0-{max(trials) if trials else -1}); Pareto trials: {_nearest_front(front, trial, 10)}")
+        row = trial_row(trials[trial])
+        if row["state"] != "complete":
+            why = row.get("reason") or row.get("error") or ""
+            raise TrialError(
+                f"trial {trial} of study '{study.study_name}' is {row['state'].replace('_', ' ')}"
+                + (f" ({why})" if why else "")
+                + f" and has no model to export; nearest Pareto trials: {_nearest_front(front, trial)}"
+            )
+        return row
+    if not front:
+        raise TrialError(f"study '{study.study_name}' has no complete feasible trial yet; run `autoprune search` first")
+    limits = []
+    if max_size_bytes is not None:
+        limits.append(("size_bytes", max_size_bytes, lambda r: r["size_bytes"] <= max_size_bytes, lambda r: f"{r['size_bytes'] - max_size_bytes:,} B over --max-size-bytes"))
+    if max_latency_ms is not None:
+        limits.append(("latency_ms", max_latency_ms, lambda r: r["latency_ms"] is not None and r["latency_ms"] <= max_latency_ms, lambda r: f"{(r['latency_ms'] or 0) - max_latency_ms:.3f} ms over --max-latency-ms"))
+    if min_accuracy is not None:
+        limits.append(("val_accuracy", min_accuracy, lambda r: r["val_accuracy"] >= min_accuracy, lambda r: f"{min_accuracy - r['val_accuracy']:.4f} below --min-accuracy"))
+    ok = [r for r in front if all(check(r) for _, _, check, _ in limits)]
+    if not ok:
+        def miss(r: Dict[str, Any]) -> float:
+            total = 0.0
+            for key, bound, check, _ in limits:
+                if not check(r):
+                    value = r[key] if r[key] is not None else float("inf")
+                    total += abs(value - bound) / max(abs(bound), 1e-12)
+            return total
+
+        closest = min(front, key=miss)
+        reasons = "; ".join(text(closest) for _, _, check, text in limits if not check(closest))
+        raise TrialError(f"no Pareto trial of study '{study.study_name}' meets the limits; the closest is trial {closest['trial']}: {reasons}")
+    pick = pick or "best"
+    if pick == "best":
+        chosen, note = pick_best(ok, tolerance)
+        if note:
+            log.warning("%s", note)
+        return chosen
+    if pick == "max-accuracy":
+        return max(ok, key=lambda r: (r["val_accuracy"], -r["size_bytes"]))
+    if pick == "smallest":
+        return min(ok, key=lambda r: (r["size_bytes"], -r["val_accuracy"]))
+    if pick == "knee":
+        return ok[knee_index(ok)]
+    raise ConfigError(f"--pick must be one of best, max-accuracy, smallest, knee; got {pick!r}")

@@ -19,8 +19,15 @@ import os
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from autoprune.config import StudyConfig, stable_hash
-from autoprune.errors import ConfigError
+from autoprune.config import StudyConfig
+from autoprune.errors import ConfigError, PruningError
+from autoprune.pruning.policy import policy_from_dict
+from autoprune.tasks import build_datamodule
+from autoprune.tasks.budget import describe_epoch
+from autoprune.trial.result import TrialOptions
+from autoprune.trial.run import run_trial
+from autoprune.trial.validation import small_validation_message
+from autoprune.yamlio import stable_hash
 
 __all__ = ["recipe_policy", "check_recipe", "check_search_start"]
 
@@ -29,8 +36,6 @@ log = logging.getLogger(__name__)
 
 def recipe_policy(config: StudyConfig, lr: float, epochs: int):
     """The search's fine-tune with nothing pruned: sparsity 0, the given lr and epochs, the loosest clipping."""
-    from autoprune.pruning.policy import policy_from_dict
-
     s = config.search
     return policy_from_dict(
         {
@@ -46,9 +51,6 @@ def recipe_policy(config: StudyConfig, lr: float, epochs: int):
 
 
 def _run(config: StudyConfig, runs_dir: str, lr: float, epochs: int) -> Dict[str, Any]:
-    from autoprune.errors import PruningError
-    from autoprune.search.trial import TrialOptions, run_trial
-
     try:
         result = run_trial(config, recipe_policy(config, lr, epochs), TrialOptions(runs_dir=runs_dir, measure_latency=False))
     except PruningError as err:  # diverged: the recipe fails outright
@@ -123,13 +125,9 @@ def check_recipe(config: StudyConfig, runs_dir: str | os.PathLike, dense_metrics
 def check_search_start(config: StudyConfig, runs_dir: str | os.PathLike, dense: Any) -> Optional[Dict[str, Any]]:
     """Everything a search checks after the dense model exists and before its first trial.
 
-    Logs what a fine-tune epoch is (``autoprune.budget``), warns when the validation set is
+    Logs what a fine-tune epoch is (``autoprune.tasks.budget``), warns when the validation set is
     small (``search.validation``) and runs :func:`check_recipe`.
     """
-    from autoprune.budget import describe_epoch
-    from autoprune.dense import build_datamodule
-    from autoprune.search.validation import small_validation_message
-
     dm = build_datamodule(config)
     n_val = int(dm.n_val)
     log.info(describe_epoch(int(dm.n_train), config.task.batch_size, config.search.finetune.min_epoch_steps))

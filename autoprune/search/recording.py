@@ -15,6 +15,11 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from autoprune.config import StudyConfig
+from autoprune.search import attrs
+from autoprune.search.claim import counts_toward_total
+from autoprune.search.pareto import HYPERVOLUME_DESCRIPTION, feasible, front_rows, hypervolume, trial_row, trial_state
+from autoprune.tracking.tracker import Tracker
+from autoprune.tracking.ui import write_front_plot
 
 __all__ = ["Recorder", "SearchSummary", "write_front_artifacts", "find_trial_checkpoint"]
 
@@ -95,8 +100,6 @@ class Recorder:
     """
 
     def __init__(self, study: Any, config: StudyConfig, uri: str, runs_dir: str, dense: Dict[str, Any]) -> None:
-        from autoprune.tracking import Tracker
-
         self.study = study
         self.config = config
         self.uri = uri
@@ -104,12 +107,10 @@ class Recorder:
         self.tracker = Tracker(uri, config.study, runs_dir)
         self.tracker.start_parent(config.to_dict(), dense)
         self._last: Dict[str, Any] = {"n_finished": -1, "status": {}}
+        self.artifacts: Dict[str, str] = {}
 
     def sync(self) -> Dict[str, Any]:
         """Log newly finished trials, refresh Pareto tags and the hypervolume; return the progress status."""
-        from autoprune.search.pareto import front_rows, hypervolume, trial_row, trial_state
-        from autoprune.search.study import counts_toward_total
-
         tracker, last = self.tracker, self._last
         trials = self.study.get_trials(deepcopy=False)
         finished = [t for t in trials if t.state.is_finished()]
@@ -121,9 +122,9 @@ class Recorder:
                 tracker.log_trial(
                     t.number,
                     st,
-                    t.user_attrs.get("autoprune.policy"),
-                    t.user_attrs.get("autoprune.result"),
-                    t.user_attrs.get("autoprune.error"),
+                    t.user_attrs.get(attrs.POLICY),
+                    t.user_attrs.get(attrs.RESULT),
+                    t.user_attrs.get(attrs.ERROR),
                     int(t.datetime_start.timestamp() * 1000) if t.datetime_start else None,
                     int(t.datetime_complete.timestamp() * 1000) if t.datetime_complete else None,
                 )
@@ -131,12 +132,12 @@ class Recorder:
         front = front_rows(self.study)
         tracker.set_pareto([r["trial"] for r in front])
         # feasible only (a size budget broken after training keeps state "complete"), as on the front
-        complete = sorted((t for t in finished if trial_state(t) == "complete" and all(v <= 0 for v in t.constraints.values())), key=lambda t: t.number)
+        complete = sorted((t for t in finished if trial_state(t) == "complete" and feasible(t)), key=lambda t: t.number)
         rows_so_far: List[Dict[str, Any]] = []
         for t in complete:
             rows_so_far.append(trial_row(t))
             if t.number not in tracker._hv_logged:
-                tracker.log_hypervolume(t.number, hypervolume(rows_so_far))  # dominated points add nothing
+                tracker.log_hypervolume(t.number, hypervolume(rows_so_far), HYPERVOLUME_DESCRIPTION)  # dominated points add nothing
         best = max((r["val_accuracy"] for r in front), default=None)
         counted = counts_toward_total()
         last["n_finished"] = len(finished)
@@ -156,25 +157,24 @@ class Recorder:
         nested run, so ``export`` finds the weights where the runs folder is not shared."""
         if not self.uri.startswith(("http://", "https://")):
             return
-        ckpt = (trial.user_attrs.get("autoprune.result") or {}).get("checkpoint")
+        ckpt = (trial.user_attrs.get(attrs.RESULT) or {}).get("checkpoint")
         if ckpt and Path(ckpt).is_file():
             try:
                 self.tracker.client.log_artifacts(self.tracker.trial_run_id(trial.number), str(Path(ckpt).parent), TRIAL_ARTIFACTS)
             except Exception as err:  # the search goes on; export says where it looked
                 log.warning("trial %d: could not upload its weights to the MLflow server: %s", trial.number, str(err).splitlines()[0][:200])
 
-    def finish(self, out_dir: Path, interrupted: bool, status: Optional[str] = None) -> Dict[str, str]:
-        """Last sync, the front artifacts on the parent run, and the parent's final status
-        (``status`` when given, e.g. FAILED; else KILLED when interrupted, FINISHED otherwise)."""
+    def finish(self, out_dir: Path, status: str = "FINISHED") -> Dict[str, str]:
+        """Last sync, the front artifacts on the parent run (kept in ``self.artifacts``), and the parent's
+        final status (FINISHED, KILLED or FAILED)."""
         try:
             self.sync()
-            return write_front_artifacts(self.study, self.tracker, self.dense, out_dir, self.config.search.objectives)
+            self.artifacts = write_front_artifacts(self.study, self.tracker, self.dense, out_dir, self.config.search.objectives)
+            return self.artifacts
         finally:
-            self.tracker.finish_parent(status or ("KILLED" if interrupted else "FINISHED"))
+            self.tracker.finish_parent(status)
 
     def summary(self, storage: str, started: float, artifacts: Dict[str, str], interrupted: bool) -> SearchSummary:
-        from autoprune.search.pareto import front_rows, hypervolume, trial_state
-
         trials = self.study.get_trials(deepcopy=False)
         states = [trial_state(t) for t in trials]
         front = front_rows(self.study)
@@ -199,10 +199,8 @@ class Recorder:
 
 
 def write_front_artifacts(study: Any, tracker: Any, dense: Dict[str, Any], out_dir: Path, objectives: List[str]) -> Dict[str, str]:
-    """pareto_front.csv, a small interactive HTML plot (:mod:`autoprune.mlflow_ui`) and a static PNG, logged to the parent run."""
+    """pareto_front.csv, a small interactive HTML plot (:mod:`autoprune.tracking.ui`) and a static PNG, logged to the parent run."""
     import csv
-
-    from autoprune.search.pareto import front_rows, trial_row, trial_state
 
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = front_rows(study)
@@ -216,8 +214,6 @@ def write_front_artifacts(study: Any, tracker: Any, dense: Dict[str, Any], out_d
     out = {"pareto_front.csv": str(csv_path)}
     complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE" and trial_state(t) == "complete"]
     if complete:
-        from autoprune.mlflow_ui import write_front_plot
-
         try:  # a few kB of SVG: renders in MLflow's sandboxed artifact viewer, offline (a plotly page did not)
             out["pareto_front.html"] = write_front_plot(
                 out_dir / "pareto_front.html", [trial_row(t) for t in complete], rows, dense, f"study {study.study_name}: Pareto front"

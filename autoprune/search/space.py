@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Tuple
 
 from autoprune.config import SearchConfig, StudyConfig
-from autoprune.models.arch import GATES, ArchSpec
+from autoprune.models.arch import GATES, ArchSpec, layer_name, units_kept
+from autoprune.models.rnn import RNNClassifier
 from autoprune.pruning.methods import METHODS
 from autoprune.pruning.policy import FinetuneConfig, PruningPolicy, policy_from_dict
 
@@ -20,34 +21,30 @@ __all__ = ["SearchSpace", "UNIT_SIZE_TARGETS", "sparsity_groups", "unit_fraction
 #: the levels users report (and ``benchmarks/search_quality`` measures at 10 / 5 / 2 %)
 UNIT_SIZE_TARGETS = (0.25, 0.10, 0.05, 0.02, 0.01)
 
-_DIRS = ("fwd", "bwd")
-
-
 def sparsity_groups(arch: ArchSpec, grouping: str, granularity: str) -> Dict[str, Tuple[str, List[str]]]:
     """Searched sparsity groups: name → (kind, policy keys it sets).
 
     ``kind`` picks the range (``ih``, ``hh``, ``layer``, ``units``, ``all``). Directions of a
     bidirectional layer share a group; for ``hidden_unit`` the groups are layers.
     """
-    dirs = [f".{d}" for d in _DIRS] if arch.bidirectional else [""]
+    dirs = range(2 if arch.bidirectional else 1)
     layers = range(arch.num_layers)
+
+    def names(l: int, suffix: str = "") -> List[str]:
+        return [layer_name(l, d, arch.bidirectional) + suffix for d in dirs]
+
     if granularity == "hidden_unit":
         if grouping == "global":
-            return {"units": ("units", [f"rnn.{l}{d}" for l in layers for d in dirs])}
-        return {f"units.rnn.{l}": ("units", [f"rnn.{l}{d}" for d in dirs]) for l in layers}
+            return {"units": ("units", [n for l in layers for n in names(l)])}
+        return {f"units.rnn.{l}": ("units", names(l)) for l in layers}
     if grouping == "global":
-        return {"sparsity": ("all", [f"rnn.{l}{d}.{k}" for l in layers for d in dirs for k in ("ih", "hh")])}
+        return {"sparsity": ("all", [n for l in layers for d in dirs for n in [layer_name(l, d, arch.bidirectional) + f".{k}" for k in ("ih", "hh")]])}
     if grouping == "per_layer":
-        return {f"sparsity.rnn.{l}": ("layer", [f"rnn.{l}{d}.{k}" for d in dirs for k in ("ih", "hh")]) for l in layers}
+        return {f"sparsity.rnn.{l}": ("layer", [layer_name(l, d, arch.bidirectional) + f".{k}" for d in dirs for k in ("ih", "hh")]) for l in layers}
     if grouping == "per_matrix":
-        return {f"sparsity.rnn.{l}.{k}": (k, [f"rnn.{l}{d}.{k}" for d in dirs]) for l in layers for k in ("ih", "hh")}
+        return {f"sparsity.rnn.{l}.{k}": (k, names(l, f".{k}")) for l in layers for k in ("ih", "hh")}
     gates = GATES[arch.cell]
-    return {
-        f"sparsity.rnn.{l}.{k}.{g}": (k, [f"rnn.{l}{d}.{k}.{g}" for d in dirs])
-        for l in layers
-        for k in ("ih", "hh")
-        for g in gates
-    }
+    return {f"sparsity.rnn.{l}.{k}.{g}": (k, names(l, f".{k}.{g}")) for l in layers for k in ("ih", "hh") for g in gates}
 
 
 def warm_start_recovery(offered: List[str]) -> str:
@@ -62,8 +59,7 @@ def warm_start_recovery(offered: List[str]) -> str:
 
 def with_units_removed(arch: ArchSpec, fraction: float) -> ArchSpec:
     """``arch`` after removing ``fraction`` of every layer's units (as compaction rounds them)."""
-    hidden = [[max(1, h - int(round(fraction * h))) for h in layer] for layer in arch.hidden_sizes]
-    return ArchSpec(arch.cell, arch.input_size, hidden, arch.n_classes, arch.pooling, arch.attention_dim, arch.dropout)
+    return arch.with_hidden_sizes([[max(1, units_kept(h, fraction)) for h in layer] for layer in arch.hidden_sizes])
 
 
 def unit_fractions_for_sizes(arch: ArchSpec, targets: Tuple[float, ...]) -> List[float]:
@@ -73,8 +69,6 @@ def unit_fractions_for_sizes(arch: ArchSpec, targets: Tuple[float, ...]) -> List
     widest size land on whole widths, like a small dense model of that width (the warm start's
     levels and ``benchmarks/search_quality``'s small-dense widths both come from here).
     """
-    from autoprune.models.rnn import RNNClassifier
-
     counts: Dict[int, int] = {}
 
     def n_params(width: int) -> int:

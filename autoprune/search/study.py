@@ -1,5 +1,6 @@
-"""A search's study: where it lives (storage), the lock that keeps one driver per study,
-the sampler, and the repair of trials left running by a killed search.
+"""A search's study: opening and creating it (with its sampler and warm start), the lock that keeps
+one driver per study on this machine, the search's ``search.json``, and the repair of trials left
+running by a killed search. Where it lives: :mod:`autoprune.search.storage`.
 
 The Optuna study is the record that ``pareto``, ``export`` and resume read, whichever
 runner filled it.
@@ -13,98 +14,45 @@ import logging
 import os
 import socket
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Tuple
+
+import optuna
+from optuna.trial import TrialState
 
 from autoprune.config import StudyConfig
 from autoprune.errors import ConfigError, TrialError
+from autoprune.layout import study_paths
+from autoprune.search import attrs
+from autoprune.search.samplers import make_sampler
+from autoprune.search.storage import Storage, is_shared_storage
 
-__all__ = [
-    "OBJECTIVE_DIRECTIONS",
-    "study_paths",
-    "storage_for",
-    "open_study",
-    "StudyLock",
-    "make_sampler",
-    "counts_toward_total",
-    "mark_stale",
-    "create_study",
-    "update_meta",
-    "driver_id",
-    "is_shared_storage",
-    "check_storage_reachable",
-]
+__all__ = ["OBJECTIVE_DIRECTIONS", "open_study", "StudyLock", "mark_stale", "create_study", "update_meta", "driver_id"]
 
 log = logging.getLogger(__name__)
 
 OBJECTIVE_DIRECTIONS = {"val_accuracy": "maximize", "size_bytes": "minimize", "latency_ms": "minimize"}
 
 
-def study_paths(runs_dir: str | os.PathLike, study: str) -> Dict[str, Path]:
-    root = Path(runs_dir) / study
-    return {"root": root, "journal": root / "optuna.journal", "meta": root / "search.json", "lock": root / "search.lock", "trials": root / "trials"}
-
-
-def storage_for(storage: str):
-    """An Optuna storage from a URL (RDB: passed through) or a journal file path."""
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    if "://" in storage:
-        return storage
-    return JournalStorage(JournalFileBackend(storage))
-
-
-def check_storage_reachable(storage: str, timeout_s: int = 5) -> None:
-    """Fail fast, with one line, when a database server storage cannot be reached (before any training).
-
-    Raises:
-        ConfigError: naming the URL (password hidden) and what went wrong.
-    """
-    if "://" not in storage or storage.startswith("sqlite"):
-        return
-    import sqlalchemy
-
-    url = sqlalchemy.engine.make_url(storage)
-    connect_args = {"connect_timeout": timeout_s} if url.get_backend_name() in ("postgresql", "mysql") else {}
-    engine = sqlalchemy.create_engine(url, connect_args=connect_args, poolclass=sqlalchemy.pool.NullPool)
-    try:
-        engine.connect().close()
-    except Exception as err:  # OperationalError and friends: all mean "cannot use it"
-        reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0][:200]
-        raise ConfigError(
-            f"--storage {url.render_as_string(hide_password=True)}: cannot connect to the database ({reason}); "
-            f"start the server, create the database, or fix the URL"
-        ) from None
-    finally:
-        engine.dispose()
-
-
-def open_study(study: str, runs_dir: str | os.PathLike = "runs"):
+def open_study(study: str, runs_dir: str | os.PathLike = "runs") -> Tuple[optuna.Study, Dict[str, Any]]:
     """Load a searched study by name; returns (optuna study, search meta dict).
 
     Raises:
-        TrialError: no search has been run for this study (lists the studies that have one).
+        TrialError: no search has been run for this study (lists the studies that have one), or its storage cannot be read.
     """
     paths = study_paths(runs_dir, study)
-    if not paths["meta"].is_file():
+    if not paths.meta.is_file():
         known = sorted(p.parent.name for p in Path(runs_dir).glob("*/search.json")) if Path(runs_dir).is_dir() else []
         raise TrialError(
             f"unknown study '{study}' under {runs_dir}/: no search has been run for it"
             + (f"; studies with a search: {', '.join(known)}" if known else "; run `autoprune search CONFIG` first")
         )
-    meta = json.loads(paths["meta"].read_text())
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = meta["storage"]
-    if "://" not in storage and Path(storage).name == paths["journal"].name and paths["journal"].is_file():
-        # the study's own journal, wherever runs/ is now (search.json may hold a path relative to another directory)
-        storage = str(paths["journal"])
+    meta = json.loads(paths.meta.read_text())
+    storage = Storage(meta["storage"]).relocated(paths.journal)
     try:
-        return optuna.load_study(study_name=study, storage=storage_for(storage)), meta
+        return optuna.load_study(study_name=study, storage=storage.open()), meta
     except ValueError as err:  # json.JSONDecodeError included: a damaged journal
         raise TrialError(
-            f"{storage}: the study storage cannot be read ({type(err).__name__}: {str(err)[:200]}); "
+            f"{storage.display()}: the study storage cannot be read ({type(err).__name__}: {str(err)[:200]}); "
             f"run `autoprune search` on the study again: it repairs a torn journal (keeping a backup)"
         ) from None
 
@@ -149,41 +97,15 @@ class StudyLock:
             self.fh.close()
 
 
-def make_sampler(config: StudyConfig, worker: int):
-    import optuna
-
-    s = config.search
-    seed = s.seed + worker
-    if s.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(population_size=s.population_size, seed=seed)
-    if s.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=min(10, s.trials))
-    return optuna.samplers.RandomSampler(seed=seed)
-
-
-def counts_toward_total():
-    """The trial states ``trials`` counts: complete (feasible or not) and stopped early."""
-    from optuna.trial import TrialState
-
-    return (TrialState.COMPLETE, TrialState.PRUNED)
-
-
 def driver_id() -> str:
     """``host:pid`` of the process that asked a trial (recorded as ``autoprune.driver``)."""
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def is_shared_storage(study: Any) -> bool:
-    """True when the study lives in a database server, where searches on other machines may add trials
-    at the same time (the study lock file only keeps out searches on this machine)."""
-    url = str(getattr(getattr(study._storage, "_backend", study._storage), "url", "") or "")
-    return "://" in url and not url.startswith("sqlite")
-
-
 def _left_behind(trial: Any) -> bool:
     """On a shared storage: a RUNNING trial is ours to repair only when its driver ran on this machine
     and is gone (or is this process). Trials of searches on other machines are left alone."""
-    host, _, pid = str(trial.user_attrs.get("autoprune.driver", "")).rpartition(":")
+    host, _, pid = str(trial.user_attrs.get(attrs.DRIVER, "")).rpartition(":")
     if host != socket.gethostname() or not pid.isdigit():
         return False
     if int(pid) == os.getpid():
@@ -204,15 +126,13 @@ def mark_stale(study: Any, reason: str = "interrupted: the search process stoppe
     database server only those asked by this machine's dead (or this) search process.
     WAITING trials (enqueued warm-start policies not yet run) stay: the next optimize runs them.
     """
-    from optuna.trial import TrialState
-
     n = 0
     shared = is_shared_storage(study)
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if shared and not _left_behind(t):
             continue
         try:
-            study._storage.set_trial_user_attr(t._trial_id, "autoprune.error", reason)
+            study._storage.set_trial_user_attr(t._trial_id, attrs.ERROR, reason)
             study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
             n += 1
         except Exception:  # another process finished it meanwhile
@@ -220,18 +140,16 @@ def mark_stale(study: Any, reason: str = "interrupted: the search process stoppe
     return n
 
 
-def create_study(config: StudyConfig, storage: str, space: Any):
+def create_study(config: StudyConfig, storage: Storage, space: Any) -> optuna.Study:
     """Create or resume the study; refuse other objectives, repair stale trials, enqueue the warm start.
 
     Raises:
         ConfigError: the stored study was searched with other objectives.
     """
-    import optuna
-
     s = config.search
     directions = [OBJECTIVE_DIRECTIONS[o] for o in s.objectives]
     study = optuna.create_study(
-        study_name=config.study, storage=storage_for(storage), directions=directions, sampler=make_sampler(config, 0), load_if_exists=True
+        study_name=config.study, storage=storage.open(), directions=directions, sampler=make_sampler(config, 0), load_if_exists=True
     )
     if [d.name.lower() for d in study.directions] != directions:
         raise ConfigError(

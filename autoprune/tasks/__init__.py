@@ -1,4 +1,4 @@
-"""Data sources for sequence classification: task spec string -> LightningDataModule.
+"""Data sources for sequence classification: task spec string -> LightningDataModule; budgets in steps.
 
 ``build_task("uea:JapaneseVowels")``, ``build_task("mnist1d")``,
 ``build_task("synthetic:sines")`` or ``build_task("mypkg.data:load")``; see
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from autoprune.tasks.registry import TASK_KINDS, TaskKind, build_task, list_task_kinds
+from autoprune.tasks.registry import TASK_KINDS, build_datamodule, build_task, list_task_kinds
 from autoprune.tasks.uea import bundled_uea_datasets
 
 if TYPE_CHECKING:
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 __all__ = [
     "TASK_KINDS",
     "SequenceDataModule",
-    "TaskKind",
+    "build_datamodule",
     "build_task",
     "bundled_uea_datasets",
     "list_task_kinds",

@@ -20,71 +20,118 @@ import inspect
 import logging
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Optional
 
 from autoprune.errors import ConfigError, TaskError
 from autoprune.tasks.sequences import RawSplits, to_sequences
 
-__all__ = ["import_function", "call_source"]
+__all__ = ["FunctionImportError", "import_function", "module_file", "call_source"]
 
 logger = logging.getLogger(__name__)
 
 ARRAY_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 
-def _import_module(module: str, spec: str, hint: str):
+class FunctionImportError(TaskError):
+    """A user's ``module:function`` gives no function (the message words it as model.from / model.build do).
+
+    Attributes:
+        reason: ``import`` (the module fails to import; its error is the ``__cause__``),
+            ``missing`` (no such attribute) or ``not_callable``.
+        detail: the import error in one line, or the type name of what is not callable.
+    """
+
+    def __init__(self, message: str, reason: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.reason, self.detail = reason, detail
+
+
+def _look_in_cwd(module: str) -> None:
+    """Put the current directory on sys.path when the top-level package of ``module`` is found nowhere else.
+
+    ``autoprune`` run as a console script has no current directory on sys.path, where
+    ``python -m`` has it: a user's ``my_pkg.data:load`` beside the study is found either way.
+    """
+    cwd = os.getcwd()
+    if cwd in sys.path or "" in sys.path:
+        return
     try:
-        if module.endswith(".py"):
-            path = Path(module).expanduser().resolve()
-            if not path.is_file():
-                raise FileNotFoundError(f"no file {str(path)!r}")
-            mod_spec = importlib.util.spec_from_file_location(path.stem, path)
-            mod = importlib.util.module_from_spec(mod_spec)
-            mod_spec.loader.exec_module(mod)
-            return mod
-        try:
-            return importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            cwd = os.getcwd()
-            top = module.split(".")[0]
-            if e.name != top or cwd in sys.path or "" in sys.path:
-                raise
-            # `autoprune` run as a console script has no cwd on sys.path: add it
-            sys.path.insert(0, cwd)
-            logger.debug("added %s to sys.path to import %r", cwd, module)
-            return importlib.import_module(module)
-    except Exception as e:  # any failure while importing user code
-        msg = " ".join(f"{type(e).__name__}: {e}".split())
-        raise TaskError(f"cannot import module {module!r} for task {spec!r}: {msg}{hint}") from e
+        found = importlib.util.find_spec(module.split(".")[0])
+    except (ImportError, ValueError):
+        return
+    if found is None:
+        sys.path.insert(0, cwd)
+        logger.debug("added %s to sys.path to import %r", cwd, module)
 
 
-def import_function(module: str, function: str, *, spec: str, hint: str = ""):
-    """Import ``module`` and return its callable ``function``.
+def _import_module(module: str):
+    if not module.endswith(".py"):
+        _look_in_cwd(module)
+        return importlib.import_module(module)
+    path = Path(module).expanduser().resolve()
+    if not path.is_file():
+        raise FileNotFoundError(f"no file {str(path)!r}")
+    mod_spec = importlib.util.spec_from_file_location(path.stem, path)
+    mod = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(mod)
+    return mod
+
+
+def import_function(module: str, function: str) -> Callable:
+    """Import a user's ``module`` and return its callable ``function``: task data sources and model.from / model.build.
 
     Args:
         module: a dotted module path (also looked up from the current directory) or a
             path to a ``.py`` file.
         function: an attribute of the module (dots allowed: ``Class.method``).
-        spec: the task spec, for messages.
-        hint: appended to the import error (e.g. the registered task kinds).
 
     Returns:
         The callable.
 
     Raises:
-        TaskError: the module cannot be imported, or has no such callable.
+        FunctionImportError: the module cannot be imported, or has no such callable (``reason`` says
+            which, so that each caller words it for its key).
     """
-    if not module or not function:
-        raise TaskError(f"task spec {spec!r} must look like module.path:function")
-    obj = _import_module(module, spec, hint)
+    try:
+        obj = _import_module(module)
+    except Exception as e:  # any failure while importing user code
+        detail = " ".join(f"{type(e).__name__}: {e}".split())
+        raise FunctionImportError(f"cannot import {module!r} ({detail})", "import", detail) from e
     for part in function.split("."):
         if not hasattr(obj, part):
-            raise TaskError(f"module {module!r} has no function {function!r} (task {spec!r})")
+            raise FunctionImportError(f"module {module!r} has no {function!r}", "missing")
         obj = getattr(obj, part)
     if not callable(obj):
-        raise TaskError(f"{module}:{function} is a {type(obj).__name__}, not a function")
+        raise FunctionImportError(f"{module}:{function} is a {type(obj).__name__}, not a function", "not_callable", type(obj).__name__)
     return obj
+
+
+def module_file(module: str) -> Optional[str]:
+    """The file :func:`import_function` imports ``module`` from (a ``.py`` path or a dotted module), or None."""
+    if module.endswith(".py"):
+        path = Path(module).expanduser().resolve()
+        return str(path) if path.is_file() else None
+    _look_in_cwd(module)
+    try:
+        found = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    return found.origin if found is not None else None
+
+
+def _task_function(module: str, function: str, spec: str, hint: str) -> Callable:
+    if not module or not function:
+        raise TaskError(f"task spec {spec!r} must look like module.path:function")
+    try:
+        return import_function(module, function)
+    except FunctionImportError as err:
+        if err.reason == "import":
+            raise TaskError(f"cannot import module {module!r} for task {spec!r}: {err.detail}{hint}") from err.__cause__
+        if err.reason == "missing":
+            raise TaskError(f"module {module!r} has no function {function!r} (task {spec!r})") from None
+        raise
 
 
 def _kwargs(fn, seed: int, options: Mapping, spec: str) -> dict:
@@ -145,7 +192,7 @@ def call_source(module: str, function: str, *, spec: str, seed: int, options: Ma
         TaskError: import failure, missing function, a wrong return type, malformed arrays.
         ConfigError: an option the function does not accept.
     """
-    fn = import_function(module, function, spec=spec, hint=hint)
+    fn = _task_function(module, function, spec, hint)
     fn_name = f"{module}:{function}"
     kwargs = _kwargs(fn, seed, options, spec)
     try:
@@ -155,7 +202,7 @@ def call_source(module: str, function: str, *, spec: str, seed: int, options: Ma
     except Exception as e:  # user code failed: one line here, the traceback is chained
         msg = " ".join(f"{type(e).__name__}: {e}".split())
         raise TaskError(f"{fn_name} (task {spec!r}) raised {msg}") from e
-    from lightning.pytorch import LightningDataModule
+    from lightning.pytorch import LightningDataModule  # seconds to import: tasks/ loads it only when used
 
     if isinstance(result, LightningDataModule):
         # training, pruning (taylor/confidence/dynamic), evaluation and export read these

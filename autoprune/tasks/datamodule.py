@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -18,6 +17,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from autoprune.errors import TaskError
+from autoprune.tasks.budget import epoch_steps
 from autoprune.tasks.sequences import SPLITS, Prepared, RawSplits, prepare, to_sequences
 
 __all__ = ["SequenceDataModule"]
@@ -37,14 +37,14 @@ class _IndexBatches(Sampler[torch.Tensor]):
 
     def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int, min_batches: int = 0) -> None:
         self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
-        self.min_batches = min_batches  # an epoch goes on over reshuffled passes until it has this many (autoprune.budget)
+        self.min_batches = min_batches  # an epoch goes on over reshuffled passes until it has this many (autoprune.tasks.budget)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return max(math.ceil(self.n / self.batch_size), self.min_batches)
+        return epoch_steps(self.n, self.batch_size, self.min_batches)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         if self.shuffle:

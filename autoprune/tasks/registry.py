@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from autoprune.tasks.datamodule import SequenceDataModule
 
-__all__ = ["TaskKind", "TASK_KINDS", "build_task", "list_task_kinds"]
+__all__ = ["TaskKind", "TASK_KINDS", "build_task", "build_datamodule", "list_task_kinds"]
 
 CUSTOM_USAGE = (
     "<module>:<function>",
@@ -186,6 +186,7 @@ def build_task(
     spec = spec.strip()
     _check_args(seed, batch_size, val_fraction, options)
     kind, result = _resolve(spec, seed, dict(options or {}))
+    # lightning takes seconds to import: only when a data module is built (this module stays light)
     from lightning.pytorch import LightningDataModule
 
     from autoprune.tasks.datamodule import SequenceDataModule
@@ -199,3 +200,22 @@ def build_task(
     return SequenceDataModule(
         spec, result, seed=seed, batch_size=batch_size, val_fraction=val_fraction
     )
+
+
+def build_datamodule(config: Any) -> "LightningDataModule":
+    """The data module of a study (a :class:`~autoprune.config.StudyConfig`), set up for fitting.
+
+    A user's own trained model (``model.from`` / ``model.checkpoint``) was trained on the inputs
+    exactly as their data gives them, so its study gets no per-channel normalisation.
+    """
+    dm = build_task(
+        config.task.name,
+        seed=config.seed,
+        batch_size=config.task.batch_size,
+        val_fraction=config.task.val_fraction,
+        options=dict(config.task.options),
+    )
+    if config.model.user_model and hasattr(dm, "normalize"):
+        dm.normalize = False
+    dm.setup("fit")
+    return dm

@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("ray", reason="Ray missing: pip install -c constraints.txt -e '.[cluster]'")
 
-from autoprune.search.faults import SearchInterrupted  # noqa: E402
+from autoprune.search.interrupts import SearchInterrupted  # noqa: E402
 from autoprune.search.runners.ray import _fit  # noqa: E402
 
 

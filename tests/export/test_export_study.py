@@ -16,14 +16,14 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import autoprune.search.trial as trial_mod
+import autoprune.search.objective as trial_mod  # the objective calls run_trial from here
 from autoprune.cli import cli
 from autoprune.config import config_from_dict
 from autoprune.errors import ExportError, PruningError, TrialError
-from autoprune.export import export, select_trial
+from autoprune.export import export
+from autoprune.search.pareto import front_rows, knee_index, select_trial, trial_row
 from autoprune.search.run import run_search
 from autoprune.search.study import open_study
-from autoprune.search.pareto import front_rows, knee_index, trial_row
 
 _spec = importlib.util.spec_from_file_location("_autoprune_tests_root_conftest_export", Path(__file__).parents[1] / "conftest.py")
 _root_conftest = importlib.util.module_from_spec(_spec)

@@ -17,10 +17,10 @@ import torch
 from autoprune.config import config_from_dict
 from autoprune.errors import ExportError
 from autoprune.export import export
-from autoprune.export_formats import FORMATS
+from autoprune.export.formats import FORMATS
+from autoprune.search.pareto import trial_row
 from autoprune.search.run import run_search
 from autoprune.search.study import open_study
-from autoprune.search.pareto import trial_row
 
 _spec = importlib.util.spec_from_file_location("_autoprune_tests_root_conftest_int8", Path(__file__).parents[1] / "conftest.py")
 _root_conftest = importlib.util.module_from_spec(_spec)
@@ -123,7 +123,7 @@ def test_int8_artifact_failing_verification_is_refused_and_nothing_written(int8_
 
 
 def test_registry_entries_are_complete():
-    from autoprune.export_formats import int8_unsupported
+    from autoprune.export.formats import int8_unsupported
 
     assert int8_unsupported(FORMATS["onnx"], "gru") == "--format onnx runs in onnxruntime, which has no int8 GRU kernel"
     assert int8_unsupported(FORMATS["onnx"], "lstm") is None and int8_unsupported(FORMATS["torchscript"], "gru") is None
@@ -138,7 +138,7 @@ def test_registry_entries_are_complete():
 @pytest.mark.slow
 def test_int8_without_a_kernel_in_a_format_runtime(int8_study, tmp_path, monkeypatch):
     """As for an int8 GRU (ONNX Runtime has no int8 GRU kernel): the default set skips ONNX, an explicit --format onnx is refused."""
-    import autoprune.export_formats as formats_mod
+    import autoprune.export.exporter as formats_mod  # the exporter asks int8_unsupported from here
 
     runs, row = int8_study
     monkeypatch.setattr(formats_mod, "int8_unsupported", lambda fmt, cell: "--format onnx runs in onnxruntime, which has no int8 GRU kernel" if fmt.name == "onnx" else None)
@@ -153,7 +153,8 @@ def test_int8_without_a_kernel_in_a_format_runtime(int8_study, tmp_path, monkeyp
 def test_mlflow_trial_run_says_int8(int8_study):
     from mlflow import MlflowClient
 
-    from autoprune.tracking import TRIAL_TAG, default_tracking_uri
+    from autoprune.tracking.tags import TRIAL_TAG
+    from autoprune.tracking.tracker import default_tracking_uri
 
     runs, row = int8_study
     client = MlflowClient(default_tracking_uri(runs))

@@ -107,7 +107,7 @@ def mlflow_runs(runs: Path, study: str = "tiny"):
     """(parent runs, nested runs) of the study's experiment in the embedded store."""
     from mlflow import MlflowClient
 
-    from autoprune.tracking import default_tracking_uri
+    from autoprune.tracking.tracker import default_tracking_uri
 
     client = MlflowClient(default_tracking_uri(runs))
     exp = client.get_experiment_by_name(study)

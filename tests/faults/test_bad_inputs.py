@@ -47,7 +47,7 @@ def test_case2_what_cannot_be_measured_is_refused_before_anything_is_created(wor
 def test_case2_measurement_failure_becomes_one_line():
     from autoprune.errors import ConfigError
     from autoprune.models.arch import ArchSpec
-    from autoprune.preflight import check_dense_measurable
+    from autoprune.runtime.preflight import check_dense_measurable
 
     class Broken:
         def get(self, arch, settings):
@@ -63,7 +63,7 @@ HUGE = {"cell": "lstm", "hidden_sizes": [8192, 8192, 8192], "bidirectional": Tru
 
 def test_case3_model_too_big_for_memory_is_refused_before_building(work):
     from autoprune.models.arch import ArchSpec
-    from autoprune.preflight import available_bytes, training_bytes
+    from autoprune.runtime.preflight import available_bytes, training_bytes
 
     need = training_bytes(ArchSpec("lstm", 1, [[8192, 8192]] * 3, 3), 32, 12)
     if (available_bytes() or 0) > need:
@@ -80,7 +80,7 @@ def test_case3_estimate_matches_the_built_model_and_refuses_with_numbers():
     from autoprune.errors import ConfigError
     from autoprune.models.arch import ArchSpec
     from autoprune.models.rnn import RNNClassifier
-    from autoprune.preflight import check_model_memory, param_count
+    from autoprune.runtime.preflight import check_model_memory, param_count
 
     for arch in (ArchSpec("lstm", 12, [[64, 64], [32, 32]], 9), ArchSpec("gru", 3, [[16], [8]], 4, pooling="attention", attention_dim=7)):
         assert param_count(arch) == sum(p.numel() for p in RNNClassifier(arch).parameters())
@@ -136,7 +136,7 @@ def test_case14_one_checkpoint_loader_with_weights_only(tmp_path):
 
     import torch
 
-    from autoprune.checkpoints import CheckpointError, load_checkpoint
+    from autoprune.models.checkpoints import CheckpointError, load_checkpoint
 
     src = Path(__file__).resolve().parents[2] / "autoprune"
     offenders = [str(p) for p in src.rglob("*.py") if "weights_only=False" in p.read_text()]
@@ -146,7 +146,9 @@ def test_case14_one_checkpoint_loader_with_weights_only(tmp_path):
     calls = [(p.name, m) for p in src.rglob("*.py") for m in re.findall(r"torch\.load\([^)]*\)", p.read_text())]
     assert calls and all("weights_only=True" in m for _, m in calls), calls
     # autoprune's own checkpoints (dense, trial, exported state dict) go through the one loader
-    texts = {m: (src / m).read_text() for m in ("dense.py", "search/trial.py", "export.py", "export_formats.py") if (src / m).is_file()}
+    # where each reads checkpoints since the package layout moved (dense.py -> reference/cache.py, ...)
+    moved = {"dense.py": "reference/cache.py", "search/trial.py": "trial/result.py", "export.py": "export/exporter.py", "export_formats.py": "export/formats.py"}
+    texts = {m: (src / path).read_text() for m, path in moved.items() if (src / path).is_file()}
     assert all("torch.load(" not in t for t in texts.values())
     assert "load_checkpoint(" in texts["dense.py"] and "load_checkpoint(" in texts["search/trial.py"]
     assert any("load_checkpoint(" in texts.get(m, "") for m in ("export.py", "export_formats.py"))

@@ -71,6 +71,6 @@ def test_case13_signal_to_ui_stops_the_server(work, sig, code):
 def test_server_that_cannot_start_exits_non_zero(monkeypatch):
     import sys
 
-    from autoprune.uiserver import serve
+    from autoprune.tracking.server import serve
 
     assert serve([sys.executable, "-c", "import sys; sys.exit(3)"]) == 3

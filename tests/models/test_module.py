@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from autoprune.models.module import RNNModule, evaluate, random_windows
-from autoprune.models.rnn import ArchSpec, RNNClassifier
+from autoprune.models.fitting import make_trainer
+from autoprune.models.fitting import RNNModule, random_windows
+from autoprune.models.rnn import ArchSpec, RNNClassifier, evaluate
 from autoprune.tasks import build_task
-from autoprune.training import make_trainer
 
 
 def test_random_windows_crops_long_and_keeps_short_sequences_whole():
@@ -82,7 +82,7 @@ def test_distillation_pulls_the_student_towards_the_teacher():
     import torch.nn.functional as F
 
     from autoprune.models.arch import ArchSpec
-    from autoprune.models.module import RNNModule
+    from autoprune.models.fitting import RNNModule
     from autoprune.models.rnn import RNNClassifier
 
     torch.manual_seed(0)

@@ -12,13 +12,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from autoprune.errors import PruningError
-from autoprune.models.module import RNNModule
+from autoprune.models.fitting import make_trainer
+from autoprune.models.fitting import RNNModule
 from autoprune.models.rnn import ArchSpec, RNNClassifier
-from autoprune.pruning.callback import PruningCallback, check_targets, mask_buffers, sparsity_report
-from autoprune.pruning.groups import ModelGroups
+from autoprune.pruning.callback import PruningCallback, mask_buffers, sparsity_report
+from autoprune.pruning.groups import ModelGroups, check_targets
 from autoprune.pruning.policy import policy_from_dict
 from autoprune.tasks import build_task
-from autoprune.training import make_trainer
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from autoprune.errors import ConfigError
-from autoprune.models.module import RNNModule
+from autoprune.models.fitting import make_trainer
+from autoprune.models.fitting import RNNModule
 from autoprune.models.rnn import ArchSpec, RNNClassifier
 from autoprune.pruning.callback import PruningCallback, mask_buffers
 from autoprune.pruning.compact import compact
@@ -17,7 +18,6 @@ from autoprune.pruning.groups import ModelGroups
 from autoprune.pruning.methods import GRANULARITIES, METHODS, get_method
 from autoprune.pruning.policy import policy_from_dict
 from autoprune.tasks import build_task
-from autoprune.training import make_trainer
 
 SUPPORTED = [(m, g) for m, cls in METHODS.items() for g in cls.granularities]
 UNSUPPORTED = [(m, g) for m, cls in METHODS.items() for g in GRANULARITIES if g not in cls.granularities]

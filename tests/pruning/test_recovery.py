@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from autoprune.config import config_from_dict
-from autoprune.dense import ensure_dense
 from autoprune.errors import ConfigError
 from autoprune.pruning.policy import policy_from_dict
+from autoprune.reference.dense import ensure_dense
 from autoprune.search.space import SearchSpace
-from autoprune.search.trial import TrialOptions, load_trial_model, run_trial
+from autoprune.trial.result import TrialOptions, load_trial_model
+from autoprune.trial.run import run_trial
 
 
 def test_recovery_key_is_validated_and_defaults_to_finetune():

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from autoprune.dense import ensure_dense
 from autoprune.errors import PruningError
 from autoprune.pruning.policy import policy_from_dict
-from autoprune.search.trial import TrialOptions, run_trial
+from autoprune.reference.dense import ensure_dense
+from autoprune.trial.result import TrialOptions
+from autoprune.trial.run import run_trial
 
 
 def test_nan_during_finetuning_raises_and_writes_nothing(tiny_config, runs_dir, tmp_path):

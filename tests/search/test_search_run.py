@@ -18,16 +18,19 @@ from click.testing import CliRunner
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-import autoprune.search.trial as trial_mod
+import autoprune.search.objective as trial_mod  # the objective calls run_trial from here
 from autoprune.cli import cli
 from autoprune.config import config_from_dict
-from autoprune.dense import build_datamodule, ensure_dense
 from autoprune.errors import ConfigError, ConstraintError, PruningError, TrialError
+from autoprune.layout import study_paths
 from autoprune.models.arch import ArchSpec
+from autoprune.reference.dense import ensure_dense
+from autoprune.runtime.latency import LatencyCache, LatencySettings
 from autoprune.search.run import run_search
-from autoprune.search.study import StudyLock, open_study, storage_for, study_paths
-from autoprune.search.latency import LatencyCache, LatencySettings
-from autoprune.tracking import default_tracking_uri
+from autoprune.search.storage import storage_for
+from autoprune.search.study import StudyLock, open_study
+from autoprune.tasks import build_datamodule
+from autoprune.tracking.tracker import default_tracking_uri
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -126,7 +129,7 @@ def test_unreachable_tracking_server_fails_fast(runs_dir, monkeypatch):
 
 
 def test_second_search_on_a_locked_study_is_refused(seeded_runs):
-    with StudyLock(study_paths(seeded_runs, "tiny")["lock"]):
+    with StudyLock(study_paths(seeded_runs, "tiny").lock):
         with pytest.raises(TrialError, match=r"another search is already running on study 'tiny' \(pid \d+\); wait for it to finish"):
             run_search(_config(), seeded_runs)
     assert not (seeded_runs / "tiny" / "optuna.journal").exists()

@@ -12,7 +12,7 @@ from autoprune.models.arch import ArchSpec
 from autoprune.models.rnn import RNNClassifier
 from autoprune.pruning.groups import ModelGroups
 from autoprune.search.space import UNIT_SIZE_TARGETS, SearchSpace, sparsity_groups
-from autoprune.search.trial import planned_arch
+from autoprune.trial.run import planned_arch
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -12,21 +12,22 @@ import optuna
 import pytest
 import torch
 
-import autoprune.dense as dense_mod
-from autoprune.budget import describe_epoch, epoch_steps
+import autoprune.trial.run as dense_mod  # the module whose run_trial is under test (its own ensure_dense / build_datamodule)
 from autoprune.config import config_from_dict
-from autoprune.dense import ensure_dense
 from autoprune.errors import ConfigError, TrialStoppedEarly
 from autoprune.models.arch import ArchSpec
+from autoprune.models.fitting import HopelessStop
 from autoprune.pruning.policy import policy_from_dict
-from autoprune.search.run import run_search
-from autoprune.search.study import open_study
+from autoprune.reference.dense import ensure_dense
 from autoprune.search.recipe_check import check_recipe
+from autoprune.search.run import run_search
 from autoprune.search.space import SearchSpace
-from autoprune.search.trial import TrialOptions, run_trial
-from autoprune.search.validation import SMALL_VALIDATION, small_validation_message, val_score
+from autoprune.search.study import open_study
+from autoprune.tasks.budget import describe_epoch, epoch_steps
 from autoprune.tasks.datamodule import _IndexBatches
-from autoprune.training import HopelessStop
+from autoprune.trial.result import TrialOptions
+from autoprune.trial.run import run_trial
+from autoprune.trial.validation import SMALL_VALIDATION, small_validation_message, val_score
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

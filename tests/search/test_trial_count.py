@@ -13,11 +13,11 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from autoprune.search import objective as objective_module
-from autoprune.search.claim import TotalReached, claim_on_ask
+from autoprune.search.claim import TotalReached, claim, counts_toward_total
 from autoprune.search.runners import SearchJob
+from autoprune.search.runners import local as objective_module  # the local runner builds its objective from here
 from autoprune.search.runners.local import _optimize
-from autoprune.search.study import counts_toward_total, storage_for
+from autoprune.search.storage import storage_for
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -37,11 +37,10 @@ def test_a_claim_is_refused_while_running_trials_can_reach_the_total(tmp_path):
     for _ in range(2):
         other.tell(other.ask(), 1.0)
     running = other.ask()  # the other worker's trial: it may complete the total of 3
-    claim_on_ask(mine, 3, lock)
     with pytest.raises(TotalReached):
-        mine.ask()
+        claim(mine, 3, lock)
     other.tell(running, state=TrialState.FAIL)  # it failed: a trial is needed again
-    assert mine.ask().number == 3
+    assert claim(mine, 3, lock).number == 3
 
 
 @pytest.mark.parametrize("failing", [(), (2, 5)])

@@ -1,22 +1,26 @@
-"""Runners: how a search's trials get executed.
+"""Runners: how a search's trials get executed (local processes, Ray Tune).
 
 A runner takes a ``SearchJob`` (plain, picklable settings) and the open study, and runs
 trials until the study counts ``job.total`` complete or stopped-early trials (or the
 deadline passes), calling ``update()`` whenever trials may have finished: the driver then
-records them. Everything else (storage, objective, recording) is shared.
+records them. Everything else (storage, the policy of a trial, the one tell path,
+recording) is shared.
 
-Each runner is one module of this package defining ``RUNNER``, a ``Runner`` subclass;
-``search.backend: <module name>`` selects it. Adding a runner is adding one file.
+:data:`RUNNERS` is the one table of runner names: the config validates ``search.backend``
+with it and :func:`get_runner` looks the runner up in it. Each entry imports its runner
+only when asked, as Ray Tune's ``SEARCH_ALG_IMPORT`` does: the config reads the names
+without loading torch, and the Ray runner needs the optional ``cluster`` extra.
 """
 
 from __future__ import annotations
 
 import importlib
-import pkgutil
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Dict, List, Optional
+from typing import Any, Callable, ClassVar, Dict, Optional
 
-__all__ = ["SearchJob", "Runner", "runner_names", "get_runner"]
+from autoprune.errors import ConfigError
+
+__all__ = ["SearchJob", "Runner", "RUNNERS", "get_runner"]
 
 
 @dataclass
@@ -33,39 +37,45 @@ class SearchJob:
 
 
 class Runner:
-    """The interface of a runner (subclass it in a new module of this package)."""
+    """The interface of a runner (subclass it in a module of this package and add it to :data:`RUNNERS`)."""
 
     name: ClassVar[str] = ""
 
-    def check(self, job_config: Any, storage: str) -> None:
+    def check(self, job_config: Any, storage: Any) -> None:
         """Refuse bad settings before any training (for example an unreachable cluster). Default: nothing."""
 
     def run(self, job: SearchJob, study: Any, update: Callable[[], Dict[str, Any]]) -> None:
         """Run trials until the study reaches ``job.total`` (or the deadline).
 
         ``update()`` records finished trials and returns the status (``done``, ``total``, ...).
-        A KeyboardInterrupt propagates to the caller, which marks running trials failed.
+        An interrupt propagates to the caller, which calls :meth:`stop` and marks running trials failed.
         """
         raise NotImplementedError
 
+    def stop(self) -> None:
+        """Stop whatever this runner started (worker processes, a local Ray instance) after an
+        interrupt or an error; safe to call when nothing runs. Default: nothing."""
 
-def runner_names() -> List[str]:
-    """The runners this installation has (module names of this package); imports none of them."""
-    return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+
+#: runner name -> where its class lives, imported only when the runner is asked for (the config reads
+#: the names without loading torch; the Ray runner needs the optional 'cluster' extra)
+RUNNERS: Dict[str, str] = {
+    "local": "autoprune.search.runners.local:LocalRunner",
+    "ray": "autoprune.search.runners.ray:RayRunner",
+}
 
 
 def get_runner(name: str) -> Runner:
     """A runner instance by name.
 
     Raises:
-        ValueError: no runner of that name.
+        ConfigError: no runner of that name, or its optional dependencies are missing.
     """
-    if name not in runner_names():
-        raise ValueError(f"unknown search backend {name!r}; valid: {', '.join(runner_names())}")
+    if name not in RUNNERS:
+        raise ConfigError(f"unknown search backend {name!r}; valid: {', '.join(RUNNERS)}")
+    module, _, cls = RUNNERS[name].partition(":")
     try:
-        module = importlib.import_module(f"{__name__}.{name}")
+        runner = getattr(importlib.import_module(module), cls)
     except ImportError as err:  # a runner whose engine is an optional extra (ray: the 'cluster' extra)
-        from autoprune.errors import ConfigError
-
         raise ConfigError(f"search.backend {name}: {err}; install what it needs, e.g. pip install -c constraints.txt -e '.[cluster]'") from None
-    return module.RUNNER()
+    return runner()

@@ -1,64 +1,62 @@
 """The local runner: trials in this process (``workers: 1``) or in N spawned worker
 processes sharing the study's storage (a journal file made for that, or an RDB URL).
+
+Each worker runs an explicit ask/tell loop (:func:`_optimize`): claim a trial (exactly
+``trials`` counted trials across all workers, see :mod:`autoprune.search.claim`), run the
+objective, tell the outcome through the one tell path (:func:`autoprune.search.tell.run_and_tell`).
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing as mp
-import signal
 import time
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, List, Sequence
 
+import optuna
+import torch
+
+from autoprune.layout import study_paths
+from autoprune.search.claim import TotalReached, claim
+from autoprune.search.faults import die_with_parent
+from autoprune.search.interrupts import SearchInterrupted, SignalScope
+from autoprune.search.objective import make_objective
 from autoprune.search.runners import Runner, SearchJob
+from autoprune.search.samplers import make_sampler
+from autoprune.search.storage import Storage
+from autoprune.search.tell import run_and_tell
 
-__all__ = ["LocalRunner", "RUNNER"]
+__all__ = ["LocalRunner"]
 
 
-def _optimize(study: Any, job: SearchJob, callbacks: list) -> None:
-    import optuna
+def _optimize(study: Any, job: SearchJob, after_each: Sequence[Callable[[], Any]]) -> None:
+    """Claim, run and tell trials until the study has ``job.total`` counted trials (or the deadline passes).
 
-    from autoprune.search.claim import TotalReached, claim_on_ask
-    from autoprune.search.objective import make_objective
-    from autoprune.search.study import counts_toward_total, study_paths
-
-    # every ask claims a trial under a lock shared by the workers: exactly job.total counted trials
-    claim_on_ask(study, job.total, study_paths(job.runs_dir, job.config.study)["root"] / "ask.lock")
-    try:
-        study.optimize(
-            make_objective(job.config, job.runs_dir, job.dense_arch),
-            timeout=max(1.0, job.deadline - time.time()) if job.deadline else None,
-            callbacks=[optuna.study.MaxTrialsCallback(job.total, states=counts_toward_total()), *callbacks],
-            catch=(Exception,),
-            gc_after_trial=False,
-        )
-    except TotalReached:  # the other workers' running trials complete the total
-        pass
-    finally:
-        study.__dict__.pop("ask", None)
+    ``after_each`` functions run after each trial this worker told (the driver's recording).
+    """
+    objective = make_objective(job.config, job.runs_dir, job.dense_arch)
+    lock = study_paths(job.runs_dir, job.config.study).ask_lock
+    while job.deadline is None or time.time() < job.deadline:
+        try:
+            trial = claim(study, job.total, lock)
+        except TotalReached:  # the other workers' running trials complete the total
+            return
+        run_and_tell(study, trial, lambda: objective(trial))
+        for callback in after_each:
+            callback()
 
 
 def _worker_main(job: SearchJob, worker: int) -> None:
     """Entry point of a worker process (spawned: nothing inherited but the job)."""
-    import torch
-
     torch.set_num_threads(1)
-    from autoprune.search.faults import SearchInterrupted, die_with_parent, interrupt_handlers, quiet_optuna_failures
-
     die_with_parent()  # a SIGKILLed driver leaves no orphan writing to the study
-    import optuna
-
-    from autoprune.search.study import make_sampler, storage_for
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    quiet_optuna_failures()
     logging.getLogger("autoprune").setLevel(logging.WARNING)
-    with interrupt_handlers():
-        # Ctrl-C reaches the whole process group: the driver decides, it terminates us (SIGTERM), and then
-        # the trial stays RUNNING until the driver marks it failed (Lightning would otherwise finish it early)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Ctrl-C reaches the whole process group: the driver decides, it terminates us (SIGTERM), and then
+    # the trial stays RUNNING until the driver marks it failed (Lightning would otherwise finish it early)
+    with SignalScope(ignore_sigint=True):
         try:
-            study = optuna.load_study(study_name=job.config.study, storage=storage_for(job.storage), sampler=make_sampler(job.config, worker))
+            study = optuna.load_study(study_name=job.config.study, storage=Storage(job.storage).open(), sampler=make_sampler(job.config, worker))
             _optimize(study, job, [])
         except SearchInterrupted as stop:
             raise SystemExit(stop.exit_code) from None
@@ -67,36 +65,36 @@ def _worker_main(job: SearchJob, worker: int) -> None:
 class LocalRunner(Runner):
     name = "local"
 
+    def __init__(self) -> None:
+        self._procs: List[Any] = []
+
     def run(self, job: SearchJob, study: Any, update: Callable[[], Dict[str, Any]]) -> None:
         if job.config.search.workers <= 1:
-            import torch
-
             torch.set_num_threads(1)
-            _optimize(study, job, [lambda st, frozen: update()])
+            _optimize(study, job, [update])
             return
         ctx = mp.get_context("spawn")
-        procs = [
+        self._procs = [
             ctx.Process(target=_worker_main, args=(job, w), name=f"autoprune-worker-{w}", daemon=False)
             for w in range(job.config.search.workers)
         ]
-        for p in procs:
+        for p in self._procs:
             p.start()
-        try:
-            while any(p.is_alive() for p in procs):
-                time.sleep(2.0)
-                update()
-        except BaseException:  # interrupted, or too many failures: stop the workers before the driver cleans up
-            for p in procs:
-                p.terminate()
-            for p in procs:
-                p.join(10)
-                if p.is_alive():
-                    p.kill()
-                    p.join(5)
-            raise
-        for p in procs:
+        while any(p.is_alive() for p in self._procs):
+            time.sleep(2.0)
+            update()
+        for p in self._procs:
             p.join()
         update()
 
-
-RUNNER = LocalRunner
+    def stop(self) -> None:
+        """Terminate the worker processes (SIGTERM, then SIGKILL after 10 s): their running trials stay
+        RUNNING until the driver marks them failed."""
+        for p in self._procs:
+            if p.is_alive():
+                p.terminate()
+        for p in self._procs:
+            p.join(10)
+            if p.is_alive():
+                p.kill()
+                p.join(5)

@@ -1,12 +1,12 @@
 """The Ray Tune runner: each trial is a Ray Tune trial that calls the same pure ``run_trial``.
 
-* The sampler stays Optuna's: ``StudySearcher`` (a thin subclass of Ray's ``OptunaSearch``)
-  asks the search's own Optuna study on the driver, so trials land in the same study and
-  storage as a local search (warm-start trials included: ``ask`` takes enqueued ones first).
-* Results are told on the driver with the objective's ``record_result``: budgets become
+* The sampler stays Optuna's: ``StudySearcher`` (a ``ray.tune.search.Searcher``) asks the
+  search's own Optuna study on the driver, so trials land in the same study and storage as a
+  local search (warm-start trials included: ``ask`` takes enqueued ones first).
+* Results are told on the driver through the one tell path (``search.tell``): budgets become
   Optuna constraints, a trial stopped early is PRUNED, an error (or a worker or node that
-  died) is FAIL with its error. Ray's stock searcher would tell a stopped trial COMPLETE and
-  set no constraints; this one never does.
+  died) is FAIL with its error. Ray's stock ``OptunaSearch`` would tell a stopped trial
+  COMPLETE and set no constraints; this one never does.
 * The driver records to MLflow (``update()`` after every finished trial): one writer per run.
 * ``trials`` counts like the local runner: the searcher stops asking when complete plus
   stopped-early trials (plus those in flight) reach the total, and asks again when one fails.
@@ -28,18 +28,26 @@ import socket
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import ray
 from ray import tune
 from ray.tune.search import Searcher
-from ray.tune.search.optuna import OptunaSearch
 
 from autoprune.errors import ConfigError
+from autoprune.layout import study_paths
+from autoprune.models.arch import ArchSpec
+from autoprune.pruning.policy import policy_from_dict
+from autoprune.search import attrs
+from autoprune.search.claim import counted
+from autoprune.search.interrupts import SignalScope, as_interrupt
+from autoprune.search.objective import trial_options
 from autoprune.search.runners import Runner, SearchJob
-from autoprune.search.study import driver_id
+from autoprune.search.space import SearchSpace
+from autoprune.search.tell import RecordedFailure, failure_attrs, record_result, run_and_tell, start_trial
+from autoprune.trial.run import run_trial
 
-__all__ = ["RayRunner", "RUNNER", "StudySearcher"]
+__all__ = ["RayRunner", "StudySearcher"]
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +77,6 @@ def _trial_main(params: Dict[str, Any], job: SearchJob, dense_checkpoint: str) -
                 f"the dense checkpoint {dense_checkpoint} is not visible on node {socket.gethostname()}: "
                 f"on a cluster, --runs-dir must be one shared path (the same on every node)"
             )
-        from autoprune.pruning.policy import policy_from_dict
-        from autoprune.search.objective import trial_options
-        from autoprune.search.trial import run_trial
-
         options = trial_options(job.config, job.runs_dir, params["number"])
         options.threads = max(1, int(job.config.search.ray.cpus_per_trial))
         # where the trial runs, written as it starts: a person (or a test) can see which node holds a running trial
@@ -83,9 +87,7 @@ def _trial_main(params: Dict[str, Any], job: SearchJob, dense_checkpoint: str) -
         data.pop("pruning_history", None)
         metrics.update(val_accuracy=float(result.val_accuracy or 0.0), size_bytes=float(result.size_bytes or 0), autoprune_result=json.dumps(data, default=str))
     except Exception as err:  # told FAIL on the driver, with the error the local runner would record
-        from autoprune.search.faults import trial_error_attrs
-
-        metrics["autoprune_error"] = json.dumps(trial_error_attrs(err))
+        metrics["autoprune_error"] = json.dumps(failure_attrs(err))
     tune.report(metrics)
 
 
@@ -93,8 +95,12 @@ def _trial_name(trial: Any) -> str:
     return f"trial-{trial.config['number']}"
 
 
-class StudySearcher(OptunaSearch):
-    """Ray Tune's Optuna searcher on the search's own study, told results the local way.
+def _raise(err: BaseException) -> Any:
+    raise err
+
+
+class StudySearcher(Searcher):
+    """A Ray Tune searcher on the search's own Optuna study: asks and tells it on the driver.
 
     Args:
         study: the open Optuna study (its sampler is the search's).
@@ -104,11 +110,12 @@ class StudySearcher(OptunaSearch):
     """
 
     def __init__(self, study: Any, job: SearchJob, space: Any, update: Callable[[], Dict[str, Any]]) -> None:
-        super().__init__(space=None, metric=["val_accuracy", "size_bytes"], mode=["max", "min"], study_name=study.study_name)
-        self._ot_study = study
+        super().__init__(metric=None, mode=None)  # multi-objective: the study knows its directions
+        self._study = study
         self._job = job
-        self._space_obj = space
+        self._space = space
         self._update = update
+        self._running: Dict[str, Any] = {}  # Tune trial id -> the Optuna trial it runs
         self._counted = (0, -math.inf)  # (count, when read)
         self.error: Optional[Exception] = None  # raised by the recorder (e.g. too many failures): re-raised after Tune stops
 
@@ -116,11 +123,9 @@ class StudySearcher(OptunaSearch):
         return True  # the space and the study are ours already
 
     def _done(self, fresh: bool = False) -> int:
-        from autoprune.search.study import counts_toward_total
-
         count, when = self._counted
         if fresh or time.time() - when > 1.0:  # others (local searches, other drivers) may add trials too
-            count = len(self._ot_study.get_trials(deepcopy=False, states=counts_toward_total()))
+            count = counted(self._study)
             self._counted = (count, time.time())
         return count
 
@@ -131,71 +136,51 @@ class StudySearcher(OptunaSearch):
         done = self._done()
         if done >= job.total:
             return Searcher.FINISHED
-        if done + len(self._ot_trials) >= job.total:
+        if done + len(self._running) >= job.total:
             return None  # enough in flight; ask again if one of them fails
-        ot_trial = self._ot_study.ask()
+        ot_trial = self._study.ask()
         try:
-            policy = self._space_obj.suggest(ot_trial)
-        except Exception as err:  # as the local objective: the trial is recorded failed
-            self._fail(ot_trial, err)
+            policy = start_trial(ot_trial, self._space, backend="ray")
+        except Exception as err:  # as the local runner: the trial is recorded failed
+            run_and_tell(self._study, ot_trial, lambda err=err: _raise(err))
             self._recorded()
             return None
-        ot_trial.set_user_attr("autoprune.policy", policy.to_dict())
-        ot_trial.set_user_attr("autoprune.backend", "ray")
-        ot_trial.set_user_attr("autoprune.driver", driver_id())
-        self._ot_trials[trial_id] = ot_trial
+        self._running[trial_id] = ot_trial
         return {"number": ot_trial.number, "policy": policy.to_dict()}
-
-    def _fail(self, ot_trial: Any, err: Optional[BaseException], attrs: Optional[Dict[str, str]] = None) -> None:
-        from optuna.trial import TrialState
-
-        from autoprune.search.faults import trial_error_attrs
-
-        for key, value in (attrs if attrs is not None else trial_error_attrs(err)).items():
-            ot_trial.set_user_attr(key, value)
-        self._ot_study.tell(ot_trial, state=TrialState.FAIL)
 
     def __getstate__(self) -> Dict[str, Any]:
         # Tune pickles its searcher with the experiment (for a restore we never use: the Optuna study is
         # the record); the driver-side members (open study, recorder, progress) stay out of it
-        drop = {"_ot_study", "_update", "_space_obj", "_ot_trials"}
+        drop = {"_study", "_update", "_space", "_running"}
         return {k: v for k, v in self.__dict__.items() if k not in drop}
 
-    def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
+    def save(self, checkpoint_path: str) -> None:
         pass  # the Optuna study is the record; resume reruns the search, not Tune's experiment
 
-    def restore_from_dir(self, checkpoint_dir: str) -> None:
+    def restore(self, checkpoint_path: str) -> None:
         pass
 
     def on_trial_result(self, trial_id: str, result: Dict) -> None:
         pass  # one report per trial: everything happens on completion
 
     def on_trial_complete(self, trial_id: str, result: Optional[Dict] = None, error: bool = False) -> None:
-        import optuna
-        from optuna.trial import TrialState
-
-        from autoprune.search.objective import record_result
-
-        ot_trial = self._ot_trials.pop(trial_id, None)
+        ot_trial = self._running.pop(trial_id, None)
         if ot_trial is None:
             return
         result = result or {}
         if result.get("autoprune_node"):
-            ot_trial.set_user_attr("autoprune.node", result["autoprune_node"])
-            ot_trial.set_user_attr("autoprune.host", result.get("autoprune_host"))
-        if result.get("autoprune_result"):
-            try:
-                values = record_result(ot_trial, self._job.config, self._job.dense_arch, json.loads(result["autoprune_result"]))
-                self._ot_study.tell(ot_trial, values)
-            except optuna.TrialPruned:
-                self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
-            except Exception as err:
-                self._fail(ot_trial, err)
-        elif result.get("autoprune_error"):
-            self._fail(ot_trial, None, json.loads(result["autoprune_error"]))
-        else:
-            self._fail(ot_trial, None, {"autoprune.error": _DIED})
+            ot_trial.set_user_attr(attrs.NODE, result["autoprune_node"])
+            ot_trial.set_user_attr(attrs.HOST, result.get("autoprune_host"))
+        run_and_tell(self._study, ot_trial, lambda: self._values(ot_trial, result))
         self._recorded()
+
+    def _values(self, ot_trial: Any, result: Dict[str, Any]) -> List[float]:
+        """The objective values of a finished Tune trial, from what its worker reported."""
+        if result.get("autoprune_result"):
+            return record_result(ot_trial, self._job.config, self._job.dense_arch, json.loads(result["autoprune_result"]))
+        if result.get("autoprune_error"):
+            raise RecordedFailure(json.loads(result["autoprune_error"]))
+        raise RecordedFailure({attrs.ERROR: _DIED})
 
     def _recorded(self) -> None:
         """After a trial is told: count afresh and let the driver record (MLflow, progress, failure guard)."""
@@ -218,25 +203,15 @@ def _ahead(r: Any) -> int:
 
 
 def _fit(tuner: Any) -> None:
-    """``tuner.fit()``, with the driver's Ctrl-C / SIGTERM kept as what it is.
-
-    Our SIGINT/SIGTERM handler raises ``SearchInterrupted`` wherever the driver's main thread is; inside
-    Ray's or Optuna's code that can come out as another exception raised while handling it, which ended
-    the search as failed (exit 1) instead of interrupted (exit 130); seen in 2 of 11 runs of the Ctrl-C test:
-    ``SystemError: <cyfunction CoreWorker.wait> returned a result with an exception set`` (the interrupt as
-    its cause) and, in the journal lock's release, ``FileNotFoundError`` (the interrupt as its context).
-    """
-    from autoprune.search.faults import SearchInterrupted
-
+    """``tuner.fit()``, with the driver's Ctrl-C / SIGTERM kept as what it is: our handler raises
+    ``SearchInterrupted`` wherever the driver's main thread is, and inside Ray's or Optuna's code it can
+    come out as another exception raised while handling it (see :mod:`autoprune.search.interrupts`)."""
     try:
         tuner.fit()
     except Exception as err:
-        seen, link = set(), err.__cause__ or err.__context__
-        while link is not None and id(link) not in seen:
-            if isinstance(link, SearchInterrupted):
-                raise link from None
-            seen.add(id(link))
-            link = link.__cause__ or link.__context__
+        found = as_interrupt(err)
+        if found is not None:
+            raise found from None
         raise
 
 
@@ -282,6 +257,9 @@ def _short_temp_dir(root: Path) -> Path:
 class RayRunner(Runner):
     name = "ray"
 
+    def __init__(self) -> None:
+        self._started = False  # this process started a local Ray instance (and so must stop it)
+
     def check(self, config: Any, storage: str) -> None:
         r = config.search.ray
         if r.address:
@@ -302,9 +280,8 @@ class RayRunner(Runner):
                 raise ConfigError(f"search.ray.address / --ray-address {r.address}: cannot join the Ray cluster ({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
             return True
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        from autoprune.search.study import study_paths
 
-        temp = _short_temp_dir(study_paths(job.runs_dir, job.config.study)["root"])
+        temp = _short_temp_dir(study_paths(job.runs_dir, job.config.study).root)
         ray.init(
             address="local",  # always a new instance: never silently join a cluster `ray start` left on this machine
             num_cpus=max(1, math.ceil(r.concurrency * r.cpus_per_trial)),
@@ -317,13 +294,11 @@ class RayRunner(Runner):
         return True
 
     def run(self, job: SearchJob, study: Any, update: Callable[[], Dict[str, Any]]) -> None:
-        from autoprune.models.arch import ArchSpec
-        from autoprune.search.space import SearchSpace
-
         dense_checkpoint = str(Path(job.dense_checkpoint).resolve()) if job.dense_checkpoint else ""
         # trials run elsewhere (another cwd, another node): every path they get is absolute
         job = dataclasses.replace(job, runs_dir=str(Path(job.runs_dir).resolve()))
-        started = self._init(job)
+        self._started = self._init(job)
+        SignalScope.take_back()  # ray.init installs handlers of its own
         try:
             r = job.config.search.ray
             searcher = StudySearcher(study, job, SearchSpace(job.config, ArchSpec.from_dict(job.dense_arch)), update)
@@ -340,7 +315,7 @@ class RayRunner(Runner):
                 ),
                 run_config=tune.RunConfig(
                     name=f"search-{time.strftime('%Y%m%d-%H%M%S')}",
-                    storage_path=str(Path(job.runs_dir, job.config.study, "ray_results").resolve()),
+                    storage_path=str(study_paths(job.runs_dir, job.config.study).ray_results.resolve()),
                     verbose=0,
                     failure_config=tune.FailureConfig(max_failures=0),
                 ),
@@ -351,8 +326,10 @@ class RayRunner(Runner):
             if searcher.error is not None:
                 raise searcher.error
         finally:
-            if started:
-                ray.shutdown()
+            self.stop()
 
-
-RUNNER = RayRunner
+    def stop(self) -> None:
+        """Shut down the local Ray instance this runner started (its trials' processes go with it); leave a joined cluster running."""
+        if self._started:
+            self._started = False
+            ray.shutdown()

@@ -1,0 +1,1 @@
+"""The dense reference: trained here or converted from the user's module, cached by content hash."""

@@ -1,0 +1,110 @@
+"""Honest measurements of a (pruned, compacted) model: size, parameters, MACs.
+
+* ``size_bytes`` is what an exported model needs: dense float32 bytes for fully dense
+  tensors; for a tensor that still holds zeros, the smaller of its dense bytes and a
+  sparse encoding (non-zero values plus a bitmask, or CSR with int32 column indices and
+  row pointers).
+* ``macs`` counts multiply-accumulates per sequence of the model as dense kernels run it.
+  Unstructured zeros do not reduce it: with dense kernels they save size, not time. Only
+  removing hidden units (compaction) makes the matrices, and the latency, smaller.
+* latency (:mod:`autoprune.runtime.latency`) is the median wall time of repeated forward passes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Dict, Optional
+
+import torch
+from torch import Tensor
+
+from autoprune.models.rnn import GATES, RNNClassifier
+from autoprune.runtime.latency import latency_ms
+
+__all__ = [
+    "tensor_size_bytes",
+    "size_bytes",
+    "dense_size_bytes",
+    "count_params",
+    "macs_per_sequence",
+    "Measurement",
+    "measure",
+]
+
+_BYTES = 4  # float32
+
+
+def dense_size_bytes(params: int) -> int:
+    """Bytes of ``params`` dense float32 values: the size of a dense model, the reference every size ratio divides by."""
+    return int(params) * _BYTES
+
+
+def tensor_size_bytes(t: Tensor, elem_bytes: int = _BYTES) -> int:
+    """Bytes to store ``t`` at ``elem_bytes`` per value (4: float32, 1: int8): dense, or the smaller sparse encoding when it holds zeros."""
+    numel = t.numel()
+    dense = numel * elem_bytes
+    nnz = int(torch.count_nonzero(t))
+    if nnz == numel:
+        return dense
+    bitmask = nnz * elem_bytes + math.ceil(numel / 8)
+    rows = t.shape[0] if t.dim() > 1 else 1
+    csr = nnz * elem_bytes + nnz * 4 + (rows + 1) * 4
+    return min(dense, bitmask, csr)
+
+
+def size_bytes(model: torch.nn.Module) -> int:
+    """Storage of every parameter of ``model`` (see module docstring)."""
+    return sum(tensor_size_bytes(p.detach()) for p in model.parameters())
+
+
+def count_params(model: torch.nn.Module) -> tuple[int, int]:
+    """(non-zero parameters, all parameters)."""
+    nonzero = sum(int(torch.count_nonzero(p.detach())) for p in model.parameters())
+    return nonzero, sum(p.numel() for p in model.parameters())
+
+
+def macs_per_sequence(model: RNNClassifier, seq_len: int) -> int:
+    """Multiply-accumulates for one sequence of ``seq_len`` steps with dense kernels."""
+    g = len(GATES[model.spec.cell])
+    total = 0
+    in_size = model.spec.input_size
+    for sizes in model.hidden_sizes:
+        for h in sizes:
+            total += seq_len * g * h * (in_size + h)
+        in_size = sum(sizes)
+    if model.attn_proj is not None:
+        # per step: projection (in x A), score (A), and the weighted sum of the outputs (in)
+        total += seq_len * (in_size * model.spec.attention_dim + model.spec.attention_dim + in_size)
+    total += in_size * model.spec.n_classes
+    return total
+
+
+@dataclass
+class Measurement:
+    """What :func:`measure` reports."""
+
+    size_bytes: int
+    nonzero_params: int
+    params: int
+    macs: int
+    hidden_sizes: list
+    latency_ms: Optional[float] = None
+
+    def to_dict(self) -> Dict:
+        return asdict(self)
+
+
+def measure(compacted: RNNClassifier, seq_len: int, latency: Optional[dict] = None) -> Measurement:
+    """Size, parameters, MACs and (when ``latency`` settings, the keywords of :func:`latency_ms`, are given) latency of a compacted model."""
+    nonzero, total = count_params(compacted)
+    m = Measurement(
+        size_bytes=size_bytes(compacted),
+        nonzero_params=nonzero,
+        params=total,
+        macs=macs_per_sequence(compacted, seq_len),
+        hidden_sizes=compacted.hidden_sizes,
+    )
+    if latency is not None:
+        m.latency_ms = latency_ms(compacted, **latency)
+    return m

@@ -1,0 +1,28 @@
+"""The Optuna user-attribute keys autoprune writes on a trial, in one place.
+
+The study is the one record: ``pareto``, ``export``, resume, the MLflow sync and the
+dashboard read a trial's policy, result, state and error from these attributes,
+whichever runner ran it.
+"""
+
+from __future__ import annotations
+
+__all__ = ["POLICY", "RESULT", "STATE", "ERROR", "TRACEBACK", "BACKEND", "DRIVER", "NODE", "HOST"]
+
+#: the pruning policy the trial ran (``PruningPolicy.to_dict()``)
+POLICY = "autoprune.policy"
+#: what ``run_trial`` returned (``TrialResult.to_dict()`` without the pruning history)
+RESULT = "autoprune.result"
+#: complete | infeasible | stopped_early (a COMPLETE Optuna trial may be infeasible)
+STATE = "autoprune.state"
+#: why the trial failed, one line
+ERROR = "autoprune.error"
+#: the failure's traceback (``--debug``)
+TRACEBACK = "autoprune.traceback"
+#: the runner that ran it: local | ray
+BACKEND = "autoprune.backend"
+#: ``host:pid`` of the process that asked the trial (resume repairs only its own dead drivers' trials)
+DRIVER = "autoprune.driver"
+#: Ray: the node id and ``host:pid`` where the trial ran
+NODE = "autoprune.node"
+HOST = "autoprune.host"

@@ -1,0 +1,36 @@
+"""The samplers a study may name (``search.sampler`` / ``--sampler``): one table serves both the
+config's validation and the lookup, as Ray Tune's ``SEARCH_ALG_IMPORT`` does.
+
+Each entry builds the Optuna sampler from the study's ``search:`` section and a seed (one
+seed per worker, so that workers do not propose the same policies).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict
+
+import optuna
+
+__all__ = ["SAMPLERS", "make_sampler"]
+
+
+def _nsga2(search: Any, seed: int) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.NSGAIISampler(population_size=search.population_size, seed=seed)
+
+
+def _tpe(search: Any, seed: int) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=min(10, search.trials))
+
+
+def _random(search: Any, seed: int) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+#: sampler name -> ``factory(search_config, seed)``
+SAMPLERS: Dict[str, Callable[[Any, int], optuna.samplers.BaseSampler]] = {"nsga2": _nsga2, "tpe": _tpe, "random": _random}
+
+
+def make_sampler(config: Any, worker: int) -> optuna.samplers.BaseSampler:
+    """The study's sampler for worker ``worker`` (seeded ``search.seed + worker``)."""
+    s = config.search
+    return SAMPLERS[s.sampler](s, s.seed + worker)

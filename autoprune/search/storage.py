@@ -1,0 +1,157 @@
+"""Where a study lives, parsed once: a journal file (the default) or a database URL.
+
+Optuna takes a URL string for a relational database (``sqlite:///PATH``,
+``postgresql://USER:PASSWORD@HOST/DB``, ``mysql://...``) and a ``JournalStorage`` object for a
+journal file. :class:`Storage` is the one value the rest of the search passes around: it
+knows which kind it is, whether searches on other machines may share it (a database
+server), how to open it, how to show it without its password, and how to make a journal
+safe to append to after a killed writer (:mod:`autoprune.search.journal`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import sqlalchemy
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+from autoprune.errors import ConfigError
+from autoprune.search.journal import remove_stale_journal_lock, repair_journal
+
+__all__ = ["Storage", "storage_for", "is_shared_storage", "ACCEPTED"]
+
+log = logging.getLogger(__name__)
+
+#: what ``--storage`` accepts, for messages
+ACCEPTED = (
+    "a journal file path (the default: runs/<study>/optuna.journal), "
+    "sqlite:///PATH, postgresql://USER:PASSWORD@HOST/DB or mysql://USER:PASSWORD@HOST/DB"
+)
+
+
+@dataclass(frozen=True)
+class Storage:
+    """A study's storage: ``text`` is the journal file path or the database URL, as given."""
+
+    text: str
+
+    @classmethod
+    def parse(cls, text: Optional[str], default_journal: Optional[Path] = None) -> "Storage":
+        """Check ``text`` (None: ``default_journal``) once, before anything is created.
+
+        Raises:
+            ConfigError: a folder instead of a journal file, a URL Optuna cannot open, or a
+                database driver that is not installed (one line, the password hidden).
+        """
+        if text is None:
+            if default_journal is None:
+                raise ConfigError(f"--storage: no storage given; accepted: {ACCEPTED}")
+            return cls(str(default_journal))
+        storage = cls(text)
+        if storage.is_journal:
+            if text.strip() == "" or text.endswith(os.sep) or Path(text).is_dir():
+                raise ConfigError(f"--storage {text!r}: a journal file path is needed, not a folder; accepted: {ACCEPTED}")
+            return storage
+        try:
+            make_url(text).get_dialect()
+        except (ArgumentError, NoSuchModuleError, ValueError) as err:
+            reason = str(err).splitlines()[0][:160]
+            raise ConfigError(f"--storage {storage.display()}: not a storage Optuna can open ({reason}); accepted: {ACCEPTED}") from None
+        except ImportError as err:  # a known dialect whose driver is not installed (psycopg2, pymysql, ...)
+            raise ConfigError(
+                f"--storage {storage.display()}: the database driver is not installed ({err}); install it, or use one of: {ACCEPTED}"
+            ) from None
+        return storage
+
+    @property
+    def is_journal(self) -> bool:
+        return "://" not in self.text
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.text.startswith("sqlite")
+
+    @property
+    def shared(self) -> bool:
+        """A database server: searches on other machines may add trials at the same time
+        (the study lock file only keeps out searches on this machine)."""
+        return not self.is_journal and not self.is_sqlite
+
+    @property
+    def journal_path(self) -> Optional[Path]:
+        return Path(self.text) if self.is_journal else None
+
+    def display(self) -> str:
+        """The storage as it may be shown or written: a URL's password replaced by ``***``."""
+        if self.is_journal:
+            return self.text
+        try:
+            return make_url(self.text).render_as_string(hide_password=True)
+        except (ArgumentError, ValueError):
+            return self.text.split("://", 1)[0] + "://***"
+
+    def open(self) -> Any:
+        """What ``optuna.create_study`` / ``load_study`` take: the URL, or a ``JournalStorage`` on the file."""
+        if self.is_journal:
+            return JournalStorage(JournalFileBackend(self.text))
+        return self.text
+
+    def relocated(self, own_journal: Path) -> "Storage":
+        """The study's own journal, wherever the runs folder is now: ``search.json`` may hold a path
+        relative to another working directory, or the runs folder may have been copied or mounted."""
+        if self.is_journal and Path(self.text).name == own_journal.name and own_journal.is_file():
+            return Storage(str(own_journal))
+        return self
+
+    def check_reachable(self, timeout_s: int = 5) -> None:
+        """Fail fast, with one line, when a database server cannot be reached (before any training).
+
+        Raises:
+            ConfigError: naming the URL (password hidden) and what went wrong.
+        """
+        if not self.shared:
+            return
+        url = make_url(self.text)
+        connect_args = {"connect_timeout": timeout_s} if url.get_backend_name() in ("postgresql", "mysql") else {}
+        engine = sqlalchemy.create_engine(url, connect_args=connect_args, poolclass=sqlalchemy.pool.NullPool)
+        try:
+            engine.connect().close()
+        except Exception as err:  # OperationalError and friends: all mean "cannot use it"
+            reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0][:200]
+            raise ConfigError(
+                f"--storage {self.display()}: cannot connect to the database ({reason}); start the server, create the database, or fix the URL"
+            ) from None
+        finally:
+            engine.dispose()
+
+    def prepare(self) -> None:
+        """Before anything appends to a journal (hold the study lock, no worker running): clear a dead
+        writer's lock and drop a torn tail (a backup is kept). Nothing to do for a database."""
+        if not self.is_journal:
+            return
+        if remove_stale_journal_lock(self.text):
+            log.info("removed the journal lock %s.lock left by a killed search", self.text)
+        report = repair_journal(self.text)
+        if report.repaired:
+            log.warning(
+                "repaired the study journal %s: %s (%d bytes dropped, %d records recovered); the original is kept as %s",
+                self.text, "; ".join(report.notes), report.dropped_bytes, report.recovered_records, Path(report.backup).name,
+            )
+
+
+def storage_for(storage: str) -> Any:
+    """An Optuna storage from a URL or a journal file path (``Storage(storage).open()``)."""
+    return Storage(storage).open()
+
+
+def is_shared_storage(study: Any) -> bool:
+    """True when an opened study lives in a database server (see :attr:`Storage.shared`)."""
+    url = str(getattr(getattr(study._storage, "_backend", study._storage), "url", "") or "")
+    return bool(url) and Storage(url).shared

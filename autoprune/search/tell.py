@@ -1,0 +1,110 @@
+"""The one tell path: how a trial starts (its policy, who runs it) and how any outcome of it
+(a result, an early stop, an error in the trial or in a worker that died) becomes the trial's
+state, attributes, constraints and objective values in the study.
+
+As Optuna's own ``_optimize._run_trial`` + ``_tell``: :func:`run_and_tell` calls a function that
+returns the objective values (or raises), and tells the study. The local runner calls it with
+the in-process objective; the Ray runner calls it on the driver with the result a worker
+reported. Either way the study is the one record that ``pareto``, ``export`` and resume read.
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any, Callable, Dict, List, Sequence, Union
+
+import optuna
+from optuna.trial import TrialState
+
+from autoprune.config import StudyConfig
+from autoprune.models.arch import ArchSpec
+from autoprune.pruning.policy import PruningPolicy
+from autoprune.runtime.measure import dense_size_bytes
+from autoprune.runtime.preflight import param_count
+from autoprune.search import attrs
+from autoprune.search.study import driver_id
+from autoprune.trial.run import budget_excess
+from autoprune.trial.validation import score_of
+
+__all__ = ["start_trial", "record_result", "run_and_tell", "failure_attrs", "RecordedFailure"]
+
+
+def start_trial(trial: Any, space: Any, backend: str) -> PruningPolicy:
+    """Suggest the trial's policy from the search space and record it, the runner and this driver on the trial.
+
+    Raises:
+        Exception: whatever the space raises for a policy it cannot build (the caller tells it as a failure).
+    """
+    policy = space.suggest(trial)
+    trial.set_user_attr(attrs.POLICY, policy.to_dict())
+    trial.set_user_attr(attrs.BACKEND, backend)
+    trial.set_user_attr(attrs.DRIVER, driver_id())
+    return policy
+
+
+def record_result(trial: Any, config: StudyConfig, dense_arch_dict: Dict[str, Any], data: Dict[str, Any]) -> List[float]:
+    """Record a ``TrialResult.to_dict()`` on the trial (state, result, budget constraints); return its objective values.
+
+    Runs where the trial was asked (the local objective, the Ray driver), not where it trained.
+
+    Raises:
+        optuna.TrialPruned: the trial stopped early.
+    """
+    s = config.search
+    data = {k: v for k, v in data.items() if k != "pruning_history"}
+    trial.set_user_attr(attrs.STATE, data["state"])
+    trial.set_user_attr(attrs.RESULT, data)
+    if data["state"] == "stopped_early":
+        raise optuna.TrialPruned(data.get("reason"))
+    size = data["size_bytes"]
+    if data["state"] == "infeasible":
+        # not trained: no accuracy exists; 0 keeps the trial dominated, the constraint tells the sampler why
+        size = dense_size_bytes(param_count(ArchSpec(**{**dense_arch_dict, "hidden_sizes": data["hidden_sizes"]})))
+    for name, excess in budget_excess(s.constraints, latency_ms=data.get("latency_ms"), size_bytes=size).items():
+        trial.set_constraint(name, excess)
+    values = [score_of(data) or 0.0, float(size)]  # val_score: accuracy, ties broken by validation loss
+    if "latency_ms" in s.objectives:
+        values.append(float(data.get("latency_ms") or 0.0))
+    return values
+
+
+class RecordedFailure(Exception):
+    """A failure recorded elsewhere (a Ray worker): its attributes, as :func:`failure_attrs` made them there."""
+
+    def __init__(self, attributes: Dict[str, str]) -> None:
+        super().__init__(attributes.get(attrs.ERROR, "failed"))
+        self.attributes = attributes
+
+
+def failure_attrs(err: BaseException) -> Dict[str, str]:
+    """The attributes recording why a trial failed: one line, and the traceback for ``--debug``."""
+    if isinstance(err, RecordedFailure):
+        return err.attributes
+    tb = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+    return {attrs.ERROR: f"{type(err).__name__}: {err}"[:2000], attrs.TRACEBACK: tb[-8000:]}
+
+
+def run_and_tell(study: Any, trial: Any, compute: Callable[[], Union[float, Sequence[float]]]) -> TrialState:
+    """Run ``compute()`` (the objective values of ``trial``) and tell the study how the trial ended.
+
+    * values: COMPLETE with those values (a trial over a budget is COMPLETE and infeasible by its constraints);
+    * ``optuna.TrialPruned``: PRUNED (autoprune says "stopped early");
+    * any other ``Exception``: FAIL, with :func:`failure_attrs` on the trial;
+    * an interrupt (``KeyboardInterrupt``, ``SearchInterrupted``) propagates, the trial still RUNNING:
+      the driver marks it failed with the signal's name.
+
+    Returns:
+        The state told.
+    """
+    try:
+        values = compute()
+    except optuna.TrialPruned:
+        study.tell(trial, state=TrialState.PRUNED)
+        return TrialState.PRUNED
+    except Exception as err:  # recorded on the trial: one line for the console and `pareto --all`, the traceback for --debug
+        for key, value in failure_attrs(err).items():
+            trial.set_user_attr(key, value)
+        study.tell(trial, state=TrialState.FAIL)
+        return TrialState.FAIL
+    study.tell(trial, values)
+    return TrialState.COMPLETE

@@ -1,0 +1,253 @@
+"""MLflow tracking of a search: one experiment per study, a parent run per search, one
+nested run per trial, Pareto membership as a tag kept up to date, and the front as
+artifacts of the parent run.
+
+Only the search's main process writes to MLflow (workers write to the Optuna storage
+and the parent syncs), so the embedded SQLite store never sees concurrent writers.
+Default store: ``sqlite:///<runs>/mlflow.db`` with artifacts under ``<runs>/mlartifacts``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterable, Iterator, List, Optional
+
+import requests
+import yaml
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
+
+from autoprune.errors import ConfigError
+from autoprune.layout import mlflow_artifacts, mlflow_db
+from autoprune.pruning.policy import policy_from_dict
+from autoprune.tracking.tags import (
+    ERROR_TAG,
+    HIDDEN_SIZES_TAG,
+    HYPERVOLUME_TAG,
+    MLFLOW_PARENT_TAG,
+    PARENT_TAG,
+    PARETO_TAG,
+    PRECISION_TAG,
+    REASON_TAG,
+    STATE_TAG,
+    TRIAL_TAG,
+)
+from autoprune.tracking.ui import prepare_experiment
+
+__all__ = ["default_tracking_uri", "Tracker", "check_tracking_uri"]
+
+log = logging.getLogger(__name__)
+
+def default_tracking_uri(runs_dir: str | os.PathLike) -> str:
+    """The embedded store under the runs folder."""
+    return f"sqlite:///{mlflow_db(runs_dir).resolve()}"
+
+
+def _client(uri: str):
+    # with a tracking server MLflow prints "View run ... at: URL" to stdout for every run it ends: that
+    # would break `--json` output (the URLs are in the summary and `autoprune ui` anyway)
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    return MlflowClient(tracking_uri=uri)
+
+
+def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> None:
+    """Fail fast, with one line, when a remote tracking server cannot be reached.
+
+    Raises:
+        ConfigError: naming the URI and what went wrong.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:  # a plain request with a short timeout: MLflow's own client retries for minutes
+        resp = requests.get(uri.rstrip("/") + "/health", timeout=timeout_s)
+        if resp.status_code >= 400:
+            resp = requests.get(uri.rstrip("/") + "/api/2.0/mlflow/experiments/search", params={"max_results": 1}, timeout=timeout_s)
+            resp.raise_for_status()
+    except Exception as err:  # requests raises many kinds; all mean "unreachable" here
+        reason = str(err).splitlines()[0][:200]
+        raise ConfigError(
+            f"--tracking-uri / MLFLOW_TRACKING_URI: cannot reach the MLflow tracking server at {uri} ({type(err).__name__}: {reason}); "
+            f"start it, fix the URI, or leave it unset to use the embedded store under runs/"
+        ) from None
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """An exclusive file lock beside a local SQLite store (no-op for servers)."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(uri[len("sqlite:///") :])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _metric(key: str, value: float, step: int = 0, ts: Optional[int] = None) -> Metric:
+    return Metric(key, float(value), ts or int(time.time() * 1000), step)
+
+
+class Tracker:
+    """Writes a search to MLflow.
+
+    Args:
+        uri: tracking URI (``sqlite:///...`` or a server URL).
+        study: experiment name.
+        runs_dir: where the embedded store's artifacts go.
+    """
+
+    def __init__(self, uri: str, study: str, runs_dir: str | os.PathLike) -> None:
+        self.uri = uri
+        self.study = study
+        with _store_lock(uri):
+            # the first use of a SQLite store creates its tables: two searches starting at once on a
+            # fresh runs/ would race in MLflow's migrations without this lock
+            self.client = _client(uri)
+            exp = self.client.get_experiment_by_name(study)
+            if exp is None:
+                artifact_location = None
+                if uri.startswith("sqlite:") or uri.startswith("file:"):
+                    artifact_location = mlflow_artifacts(Path(runs_dir).resolve(), study).as_uri()
+                self.experiment_id = self.client.create_experiment(study, artifact_location=artifact_location)
+            else:
+                self.experiment_id = exp.experiment_id
+            prepare_experiment(self.client, self.experiment_id, strict=False)  # MLflow's model-training view and the front's shared view
+        self.parent_run_id: Optional[str] = None
+        self._trial_runs: Dict[int, str] = {}
+        self._pareto: Dict[int, bool] = {}
+        self._hv_logged: set[int] = set()
+
+    # ------------------------------------------------------------------ parent
+    def start_parent(self, config: Dict[str, Any], dense: Dict[str, Any]) -> str:
+        """Create the search's parent run, or reuse the one of an earlier (interrupted) search."""
+        found = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = 'true'", order_by=["attributes.start_time DESC"], max_results=1
+        )
+        if found:
+            self.parent_run_id = found[0].info.run_id
+            self.client.update_run(self.parent_run_id, status="RUNNING")
+            for run in self._children():
+                trial = run.data.tags.get(TRIAL_TAG)
+                if trial is not None:
+                    if run.info.status == "RUNNING" or int(trial) in self._trial_runs:
+                        # a search killed while logging this trial: its run is incomplete; the next sync logs it again
+                        self.client.delete_run(run.info.run_id)
+                        continue
+                    self._trial_runs[int(trial)] = run.info.run_id
+                    self._pareto[int(trial)] = run.data.tags.get(PARETO_TAG) == "true"
+            hv = self.client.get_metric_history(self.parent_run_id, "hypervolume")
+            self._hv_logged = {m.step for m in hv}
+        else:
+            run = self.client.create_run(self.experiment_id, run_name=f"search-{self.study}", tags={PARENT_TAG: "true"})
+            self.parent_run_id = run.info.run_id
+        rid = self.parent_run_id
+        metrics = [_metric(f"dense_{k}", v) for k, v in dense.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        self.client.log_batch(rid, metrics=metrics)
+        self.log_text(rid, json.dumps(config, indent=2, default=str), "config.json")
+        self.log_text(rid, yaml.safe_dump(config, sort_keys=False), "config.yaml")
+        return rid
+
+    def _children(self) -> List[Any]:
+        return self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.{MLFLOW_PARENT_TAG} = '{self.parent_run_id}'", max_results=50000
+        )
+
+    def finish_parent(self, status: str = "FINISHED") -> None:
+        if self.parent_run_id:
+            self.client.set_terminated(self.parent_run_id, status=status)
+
+    def log_text(self, run_id: str, text: str, name: str) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / name
+            path.write_text(text)
+            self.client.log_artifact(run_id, str(path))
+
+    def log_file(self, run_id: str, path: str | os.PathLike, artifact_path: Optional[str] = None) -> None:
+        self.client.log_artifact(run_id, str(path), artifact_path)
+
+    # ------------------------------------------------------------------ trials
+    def log_trial(self, number: int, state: str, policy: Optional[Dict[str, Any]], result: Optional[Dict[str, Any]], error: Optional[str], start_ms: Optional[int], end_ms: Optional[int]) -> str:
+        """One nested run for a finished trial (idempotent: a trial already logged is skipped)."""
+        if number in self._trial_runs:
+            return self._trial_runs[number]
+        tags = {MLFLOW_PARENT_TAG: self.parent_run_id, TRIAL_TAG: str(number), STATE_TAG: state, PARETO_TAG: "false", "mlflow.runName": f"trial-{number}"}
+        run = self.client.create_run(self.experiment_id, start_time=start_ms, tags=tags, run_name=f"trial-{number}")
+        rid = run.info.run_id
+        params = []
+        if policy:
+            for k, v in policy_from_dict(policy).flat_params().items():
+                if v is not None:
+                    params.append(Param(k, str(v)[:6000]))
+        metrics = []
+        if result:
+            for key in ("val_accuracy", "test_accuracy", "size_bytes", "nonzero_params", "params", "macs", "latency_ms", "duration_s"):
+                if result.get(key) is not None:
+                    metrics.append(_metric(key, result[key]))
+            dense = result.get("dense") or {}
+            if result.get("size_bytes") and dense.get("size_bytes"):
+                metrics.append(_metric("compression_ratio", dense["size_bytes"] / result["size_bytes"]))  # against dense float32
+            self.client.set_tag(rid, PRECISION_TAG, result.get("precision") or "float32")
+            for key, value in (result.get("int8") or {}).items():
+                if key.startswith("float_") and value is not None:  # the same model before int8, beside the int8 numbers
+                    metrics.append(_metric(key, value))
+            sp = result.get("sparsity") or {}
+            for key in ("overall", "rnn"):
+                if key in sp:
+                    metrics.append(_metric(f"sparsity.{key}", sp[key]))
+            for group, value in (sp.get("per_group") or {}).items():
+                metrics.append(_metric(f"sparsity.{group}", value))
+            for layer, value in (sp.get("hidden_units") or {}).items():
+                metrics.append(_metric(f"units_removed.{layer}", value))
+            for row in result.get("history") or []:
+                for key in ("val_accuracy", "val_loss", "train_loss"):
+                    if row.get(key) is not None and row[key] == row[key]:
+                        metrics.append(_metric(f"curve.{key}", row[key], step=int(row["epoch"])))
+            if result.get("hidden_sizes") is not None:
+                tags_extra = {HIDDEN_SIZES_TAG: json.dumps(result["hidden_sizes"])}
+                for k, v in tags_extra.items():
+                    self.client.set_tag(rid, k, v)
+            if result.get("reason"):
+                self.client.set_tag(rid, REASON_TAG, str(result["reason"])[:5000])
+        if error:
+            self.client.set_tag(rid, ERROR_TAG, error[:5000])
+        for i in range(0, len(metrics), 900):
+            self.client.log_batch(rid, metrics=metrics[i : i + 900])
+        for i in range(0, len(params), 90):
+            self.client.log_batch(rid, params=params[i : i + 90])
+        status = {"complete": "FINISHED", "infeasible": "FINISHED", "stopped_early": "KILLED", "failed": "FAILED"}.get(state, "FINISHED")
+        self.client.set_terminated(rid, status=status, end_time=end_ms)
+        self._trial_runs[number] = rid
+        self._pareto[number] = False
+        return rid
+
+    def set_pareto(self, front: Iterable[int]) -> None:
+        """Tag ``autoprune.pareto`` true for trials on the front and false for every other logged trial."""
+        front = set(front)
+        for number, rid in self._trial_runs.items():
+            on = number in front
+            if self._pareto.get(number) != on:
+                self.client.set_tag(rid, PARETO_TAG, "true" if on else "false")
+                self._pareto[number] = on
+
+    def log_hypervolume(self, step: int, value: float, description: str) -> None:
+        """The front's hypervolume after trial ``step``; ``description`` says how it is computed."""
+        if step in self._hv_logged:
+            return
+        if not self._hv_logged:  # MLflow metrics carry no description: the definition goes beside them as a tag
+            self.client.set_tag(self.parent_run_id, HYPERVOLUME_TAG, description)
+        self.client.log_batch(self.parent_run_id, metrics=[_metric("hypervolume", value, step=step)])
+        self._hv_logged.add(step)
+
+    def trial_run_id(self, number: int) -> Optional[str]:
+        return self._trial_runs.get(number)
