@@ -28,22 +28,10 @@ from typing import Dict, List, Tuple
 import torch
 from torch import Tensor
 
-from autoprune.models.arch import LAYER_KINDS
 from autoprune.models.rnn import RNNClassifier
-from autoprune.pruning.groups import ModelGroups, UnitLayer
+from autoprune.pruning.groups import ModelGroups, UnitLayer, observes_nothing
 
 __all__ = ["compact", "removable_units"]
-
-
-def _route_ok(zero: Tensor, cols_dead: Tensor, path: Tuple[str, ...]) -> Tensor:
-    """Per unit, whether a consumer reached through the layers of ``path`` observes nothing of it (module docstring)."""
-    ln_reads_zero = torch.ones_like(zero)
-    for kind in path:
-        if kind == "layernorm":
-            ln_reads_zero = ln_reads_zero & zero
-        if not LAYER_KINDS[kind].zero_preserving:
-            zero = torch.zeros_like(zero)
-    return zero | (cols_dead & ln_reads_zero)
 
 
 def _incoming(layer: UnitLayer, params: Dict[str, Tensor]) -> Tensor:
@@ -66,7 +54,7 @@ def removable_units(model: RNNClassifier) -> Dict[str, Tensor]:
         removable = (zero | (params[layer.hh] == 0).all(dim=0)) if layer.hh is not None else torch.ones(h, dtype=torch.bool)
         for c in layer.consumers:
             cols_dead = (params[c.param][:, c.offset : c.offset + h] == 0).all(dim=0)
-            removable = removable & _route_ok(zero, cols_dead, c.path)
+            removable = removable & observes_nothing(zero, cols_dead, c.path)
         keep = ~removable
         if not keep.any():
             # every unit is dead: keep the one with the largest incoming norm so the layer still exists

@@ -22,16 +22,16 @@ Tensors are addressed by fully-qualified parameter names, never by assuming
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from autoprune.errors import ConfigError, PruningError
-from autoprune.models.arch import GATES, layer_name, units_kept, units_removed
+from autoprune.models.arch import GATES, LAYER_KINDS, layer_name, units_kept, units_removed
 from autoprune.models.rnn import RNNClassifier
 
-__all__ = ["MatrixRef", "UnitLayer", "ModelGroups", "check_targets"]
+__all__ = ["MatrixRef", "UnitLayer", "ModelGroups", "check_targets", "observes_nothing"]
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,12 @@ class UnitLayer:
     def hh(self) -> Optional[str]:
         """The recurrent matrix, whose columns the units also feed (None for head units)."""
         return f"{self.prefix}.weight_hh_l0" if self.kind == "rnn" else None
+
+    @property
+    def prunable(self) -> bool:
+        """Whether a unit whose rows and consumer columns are zero can be removed exactly (:func:`observes_nothing`):
+        not when a LayerNorm reads its output after a layer that turns 0 into another value (a sigmoid, a BatchNorm)."""
+        return all(bool(observes_nothing(True, True, c.path)) for c in self.consumers)
 
     @property
     def params(self) -> Tuple[str, ...]:
@@ -155,8 +161,8 @@ class ModelGroups:
     def valid_names(self, granularity: str) -> List[str]:
         layers = [f"rnn.{l}" for l in range(len(self.model.rnn))]
         if granularity == "hidden_unit":
-            rnn = [n for n, layer in self.layers.items() if layer.kind == "rnn"]
-            heads = [n for n, layer in self.layers.items() if layer.kind == "head"]
+            rnn = [n for n, layer in self.layers.items() if layer.kind == "rnn" and layer.prunable]
+            heads = [n for n, layer in self.layers.items() if layer.kind == "head" and layer.prunable]
             return rnn + (layers if self.bidirectional else []) + heads
         front = ["front"] if any(n.startswith("front.") for n in self.matrices) else []
         return list(self.matrices) + list(self.gate_blocks) + layers + (self.rnn_layers() if self.bidirectional else []) + front
@@ -183,6 +189,12 @@ class ModelGroups:
             mapping = dict(sparsity)
         valid = self.valid_names(granularity)
         for name, value in mapping.items():
+            if granularity == "hidden_unit" and name in self.layers and not self.layers[name].prunable:
+                raise ConfigError(
+                    f"sparsity: the units of {name} cannot be removed exactly: a LayerNorm reads its outputs after a layer that turns "
+                    f"a removed unit's 0 into another value ({' -> '.join(next(c.path for c in self.layers[name].consumers if 'layernorm' in c.path))}); "
+                    f"prune its weights unstructured instead"
+                )
             if name != "*" and name not in valid:
                 raise ConfigError(
                     f"sparsity: unknown group '{name}' for {granularity} pruning of this model; valid names: {', '.join(valid)}"
@@ -199,6 +211,8 @@ class ModelGroups:
         out: Dict[str, float] = {}
         if granularity == "hidden_unit":
             for lname, layer in self.layers.items():
+                if not layer.prunable:  # only through "*" or rnn.<l> here (named, it was refused above)
+                    continue
                 v = lookup([lname, f"rnn.{layer.layer}", "*"] if layer.kind == "rnn" else [lname])
                 if v:
                     out[lname] = v
@@ -297,6 +311,23 @@ class ModelGroups:
 
 #: kinds that leave a feature as it is for the group algebra (eval mode): never on a path
 _TRANSPARENT = ("dropout",)
+
+
+def observes_nothing(zero: Any, cols_dead: Any, path: Tuple[str, ...]) -> Any:
+    """Whether a consumer reached through the layers of ``path`` observes nothing of a unit (bools, or bool tensors per unit).
+
+    ``zero``: the unit's output is exactly 0 (all its incoming weights are); ``cols_dead``: the consumer's columns
+    for it are 0. Either the consumer reads 0 (every layer on the way keeps 0 at 0), or it reads nothing of the unit
+    (its columns are 0, every layer treats features one by one, and any LayerNorm on the way reads the unit's 0:
+    compaction keeps counting that 0 in its statistics).
+    """
+    ln_reads_zero = True
+    for kind in path:
+        if kind == "layernorm":
+            ln_reads_zero = ln_reads_zero & zero
+        if not LAYER_KINDS[kind].zero_preserving:
+            zero = zero & False
+    return zero | (cols_dead & ln_reads_zero)
 
 
 def _readers(model: RNNClassifier) -> Dict[str, List[Tuple[str, Tuple[str, ...]]]]:
