@@ -143,11 +143,8 @@ def dense_for(ctx: Context, task: str, seed: int, studies: List[str]):
 
 
 def arch_with_width(arch: Any, width: int) -> Any:
-    """The dense architecture with every layer (and direction) at ``width`` hidden units."""
-    from autoprune.models.arch import ArchSpec
-
-    hidden = [[width] * len(layer) for layer in arch.hidden_sizes]
-    return ArchSpec(arch.cell, arch.input_size, hidden, arch.n_classes, arch.pooling, arch.attention_dim, arch.dropout)
+    """The dense architecture with every layer (and direction) at ``width`` hidden units (front-end and head as they are)."""
+    return arch.with_hidden_sizes([[width] * len(layer) for layer in arch.hidden_sizes])
 
 
 def n_params(arch: Any) -> int:
