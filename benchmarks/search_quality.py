@@ -82,7 +82,7 @@ TASKS: Dict[str, Dict[str, Any]] = {
     "frames": {
         "study": "jv_speaker_frames",
         "overrides": {},
-        "label": "uea:JapaneseVowels frames (who is speaking, per frame), 2-layer LSTM 64 (search_spaces/jv_speaker_frames.yaml)",
+        "label": "uea:JapaneseVowels frames (who is speaking per frame), 2-layer LSTM 64 (search_spaces/jv_speaker_frames.yaml)",
     },
 }
 

@@ -299,7 +299,8 @@ def normalize_layer(entry: Any, place: str, where: str = "layer") -> Dict[str, A
     kind = spec["kind"]
     allowed = [k for k, v in LAYER_KINDS.items() if place in v.places]
     if kind not in allowed:
-        raise ValueError(f"{where}: layer kind {kind!r} cannot stand in the {place}; allowed there: {', '.join(allowed)}")
+        words = {"front": "front-end", "between": "gap between recurrent layers", "head": "head"}[place]
+        raise ValueError(f"{where}: layer kind {kind!r} cannot stand in the {words}; allowed there: {', '.join(allowed)}")
     keys = LAYER_KEYS.get(kind, {})
     unknown = sorted(set(spec) - set(keys) - {"kind"})
     if unknown:
