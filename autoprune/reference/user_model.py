@@ -174,12 +174,20 @@ def _digest(path: Optional[str]) -> Optional[str]:
     return file_digest(path) if path and os.path.isfile(path) else None
 
 
+def _named_parts(m: Any) -> dict:
+    """The parts a study names (front, rnn, head, a pooling written out): only when given, so earlier keys stay."""
+    out = {key: list(getattr(m, key)) for key in ("front", "rnn", "head") if getattr(m, key) is not None}
+    if "pooling" in m.model_fields_set:
+        out["pooling"] = m.pooling
+    return out
+
+
 def user_cache_key(config: StudyConfig) -> str:
     """Content hash of everything the converted dense reference depends on."""
     m = config.model
     content = {
         "kind": "user_model",
-        "model": {"from": m.from_, "checkpoint": m.checkpoint, "build": m.build},
+        "model": {"from": m.from_, "checkpoint": m.checkpoint, "build": m.build, **_named_parts(m)},
         "files": [_digest(m.checkpoint), _digest(module_file((m.from_ or m.build).partition(":")[0]))],
         "task": config.task.model_dump(),
         "seed": config.seed,

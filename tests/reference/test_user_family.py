@@ -304,3 +304,15 @@ def test_b5_float64_weights_convert_to_float32_checked_against_the_float64_model
     assert {v.dtype for v in state.values() if v.is_floating_point()} == {torch.float32}
     user = um_pkg.f64()  # float64, given float64 inputs: its own logits against the stored float32 reference
     assert next(user.parameters()).dtype == torch.float64
+
+
+def test_naming_the_parts_is_part_of_the_cache_key(um):
+    """A study that names the pooling (or parts) converts again; one that names nothing keeps the key it had."""
+    from autoprune.reference.user_model import user_cache_key
+
+    plain = user_cache_key(config_from_dict(_study("bi_gather"), source="s.yaml"))
+    named = user_cache_key(config_from_dict(_study("bi_gather", pooling="last_output"), source="s.yaml"))
+    assert plain != named
+    assert named != user_cache_key(config_from_dict(_study("bi_gather", pooling="last_output", rnn=["rnn"]), source="s.yaml"))
+    with pytest.raises(ConfigError, match=r"the input of 'head' is not the recurrent outputs pooled by pooling 'last'"):
+        ensure_user_dense(config_from_dict(_study("bi_gather", pooling="last"), source="s.yaml"), um / "runs")
