@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from autoprune.errors import ConfigError
+from autoprune.models.arch import normalize_layer
 from autoprune.pruning.methods import METHODS
 from autoprune.pruning.policy import GradClipConfig, Recovery, one_of
 from autoprune.pruning.schedules import SCHEDULES
@@ -49,15 +50,21 @@ class TaskConfig(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
-class ModelConfig(_Strict):
-    """The RNN sequence classifier: a stack of single-layer LSTM/GRU modules.
+#: a layer of a front-end, a gap or a head as a study writes it: a kind name or a mapping with ``kind``
+LayerEntry = Union[str, dict[str, Any]]
 
-    Either autoprune trains it (``hidden_sizes`` and the other shape keys), or it is the
-    user's trained model: ``from: package.module:function`` (returns a trained
-    ``torch.nn.Module``) or ``checkpoint: FILE`` with ``build: package.module:function``
-    (builds the untrained module the state dict or Lightning checkpoint belongs to);
-    either function may also be named by its file, ``path/to/file.py:function``, as a
-    task's data function can; see :mod:`autoprune.reference.user_model`.
+
+class ModelConfig(_Strict):
+    """The model: front-end → recurrent layers → pooling → head (see :mod:`autoprune.models.arch`).
+
+    Either autoprune trains it (``hidden_sizes``, and optionally ``front``, ``between`` and
+    ``head`` as lists of layers: ``relu`` or ``{kind: conv1d, out: 32, kernel: 5}``), or it is the
+    user's trained model: ``from: package.module:function`` (returns a trained ``torch.nn.Module``)
+    or ``checkpoint: FILE`` with ``build: package.module:function`` (builds the untrained module
+    the state dict or Lightning checkpoint belongs to); either function may also be named by its
+    file, ``path/to/file.py:function``, as a task's data function can. For a user's model
+    ``front``, ``rnn`` and ``head`` name its submodules, and ``pooling`` says how it pools
+    (found from its outputs when not given); see :mod:`autoprune.reference.user_model`.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, populate_by_name=True)
@@ -66,8 +73,20 @@ class ModelConfig(_Strict):
     hidden_sizes: Optional[list[int]] = Field(None, min_length=1, max_length=3)
     bidirectional: bool = False
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    pooling: Literal["last", "attention"] = "last"
+    pooling: Literal["last", "last_output", "mean", "max", "attention", "none"] = Field(
+        "last", description="last (final states) | last_output | mean | max | attention | none (one output per frame)"
+    )
     attention_dim: int = Field(32, ge=1, le=4096)
+    front: Optional[list[LayerEntry]] = Field(
+        None, description="layers before the recurrent ones (embedding, linear, conv1d, batchnorm, layernorm, activations, dropout); "
+        "for your own model: the names of its front-end submodules"
+    )
+    between: Optional[list[LayerEntry]] = Field(None, description="layers between every two recurrent layers (norms, activations, dropout)")
+    head: Optional[list[LayerEntry]] = Field(
+        None, description="the head's hidden layers before the output Linear ({kind: linear, out: 64}, relu, dropout, norms); "
+        "for your own model: the names of its head submodules, output Linear last"
+    )
+    rnn: Optional[list[str]] = Field(None, min_length=1, description="your own model: the names of its nn.LSTM / nn.GRU submodules, in order")
     from_: Optional[str] = Field(None, alias="from", description="package.module:function (or path/to/file.py:function) returning your trained nn.Module")
     checkpoint: Optional[str] = Field(None, description="state dict or Lightning checkpoint of your trained module (with build)")
     build: Optional[str] = Field(None, description="package.module:function (or path/to/file.py:function) building the module a checkpoint belongs to")
@@ -87,6 +106,18 @@ class ModelConfig(_Strict):
             raise ValueError("must look like package.module:function or path/to/file.py:function")
         return v
 
+    @model_validator(mode="before")
+    @classmethod
+    def _layers(cls, data: Any) -> Any:
+        """Layers of a model autoprune trains, as stored (kind and every key); a user's model names submodules instead."""
+        if not isinstance(data, dict) or data.get("from") or data.get("from_") or data.get("checkpoint"):
+            return data
+        out = dict(data)
+        for key, place in (("front", "front"), ("between", "between"), ("head", "head")):
+            if isinstance(out.get(key), list):
+                out[key] = [normalize_layer(entry, place, f"{key}[{i}]") for i, entry in enumerate(out[key])]
+        return out
+
     @model_validator(mode="after")
     def _one_source(self) -> "ModelConfig":
         if self.from_ and (self.checkpoint or self.build):
@@ -100,12 +131,27 @@ class ModelConfig(_Strict):
                 "give 'hidden_sizes' (autoprune trains the dense model) or your trained model: "
                 "'from: package.module:function' or 'checkpoint: FILE' with 'build: package.module:function'"
             )
+        if self.user_model:
+            for key in ("front", "rnn", "head"):
+                names = getattr(self, key)
+                if names is not None and not all(isinstance(n, str) and n for n in names):
+                    raise ValueError(f"{key}: with 'from'/'checkpoint' it names submodules of your model (a list of names, e.g. [conv, bn]), got {names!r}")
+            if self.between is not None:
+                raise ValueError("'between' describes a model autoprune trains; your model's layers between its recurrent modules are found from it")
+        elif self.rnn is not None:
+            raise ValueError("'rnn' names the recurrent submodules of your own model (with 'from'/'checkpoint'); a model autoprune trains has hidden_sizes")
         return self
 
     @property
     def user_model(self) -> bool:
         """True when the dense model is the user's trained module (no dense training)."""
         return bool(self.from_ or self.checkpoint)
+
+    def described(self) -> dict[str, Any]:
+        """The keys that describe the model (the dense cache key's content): the keys new in issue 20
+        (front, between, head, rnn) only when given, so that earlier studies keep their keys."""
+        out = self.model_dump(exclude={"from_", "checkpoint", "build"})
+        return {k: v for k, v in out.items() if k not in ("front", "between", "head", "rnn") or v is not None}
 
 
 class TrainConfig(_Strict):
@@ -350,7 +396,7 @@ class StudyConfig(_Strict):
         return {
             "task": self.task.model_dump(),
             # the user-model keys are all None for a trained-here model: left out, cached checkpoints keep their keys
-            "model": self.model.model_dump(exclude={"from_", "checkpoint", "build"}),
+            "model": self.model.described(),
             "train": self.train.model_dump(),
             "seed": self.seed,
         }

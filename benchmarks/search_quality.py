@@ -78,6 +78,12 @@ TASKS: Dict[str, Dict[str, Any]] = {
         "overrides": {},
         "label": "mnist1d, 2-layer bi-GRU 64 with attention (search_spaces/mnist1d_gru.yaml)",
     },
+    # the per-frame task (issue 20): run by benchmarks/frames_front.py, not by this benchmark's own task list
+    "frames": {
+        "study": "jv_speaker_frames",
+        "overrides": {},
+        "label": "uea:JapaneseVowels frames (who is speaking per frame), 2-layer LSTM 64 (search_spaces/jv_speaker_frames.yaml)",
+    },
 }
 
 #: key → label, in table order (autoprune first: the targets compare it with the others)
@@ -107,7 +113,7 @@ def tasks_for(ctx: Context) -> List[str]:
     unknown = sorted(set(only) - set(TASKS))
     if unknown:
         raise ValueError(f"AUTOPRUNE_SQ_TASKS: unknown task(s) {unknown}; known: {', '.join(TASKS)}")
-    return only or (["jv"] if ctx.quick else ["jv", "mnist1d"])
+    return only or (["jv"] if ctx.quick else ["jv", "mnist1d"])  # (frames: benchmarks/frames_front.py)
 
 
 def study_name(task: str, contender: str, seed: int = 0) -> str:
@@ -137,11 +143,8 @@ def dense_for(ctx: Context, task: str, seed: int, studies: List[str]):
 
 
 def arch_with_width(arch: Any, width: int) -> Any:
-    """The dense architecture with every layer (and direction) at ``width`` hidden units."""
-    from autoprune.models.arch import ArchSpec
-
-    hidden = [[width] * len(layer) for layer in arch.hidden_sizes]
-    return ArchSpec(arch.cell, arch.input_size, hidden, arch.n_classes, arch.pooling, arch.attention_dim, arch.dropout)
+    """The dense architecture with every layer (and direction) at ``width`` hidden units (front-end and head as they are)."""
+    return arch.with_hidden_sizes([[width] * len(layer) for layer in arch.hidden_sizes])
 
 
 def n_params(arch: Any) -> int:
@@ -474,13 +477,13 @@ def target_mean(xs: List[Optional[float]]) -> float:
     return statistics.fmean([x if x is not None else 0.0 for x in xs]) if xs else 0.0
 
 
-def analyse(task: str, seeds: List[int], res: Dict[Tuple[str, int, str], Dict[str, Any]]) -> Dict[str, Any]:
+def analyse(task: str, seeds: List[int], res: Dict[Tuple[str, int, str], Dict[str, Any]], contenders: List[Tuple[str, str]] = CONTENDERS) -> Dict[str, Any]:
     from autoprune.search.pareto import hypervolume
 
     acc: Dict[str, List[List[Optional[float]]]] = {}
     hv: Dict[str, Dict[str, List[float]]] = {}
     picks: Dict[str, List[List[Optional[Dict]]]] = {}
-    for key, _ in CONTENDERS:
+    for key, _ in contenders:
         acc[key] = [[] for _ in LEVELS]
         picks[key] = [[] for _ in LEVELS]
         hv[key] = {"val": [], "test": []}
@@ -592,7 +595,8 @@ def run_task_report(ctx: Context, task: str, seeds: List[int], res: Dict[Tuple[s
     return lines, {"targets": t, "analysis": {k: v for k, v in a.items() if k != "picks"}}
 
 
-def _plot(task: str, seeds: List[int], res: Dict[Tuple[str, int, str], Dict[str, Any]], dense_test: float, path: Path) -> None:
+def _plot(task: str, seeds: List[int], res: Dict[Tuple[str, int, str], Dict[str, Any]], dense_test: float, path: Path,
+          contenders: List[Tuple[str, str]] = CONTENDERS) -> None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.0, 4.6))
     styles = {
@@ -600,7 +604,7 @@ def _plot(task: str, seeds: List[int], res: Dict[Tuple[str, int, str], Dict[str,
         "uniform_taylor": ("^-", "C1"), "lightning": ("s-", "C0"), "torch_global": ("P-", "C4"),
     }
     lo = dense_test
-    for key, label in CONTENDERS:
+    for key, label in contenders:
         marker, color = styles[key]
         for j, s in enumerate(seeds):
             rows = sorted((r for r in res[(task, s, key)]["rows"] if r.get("size_ratio") and r.get("test_accuracy") is not None), key=lambda r: r["size_ratio"])

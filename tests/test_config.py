@@ -96,8 +96,9 @@ def test_out_of_range_values(change, pattern, tiny):
 def test_literal_values_list_the_allowed_ones(tiny):
     with pytest.raises(ConfigError, match=r"model\.cell: Input should be 'lstm' or 'gru' \(got 'rnn'\)"):
         config_from_dict(tiny(model__cell="rnn"), source="s.yaml")
-    with pytest.raises(ConfigError, match=r"model\.pooling: Input should be 'last' or 'attention' \(got 'mean'\)"):
-        config_from_dict(tiny(model__pooling="mean"), source="s.yaml")
+    # mean pooling is part of the family since issue 20: an unknown pooling lists the valid ones
+    with pytest.raises(ConfigError, match=r"model\.pooling: Input should be 'last', 'last_output', 'mean', 'max', 'attention' or 'none' \(got 'median'\)"):
+        config_from_dict(tiny(model__pooling="median"), source="s.yaml")
 
 
 def test_bad_study_name(tiny):
@@ -182,3 +183,22 @@ def test_shipped_configs_load(path):
 
 def test_there_are_shipped_configs():
     assert len(list((ROOT / "search_spaces").glob("*.yaml"))) >= 2
+
+
+def test_model_layers_are_checked_one_line_each(tiny):
+    """Issue 20: a model autoprune trains lists its front-end, gaps and head layers; every key is checked."""
+    cfg = config_from_dict(tiny(model__front=[{"kind": "conv1d", "out": 8, "kernel": 3}, "relu"], model__head=[{"kind": "linear", "out": 4}, "gelu"],
+                                model__between=["layernorm"], model__pooling="max"), source="s.yaml")
+    assert cfg.model.front[0] == {"kind": "conv1d", "out": 8, "kernel": 3, "stride": 1, "padding": 0, "dilation": 1, "bias": True}
+    assert cfg.model.head == [{"kind": "linear", "out": 4, "bias": True}, {"kind": "gelu"}]
+    assert "front" in cfg.dense_key()["model"] and "rnn" not in cfg.dense_key()["model"]
+    for change, message in [
+        ({"model__front": ["conv2d"]}, "model: front[0]: layer kind 'conv2d' cannot stand in the front-end; allowed there: embedding, linear, conv1d, batchnorm"),
+        ({"model__front": [{"kind": "conv1d", "out": 8}]}, "model: front[0]: a conv1d layer needs 'kernel'"),
+        ({"model__head": [{"kind": "linear", "out": 4, "size": 3}]}, "model: head[0]: unknown key(s) ['size'] for a linear layer; allowed: kind, out, bias"),
+        ({"model__between": [{"kind": "dropout", "p": 1.5}]}, "model: between[0]: dropout.p must be in [0, 1), got 1.5"),
+        ({"model__between": [{"kind": "linear", "out": 4}]}, "model: between[0]: layer kind 'linear' cannot stand in the gap between recurrent layers; allowed there: batchnorm, layernorm, dropout"),
+        ({"model__rnn": ["lstm"]}, "model: 'rnn' names the recurrent submodules of your own model"),
+    ]:
+        with pytest.raises(ConfigError, match="^" + re.escape("s.yaml: " + message)):
+            config_from_dict(tiny(**change), source="s.yaml")

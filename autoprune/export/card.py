@@ -11,12 +11,25 @@ import torch
 
 import autoprune
 from autoprune.export.formats import FORMATS
+from autoprune.models.arch import ArchSpec
 from autoprune.reference.cache import dense_cache_key
 from autoprune.runtime.kernels import precision_name
 from autoprune.runtime.measure import macs_per_sequence, size_bytes
 from autoprune.runtime.quantize import int8_size_bytes
 
-__all__ = ["model_card", "write_readme"]
+__all__ = ["model_card", "write_readme", "inputs_text"]
+
+
+def inputs_text(arch: Any) -> str:
+    """What an exported model takes and returns, in one sentence (``arch``: an ArchSpec or its dict)."""
+    spec = arch if isinstance(arch, ArchSpec) else ArchSpec.from_dict(arch)
+    x = (
+        "`x` int64 token ids `[batch, time]`, padded after each sequence's end"
+        if spec.tokens
+        else "`x` float32 `[batch, time, channels]`, padded with zeros after each sequence's end (normalisation is inside the model)"
+    )
+    out = "logits `[batch, time, classes]`, one per frame (frames past a sequence's length are padding)" if spec.per_frame else "logits `[batch, classes]`"
+    return f"{x}, and `lengths` int64 `[batch]`; output: {out}"
 
 
 def model_card(study: str, number: int, config: Any, model: Any, result: Dict[str, Any], payload: Dict[str, Any], settings: Any,
@@ -56,7 +69,7 @@ def model_card(study: str, number: int, config: Any, model: Any, result: Dict[st
             "runtime": settings["runtime"],
         },
         "files": {fmt: {"path": name, "bytes": (folder / name).stat().st_size} for fmt, name in files.items()},
-        "inputs": "raw x float32 [batch, time, channels] zero-padded + lengths int64 [batch]; normalisation is inside the model",
+        "inputs": inputs_text(model.spec),
         "config_hash": dense_cache_key(config),
         "versions": {"torch": torch.__version__, "autoprune": autoprune.__version__, "python": platform.python_version()},
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -69,15 +82,15 @@ def write_readme(out: Path, card: Dict[str, Any], files: Dict[str, str]) -> None
     lines = [
         f"# Pruned {c['architecture']['cell'].upper()} classifier — study `{c['study']}`, trial {c['trial']}",
         "",
-        f"Task `{c['task']}`: {c['n_classes']} classes, {c['architecture']['input_size']} input channels.",
+        f"Task `{c['task']}`: {c['n_classes']} classes, {c['architecture']['input_size']} "
+        + ("tokens in the vocabulary." if ArchSpec.from_dict(c["architecture"]).tokens else "input channels."),
         f"Test accuracy {c['test_accuracy']:.4f} (dense {c['dense']['test_accuracy']:.4f}); "
         f"size {c['size_bytes']:,} B ({c['size_ratio'] * 100:.2f} % of dense); hidden sizes {c['hidden_sizes_after']} "
         f"(dense {c['hidden_sizes_before']}). Precision: {c.get('precision', 'float32')}"
         + (f" (float32 test accuracy {c['int8']['float_test_accuracy']:.4f}; sizes count int8 values, scales and zero points)." if c.get("int8") else "."),
         "",
-        "Inputs are **raw** sequences as the task provides them: `x` float32 `[batch, time, channels]`, padded with zeros "
-        "after each sequence's end, and `lengths` int64 `[batch]`. Normalisation is inside the model. Output: logits `[batch, classes]`; "
-        "class names are in `model_card.json` (`class_names`).",
+        f"Inputs are **raw** sequences as the task provides them: {inputs_text(c['architecture'])}. "
+        "Class names are in `model_card.json` (`class_names`).",
         "",
     ]
     for name, filename in files.items():

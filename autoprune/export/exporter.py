@@ -30,6 +30,7 @@ from autoprune.errors import ExportError, TrialError
 from autoprune.export.card import model_card, write_readme
 from autoprune.export.formats import FORMATS, ExportFormat, ExportSubject, get_format, int8_unsupported, predict_batched, verify_file
 from autoprune.layout import study_paths
+from autoprune.models.rnn import flat_labels
 from autoprune.pruning.compact import compact
 from autoprune.runtime.kernels import precision_name
 from autoprune.runtime.latency import LatencySettings, latency_ms
@@ -119,10 +120,11 @@ def export(
     raw_x, lengths, y, mean, std = raw_split(dm, "test")
     subject = ExportSubject(model, mean, std, precision_name(quantize), getattr(dm, "class_names", None))
     float_ref = predict_batched(subject.wrapped, raw_x, lengths)
-    expected = _expected_correct(number, row, result, chosen, float_ref, y, quantize)
+    labels = flat_labels(y, lengths)  # what is scored: a sequence's label, or each valid frame's
+    expected = _expected_correct(number, row, result, chosen, float_ref, labels, quantize)
 
     def write(folder: Path) -> Tuple[Dict[str, str], Dict[str, Any], float]:
-        files = _write_verified(folder, chosen, subject, float_ref, raw_x, lengths, y, expected, number)
+        files = _write_verified(folder, chosen, subject, float_ref, raw_x, lengths, y, labels, expected, number)
         settings = LatencySettings.from_config(config.measure, dm.max_length).with_precision(quantize)
         lat_now = latency_ms(model, **settings)
         card = model_card(study, number, config, model, result, payload, settings, lat_now, files["names"], folder, getattr(dm, "class_names", None))
@@ -189,8 +191,9 @@ def _expected_correct(number: int, row: Dict[str, Any], result: Dict[str, Any], 
 
 
 def _write_verified(folder: Path, chosen: List[ExportFormat], subject: ExportSubject, float_ref: Any, raw_x: Any, lengths: Any, y: Any,
-                    expected: Dict[str, int], number: int) -> Dict[str, Any]:
-    """Write every format into ``folder``, load each back and verify it; the raw test set goes beside them."""
+                    labels: Any, expected: Dict[str, int], number: int) -> Dict[str, Any]:
+    """Write every format into ``folder``, load each back and verify it against the scored ``labels``; the raw test set
+    (``y`` as the task gives it: per-frame labels padded with -100) goes beside them."""
     names: Dict[str, str] = {}
     checks: Dict[str, Dict[str, Any]] = {}
     references: Dict[str, Any] = {}
@@ -201,7 +204,7 @@ def _write_verified(folder: Path, chosen: List[ExportFormat], subject: ExportSub
         fmt.write(subject, path)
         if fmt.runtime not in references:
             references[fmt.runtime] = float_ref if subject.precision != "int8" else subject.predict(subject.reference(fmt.runtime), raw_x, lengths)
-        checks[fmt.name] = verify_file(fmt, subject, path, raw_x, lengths, y, expected[fmt.runtime], references[fmt.runtime])
+        checks[fmt.name] = verify_file(fmt, subject, path, raw_x, lengths, labels, expected[fmt.runtime], references[fmt.runtime])
         names[fmt.name] = path.name
     np.savez_compressed(folder / "test_set.npz", x=raw_x.numpy(), lengths=lengths.numpy(), y=y.numpy())
     return {"names": names, "checks": checks}
@@ -238,10 +241,11 @@ def _log_to_mlflow(meta, tracking_uri, number, out, wrapped, raw_x, lengths, fil
         log.warning("trial %d has no MLflow run; the model is exported but not logged", number)
         return None
     rid = runs[0].info.run_id
-    c = raw_x.size(2)
+    spec = wrapped.model.spec
+    x_spec = TensorSpec(np.dtype(np.int64), (-1, -1), "x") if spec.tokens else TensorSpec(np.dtype(np.float32), (-1, -1, raw_x.size(2)), "x")
     sig = ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1, c), "x"), TensorSpec(np.dtype(np.int64), (-1,), "lengths")]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, wrapped.model.spec.n_classes), "logits")]),
+        inputs=Schema([x_spec, TensorSpec(np.dtype(np.int64), (-1,), "lengths")]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1, spec.n_classes) if spec.per_frame else (-1, spec.n_classes), "logits")]),
     )
     example = {"x": raw_x[:2].numpy(), "lengths": lengths[:2].numpy()}
     # the fluent API needs a global tracking URI (MLflow also writes it to MLFLOW_TRACKING_URI): restore both after

@@ -94,13 +94,16 @@ class ExportSubject:
 
 
 def predict_batched(fn: Predict, x: Any, lengths: Any, batch_size: int = 256) -> Any:
+    """Scored logits of a whole split in batches: ``[N, C]``, or per frame ``[ΣL, C]`` (:func:`~autoprune.models.rnn.flat_outputs`)."""
     import torch
+
+    from autoprune.models.rnn import flat_outputs
 
     outs = []
     with torch.inference_mode():
         for i in range(0, len(lengths), batch_size):
             xb, lb = x[i : i + batch_size], lengths[i : i + batch_size]
-            outs.append(torch.as_tensor(fn(xb[:, : int(lb.max())], lb)))
+            outs.append(flat_outputs(torch.as_tensor(fn(xb[:, : int(lb.max())], lb)), lb))
     return torch.cat(outs)
 
 
@@ -176,6 +179,7 @@ def verify_file(fmt: ExportFormat, subject: ExportSubject, path: Path, x: Any, l
     """Load ``path`` back and check it against the in-memory model and the recorded test result.
 
     Args:
+        y: the scored labels (one per sequence, or per valid frame: :func:`~autoprune.models.rnn.flat_labels`).
         reference: ``subject.predict(subject.reference(fmt.runtime), x, lengths)``, computed once per runtime.
         expected_correct: the count of correct test predictions recorded for this precision and runtime.
 
@@ -252,7 +256,7 @@ _onnx_snippet = Snippet(
     (
         "import onnxruntime as ort",
         "sess = ort.InferenceSession('{name}')",
-        "logits = sess.run(None, {'x': x.astype('float32'), 'lengths': lengths.astype('int64')})[0]",
+        "logits = sess.run(None, {'x': x, 'lengths': lengths.astype('int64')})[0]  # x as test_set.npz holds it",
     ),
     int8_title="ONNX Runtime int8 (DynamicQuantizeLSTM / MatMulInteger kernels; batch and time axes are dynamic)",
     int8_note="Activations are quantized per call: run one sequence per call to get exactly the recorded accuracy.",

@@ -24,7 +24,7 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
 from autoprune.errors import PruningError, TrialStoppedEarly
-from autoprune.models.rnn import RNNClassifier
+from autoprune.models.rnn import RNNClassifier, flat_outputs, scored
 
 __all__ = ["Recipe", "RNNModule", "random_windows", "fit", "check_finite", "make_trainer", "BestValidation", "HopelessStop", "quiet_lightning"]
 
@@ -205,27 +205,38 @@ class HopelessStop(pl.Callback):
             )
 
 
-def random_windows(x: Tensor, lengths: Tensor, max_len: int, generator: Optional[torch.Generator] = None) -> tuple[Tensor, Tensor]:
+def random_windows(
+    x: Tensor, lengths: Tensor, max_len: int, generator: Optional[torch.Generator] = None, y: Optional[Tensor] = None
+) -> tuple[Tensor, ...]:
     """Crop every sequence longer than ``max_len`` to a random window of that length.
 
     This is the "sequence truncation" of the seed paper: shorter training windows make
     backpropagation through time cheaper and regularise. Shorter sequences are kept
-    whole. Returns the cropped padded batch and the new lengths.
+    whole. Returns the cropped padded batch and the new lengths (and, when per-frame labels
+    ``y [B, T]`` are given, the labels of the same windows). Token ids ``[B, T]`` are cropped
+    the same way.
     """
     if x.size(1) <= max_len:
-        return x, lengths
+        return (x, lengths) if y is None else (x, lengths, y)
     slack = (lengths - max_len).clamp(min=0)
     start = (torch.rand(lengths.shape, generator=generator) * (slack + 1).float()).floor().long()
     steps = torch.arange(max_len).unsqueeze(0)
     idx = (start.unsqueeze(1) + steps).clamp(max=x.size(1) - 1)
-    out = x.gather(1, idx.unsqueeze(2).expand(-1, -1, x.size(2)))
     new_lengths = lengths.clamp(max=max_len)
-    out = out * (steps < new_lengths.unsqueeze(1)).unsqueeze(2).to(out.dtype)
-    return out, new_lengths
+    valid = steps < new_lengths.unsqueeze(1)
+    if x.dim() == 2:  # token ids: padded steps keep whatever id the window lands on (the lengths say where it ends)
+        out = x.gather(1, idx)
+    else:
+        out = x.gather(1, idx.unsqueeze(2).expand(-1, -1, x.size(2)))
+        out = out * valid.unsqueeze(2).to(out.dtype)
+    if y is None:
+        return out, new_lengths
+    return out, new_lengths, y.gather(1, idx.clamp(max=y.size(1) - 1))
 
 
 class RNNModule(pl.LightningModule):
-    """Train an :class:`RNNClassifier` with cross-entropy.
+    """Train an :class:`RNNClassifier` with cross-entropy, per sequence or per frame over the true lengths
+    (:func:`~autoprune.models.rnn.scored`).
 
     Args:
         model: the classifier.
@@ -282,9 +293,12 @@ class RNNModule(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         x, lengths, y = batch
         if self.max_seq_len is not None:
-            x, lengths = random_windows(x, lengths, self.max_seq_len, self._window_gen)
+            if y.dim() == 2:  # per-frame labels follow their frames
+                x, lengths, y = random_windows(x, lengths, self.max_seq_len, self._window_gen, y)
+            else:
+                x, lengths = random_windows(x, lengths, self.max_seq_len, self._window_gen)
             x = x[:, : int(lengths.max())]
-        logits = self.model(x, lengths)
+        logits, y = scored(self.model(x, lengths), y, lengths)
         loss = F.cross_entropy(logits, y)
         self._train_sum = self._train_sum + loss.detach() * len(y)
         self._train_n += len(y)
@@ -292,7 +306,7 @@ class RNNModule(pl.LightningModule):
             # knowledge distillation from the dense model (Hinton et al. 2015): soft targets at temperature T
             t = self.distill_temperature
             with torch.no_grad():
-                soft = torch.softmax(self._teacher[0](x, lengths) / t, dim=1)
+                soft = torch.softmax(flat_outputs(self._teacher[0](x, lengths), lengths) / t, dim=1)
             kd = F.kl_div(F.log_softmax(logits / t, dim=1), soft, reduction="batchmean") * (t * t)
             loss = (1.0 - self.distill_weight) * loss + self.distill_weight * kd
         for reg in self.regularizers:
@@ -305,7 +319,7 @@ class RNNModule(pl.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         x, lengths, y = batch
-        logits = self.model(x, lengths)
+        logits, y = scored(self.model(x, lengths), y, lengths)
         self._val_loss = self._val_loss + F.cross_entropy(logits, y, reduction="sum")
         self.val_accuracy.update(logits, y)
         self._val_n += len(y)

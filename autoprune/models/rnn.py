@@ -1,4 +1,4 @@
-"""RNN sequence classifier built as a stack of single-layer LSTM/GRU modules.
+"""The family's model (front-end → recurrent layers → pooling → head) built around a stack of single-layer LSTM/GRU modules.
 
 ``nn.LSTM(num_layers=k)`` forces one hidden size on every layer; after hidden-unit
 pruning each layer (and each direction) keeps its own, so the stack holds one
@@ -6,7 +6,8 @@ single-layer ``nn.LSTM``/``nn.GRU`` per layer and direction. Sequences are padde
 at the end and come with their lengths; padding never changes a prediction:
 the forward direction reads valid steps first, the backward direction runs on
 each sequence reversed within its own length, ``last`` pooling gathers the last
-valid step and attention pooling masks padded steps.
+valid step, mean / max / attention pooling mask padded steps (the front-end's layers
+re-zero them, :mod:`autoprune.models.blocks`).
 
 Everything here is TorchScript- and ONNX-exportable (no packed sequences).
 """
@@ -20,7 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from autoprune.errors import ConfigError
-from autoprune.models.arch import GATES, ArchSpec
+from autoprune.models.arch import GATES, ArchSpec, check_arch
+from autoprune.models.blocks import Layers, valid_steps
 
 __all__ = [
     "ArchSpec",
@@ -31,6 +33,10 @@ __all__ = [
     "reverse_padded",
     "convert_torch_rnn",
     "Normalized",
+    "flat_outputs",
+    "flat_labels",
+    "scored",
+    "scored_count",
     "evaluate",
 ]
 
@@ -111,18 +117,26 @@ class RNNStack(nn.ModuleList):
 
 
 class RNNClassifier(nn.Module):
-    """Sequence classifier: RNN stack → pooling (``last`` | ``attention``) → dropout → linear head.
+    """The family's model: front-end → recurrent layers (with gaps) → pooling → head (see :mod:`autoprune.models.arch`).
 
-    ``forward(x, lengths)`` takes a batch-first padded float tensor ``[B, T, C]`` and
-    the int64 lengths ``[B]`` and returns logits ``[B, n_classes]``.
+    ``forward(x, lengths)`` takes a batch-first padded float tensor ``[B, T, C]`` (token ids
+    ``[B, T]`` int64 when the front starts with an embedding) and the int64 lengths ``[B]``, and
+    returns logits ``[B, n_classes]``, or ``[B, T, n_classes]`` per frame (``pooling: none``).
+    Models of the original family (no front, gaps or head layers) keep their state dict keys:
+    ``rnn.<l>.dirs.<d>.*``, ``attn_proj``, ``attn_score``, ``head``.
     """
 
     def __init__(self, spec: ArchSpec) -> None:
         super().__init__()
-        if spec.pooling not in ("last", "attention"):
-            raise ConfigError(f"pooling must be 'last' or 'attention', got {spec.pooling!r}")
+        problem = check_arch(spec)
+        if problem:
+            raise ConfigError(problem)
         self.spec = spec
-        self.rnn = RNNStack(spec.cell, spec.input_size, spec.hidden_sizes, spec.dropout)
+        self.front = Layers(spec.front, spec.input_size) if spec.front else None
+        self.rnn = RNNStack(spec.cell, spec.rnn_input_size, spec.hidden_sizes, spec.dropout)
+        # one run of layers before each recurrent layer (the first empty): the gaps between them
+        gaps = [Layers([], 0)] + [Layers(g, sum(spec.hidden_sizes[l])) for l, g in enumerate(spec.between)]
+        self.between = nn.ModuleList(gaps) if spec.between else None
         self.dropout = nn.Dropout(spec.dropout)
         self.pooling = spec.pooling
         last = spec.hidden_sizes[-1]
@@ -135,26 +149,46 @@ class RNNClassifier(nn.Module):
         else:
             self.attn_proj = None
             self.attn_score = None
-        self.head = nn.Linear(out_size, spec.n_classes)
+        self.head_layers = Layers(spec.head_layers, out_size) if spec.head_layers else None
+        self.head = nn.Linear(spec.head_widths()[-1], spec.n_classes)
+
+    def recurrent(self, x: Tensor, lengths: Tensor) -> Tensor:
+        """The last recurrent layer's outputs ``[B, T, D]`` (the gaps' layers between the recurrent layers)."""
+        if self.between is None:
+            return self.rnn(x, lengths)
+        for gap, layer in zip(self.between, self.rnn):
+            x, _ = gap(x, lengths)
+            x = layer(x, lengths)
+        return x
 
     def pool(self, h: Tensor, lengths: Tensor) -> Tensor:
+        if self.pooling == "none":
+            return h
+        valid = valid_steps(lengths.to(h.device), h.size(1))  # [B, T]
         if self.attn_proj is not None and self.attn_score is not None:
             scores = self.attn_score(torch.tanh(self.attn_proj(h))).squeeze(2)  # [B, T]
-            steps = torch.arange(h.size(1), device=h.device).unsqueeze(0)
-            valid = steps < lengths.to(h.device).unsqueeze(1)
             scores = scores.masked_fill(~valid, -1e9)
             weights = torch.softmax(scores, dim=1)
             return (weights.unsqueeze(2) * h).sum(1)
+        if self.pooling == "mean":
+            return (h * valid.unsqueeze(2).to(h.dtype)).sum(1) / lengths.to(h.device).clamp(min=1).unsqueeze(1).to(h.dtype)
+        if self.pooling == "max":
+            return h.masked_fill(~valid.unsqueeze(2), float("-inf")).max(1)[0]
         idx = (lengths.to(h.device) - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, h.size(2))
         last = h.gather(1, idx).squeeze(1)
-        if self.bidirectional:
+        if self.bidirectional and self.pooling == "last":
             # the backward direction has seen the whole sequence at step 0
             return torch.cat([last[:, : self.fwd_size], h[:, 0, self.fwd_size :]], dim=1)
         return last
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
-        h = self.rnn(x, lengths)  # the last RNN layer's outputs [B, T, D]
-        return self.head(self.dropout(self.pool(h, lengths)))
+        if self.front is not None:
+            x, lengths = self.front(x, lengths)
+        h = self.recurrent(x, lengths)  # the last RNN layer's outputs [B, T, D]
+        z = self.dropout(self.pool(h, lengths))
+        if self.head_layers is not None:
+            z, _ = self.head_layers(z, lengths)
+        return self.head(z)
 
     @property
     def hidden_sizes(self) -> List[List[int]]:
@@ -174,7 +208,7 @@ class RNNClassifier(nn.Module):
             rnn: the user's recurrent module (any ``num_layers``, uni- or bidirectional,
                 ``batch_first`` either way; the classifier is always batch-first).
             head: the linear layer applied to the pooled features.
-            pooling: ``last`` or ``attention``.
+            pooling: one of :data:`~autoprune.models.arch.POOLINGS`.
             attention: with attention pooling, the (projection, score) linear layers.
         """
         stack = convert_torch_rnn(rnn)
@@ -200,17 +234,22 @@ class RNNClassifier(nn.Module):
 
 
 class Normalized(nn.Module):
-    """Raw inputs → per-channel normalisation (padding stays zero) → ``model``: what exports ship."""
+    """Raw inputs → per-channel normalisation (padding stays zero) → ``model``: what exports ship.
 
-    def __init__(self, model: nn.Module, mean: Tensor, std: Tensor) -> None:
+    Token ids (``mean``/``std`` None) pass through unchanged: an embedding reads them as they are.
+    """
+
+    def __init__(self, model: nn.Module, mean: Optional[Tensor], std: Optional[Tensor]) -> None:
         super().__init__()
         self.model = model
-        self.register_buffer("mean", mean.reshape(1, 1, -1).float().clone())
-        self.register_buffer("std", std.reshape(1, 1, -1).float().clone())
+        self.scale = mean is not None and std is not None
+        self.register_buffer("mean", (mean if mean is not None else torch.zeros(1)).reshape(1, 1, -1).float().clone())
+        self.register_buffer("std", (std if std is not None else torch.ones(1)).reshape(1, 1, -1).float().clone())
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
-        steps = torch.arange(x.size(1), device=x.device).unsqueeze(0)
-        valid = (steps < lengths.unsqueeze(1)).unsqueeze(2).to(x.dtype)
+        if not self.scale:
+            return self.model(x, lengths)
+        valid = valid_steps(lengths, x.size(1)).unsqueeze(2).to(x.dtype)
         return self.model((x - self.mean) / self.std * valid, lengths)
 
 
@@ -245,18 +284,50 @@ def convert_torch_rnn(rnn: nn.Module) -> RNNStack:
     return stack
 
 
+def flat_outputs(logits: Tensor, lengths: Tensor) -> Tensor:
+    """The outputs that are scored: ``[B, C]`` as they are, per-frame ``[B, T, C]`` as ``[ΣL, C]`` (the valid frames, sequence by sequence).
+
+    The one rule of what counts, wherever loss or accuracy is computed (training, evaluation, int8,
+    export verification): a sequence, or each frame within a sequence's true length.
+    """
+    if logits.dim() == 3:
+        return logits[valid_steps(lengths.to(logits.device), logits.size(1))]
+    return logits
+
+
+def flat_labels(y: Tensor, lengths: Tensor) -> Tensor:
+    """Labels in the order of :func:`flat_outputs`: ``[B]`` as they are, per-frame ``[B, T]`` as ``[ΣL]``."""
+    if y.dim() == 2:
+        return y[valid_steps(lengths.to(y.device), y.size(1))]
+    return y
+
+
+def scored_count(y: Tensor, lengths: Tensor) -> int:
+    """How many outputs of a split are scored: its sequences, or its valid frames (the step of its accuracy is one over this)."""
+    return int(flat_labels(y, lengths).numel())
+
+
+def scored(logits: Tensor, y: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+    """``(outputs, labels)`` that are scored (:func:`flat_outputs`, :func:`flat_labels`; per-frame labels trimmed to the outputs' steps)."""
+    if logits.dim() == 3:
+        y = y[:, : logits.size(1)]
+    return flat_outputs(logits, lengths), flat_labels(y, lengths)
+
+
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, x: Tensor, lengths: Tensor, y: Tensor, batch_size: int = 512) -> dict[str, float]:
-    """Loss and accuracy of ``model`` on full tensors, in eval mode, without Lightning."""
+    """Loss and accuracy of ``model`` on full tensors, in eval mode, without Lightning: per sequence,
+    or per frame over the true lengths (:func:`scored`)."""
     was_training = model.training
     model.eval()
-    total_loss, correct = 0.0, 0
-    for i in range(0, len(y), batch_size):
+    total_loss, correct, n = 0.0, 0, 0
+    for i in range(0, len(lengths), batch_size):
         xb, lb, yb = x[i : i + batch_size], lengths[i : i + batch_size], y[i : i + batch_size]
         xb = xb[:, : int(lb.max())]
-        logits = model(xb, lb)
+        logits, yb = scored(model(xb, lb), yb, lb)
         total_loss += float(F.cross_entropy(logits, yb, reduction="sum"))
         correct += int((logits.argmax(1) == yb).sum())
+        n += len(yb)
     model.train(was_training)
-    n = max(len(y), 1)
+    n = max(n, 1)
     return {"loss": total_loss / n, "accuracy": correct / n}

@@ -97,13 +97,15 @@ class _Saliency(PruningMethod):
     def element_scores(self, model, groups, params, batches):
         import torch
 
+        from autoprune.models.rnn import scored  # torch: this module stays light (the config validates method names with it)
+
         scores = {p: torch.zeros_like(groups.params[p]) for p in params}
         was_training = model.training
         model.eval()  # no dropout noise in the saliency
         n = 0
         for x, lengths, y in batches:
             model.zero_grad(set_to_none=True)
-            self.objective(model(x, lengths), y).backward()
+            self.objective(*scored(model(x, lengths), y, lengths)).backward()  # per sequence, or per valid frame
             with torch.no_grad():
                 for p in params:
                     param = groups.params[p]

@@ -14,8 +14,9 @@ import lightning.pytorch as pl
 import torch
 
 from autoprune.config import StudyConfig
+from autoprune.errors import ConfigError
 from autoprune.layout import study_paths
-from autoprune.models.arch import ArchSpec
+from autoprune.models.arch import ArchSpec, check_arch, task_mismatch
 from autoprune.models.fitting import BestValidation, Recipe, check_finite, fit
 from autoprune.models.rnn import RNNClassifier
 from autoprune.reference.cache import DenseResult, dense_cache_key, load_cached, reference_metrics, write_reference
@@ -23,7 +24,7 @@ from autoprune.reference.user_model import ensure_user_dense
 from autoprune.runtime.preflight import check_model_memory
 from autoprune.tasks import build_datamodule
 
-__all__ = ["ensure_dense", "dense_arch"]
+__all__ = ["ensure_dense", "dense_arch", "arch_for_task"]
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,21 @@ def dense_arch(config: StudyConfig, dm: Any, runs_dir: str | os.PathLike = "runs
     """
     if config.model.user_model:
         return ensure_user_dense(config, runs_dir, dm=dm).arch
-    return ArchSpec.from_config(config.model, dm.n_channels, dm.n_classes)
+    return arch_for_task(config, dm)
+
+
+def arch_for_task(config: StudyConfig, dm: Any) -> ArchSpec:
+    """The architecture of a model autoprune trains, for the task's data (channels or vocabulary, classes, padding id).
+
+    Raises:
+        ConfigError: one line naming the model section, when the model cannot take the task's data
+            (token ids without an embedding, per-frame labels without ``pooling: none``, ...).
+    """
+    arch = ArchSpec.from_config(config.model, dm.n_channels, dm.n_classes, getattr(dm, "padding_id", None))
+    problem = check_arch(arch) or task_mismatch(arch, config.task.name, bool(getattr(dm, "tokens", False)), bool(getattr(dm, "per_frame", False)))
+    if problem:
+        raise ConfigError(f"{config.source or 'config'}: model: {problem}")
+    return arch
 
 
 def ensure_dense(
@@ -69,7 +84,7 @@ def ensure_dense(
     torch.set_num_threads(config.train.threads)
     pl.seed_everything(config.seed, workers=True, verbose=False)
     dm = build_datamodule(config)
-    arch = ArchSpec.from_config(config.model, dm.n_channels, dm.n_classes)
+    arch = arch_for_task(config, dm)
     check_model_memory(arch, config.task.batch_size, dm.max_length, config.source or "config")  # before building it
     model = RNNClassifier(arch)
     recipe = Recipe.of_training(config.train)

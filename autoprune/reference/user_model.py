@@ -6,30 +6,31 @@ A study may start from a model trained outside autoprune instead of training one
     model: {checkpoint: runs/my_lstm.pt, build: my_pkg.models:build}  # state dict or Lightning checkpoint
     model: {from: models/my_lstm.py:load_trained}                     # either function named by its file
 
-Supported modules: one ``nn.LSTM`` or ``nn.GRU`` (any number of layers, uni- or
-bidirectional, ``batch_first`` either way) followed by last-step pooling and an
-``nn.Linear`` head, or by attention pooling (a projection ``nn.Linear``, a score
-``nn.Linear`` with one output, softmax over valid steps) and the head; or an
-autoprune :class:`~autoprune.models.rnn.RNNClassifier`. Dropout layers may sit anywhere.
+    model: {from: pkg.mod:fn, front: [conv, bn], rnn: [lstm], pooling: mean, head: [fc1, fc2]}  # the parts named
+
+Supported modules: the family of :mod:`autoprune.models.arch` (a front-end of Embedding,
+Linear, Conv1d, norms, activations and Dropout; one or more ``nn.LSTM``/``nn.GRU`` with norms
+or dropout between them; last-step, mean, max or attention pooling, or none for one output
+per frame; an MLP head), found from what the module's forward does
+(:mod:`autoprune.reference.convert`, which logs the mapping); or an autoprune
+:class:`~autoprune.models.rnn.RNNClassifier`. float64 weights are converted to float32.
 
 The module's ``forward`` is called as ``forward(x, lengths)`` when it takes two inputs,
-else ``forward(x)``, with ``x`` batch-first ``[B, T, C]`` exactly as the task's data
-function gives it (no normalisation is added: the model was trained without it). The
-converted :class:`RNNClassifier` must reproduce its logits on the test set within
-:data:`MAX_LOGIT_DIFF`; its validation and test accuracy become the dense reference,
-and no dense training runs. The result is cached under ``runs/<study>/dense/<key>/``
+else ``forward(x)``, with ``x`` batch-first ``[B, T, C]`` (token ids ``[B, T]``) exactly as
+the task's data function gives it (no normalisation is added: the model was trained without
+it). The converted :class:`RNNClassifier` must reproduce its logits on the test set within
+:data:`MAX_LOGIT_DIFF` (per frame over the true lengths for per-frame models); its validation
+and test accuracy become the dense reference, and no dense training runs. The result is cached under ``runs/<study>/dense/<key>/``
 like a trained dense model; the key covers the model section, the task, and the
 contents of the checkpoint file and of the module files named by ``from``/``build``.
 """
 
 from __future__ import annotations
 
-import copy
-import inspect
 import logging
 import os
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, List, Optional
 
 import torch
 from torch import nn
@@ -37,9 +38,11 @@ from torch import nn
 from autoprune.config import StudyConfig
 from autoprune.errors import ConfigError
 from autoprune.layout import study_paths
-from autoprune.models.rnn import RNNClassifier
+from autoprune.models.arch import task_mismatch
+from autoprune.models.rnn import flat_outputs
 from autoprune.reference.cache import DenseResult, file_digest, load_cached, reference_metrics, source_fingerprint, versions, write_reference
 from autoprune.tasks import build_datamodule
+from autoprune.reference.convert import SUPPORTED, Names, call_user, convert_user_module, convert_with_mapping, takes_lengths
 from autoprune.tasks.custom import FunctionImportError, import_function, module_file
 from autoprune.yamlio import stable_hash
 
@@ -49,11 +52,6 @@ log = logging.getLogger(__name__)
 
 #: largest allowed difference between the user's logits and the converted model's on the test set
 MAX_LOGIT_DIFF = 1e-5
-
-SUPPORTED = (
-    "supported: one nn.LSTM or nn.GRU (any layers, bidirectional, batch_first either way) followed by last-step "
-    "or attention pooling and one nn.Linear head (Dropout allowed), or an autoprune RNNClassifier"
-)
 
 
 def _where(config: StudyConfig) -> str:
@@ -126,88 +124,62 @@ def load_user_module(config: StudyConfig):
     return module.eval()
 
 
-def convert_user_module(module: Any, where: str = "model"):
-    """Convert a supported module into an :class:`RNNClassifier` (see the module docstring).
-
-    Raises:
-        ConfigError: an unsupported module (named, with its type), or layers that do not fit together.
-    """
-    if isinstance(module, RNNClassifier):
-        return copy.deepcopy(module).eval()
-    rnns, linears = [], []
-    for name, sub in module.named_modules():
-        if not any(True for _ in sub.parameters(recurse=False)) and not any(True for _ in sub.buffers(recurse=False)):
-            continue
-        if isinstance(sub, (nn.LSTM, nn.GRU)):
-            rnns.append((name, sub))
-        elif isinstance(sub, nn.Linear):
-            linears.append((name, sub))
-        else:
-            label = f"'{name}' ({type(sub).__name__})" if name else f"parameters of {type(sub).__name__} itself"
-            raise ConfigError(f"{where}: unsupported module {label} in {type(module).__name__}; {SUPPORTED}")
-    if len(rnns) != 1:
-        found = ", ".join(f"'{n}' ({type(r).__name__})" for n, r in rnns) or "none"
-        raise ConfigError(f"{where}: {type(module).__name__} needs exactly one nn.LSTM or nn.GRU, found {found}; {SUPPORTED}")
-    rnn = rnns[0][1]
-    out = rnn.hidden_size * (2 if rnn.bidirectional else 1)
-    if len(linears) == 1 and linears[0][1].in_features == out:
-        head, pooling, attention = linears[0][1], "last", None
-    elif len(linears) == 3:
-        scores = [lin for _, lin in linears if lin.out_features == 1]
-        proj = next((p for _, p in linears for s in scores if p.in_features == out and p.out_features == s.in_features and p is not s), None)
-        score = next((s for s in scores if proj is not None and s.in_features == proj.out_features and s is not proj), None)
-        rest = [lin for _, lin in linears if lin is not proj and lin is not score]
-        if proj is None or score is None or len(rest) != 1 or rest[0].in_features != out:
-            raise ConfigError(f"{where}: the three nn.Linear layers {[n for n, _ in linears]} are not attention projection, score (1 output) and head; {SUPPORTED}")
-        head, pooling = rest[0], "attention"
-        attention = (proj, _score_without_bias(score))
-    else:
-        shapes = ", ".join(f"'{n}' ({lin.in_features}->{lin.out_features})" for n, lin in linears) or "none"
-        raise ConfigError(
-            f"{where}: expected one nn.Linear head taking the RNN's {out} features (or attention projection, score and head), found {shapes}; {SUPPORTED}"
-        )
-    try:
-        return RNNClassifier.from_torch(rnn, head, pooling=pooling, attention=attention).eval()
-    except ConfigError as err:
-        raise ConfigError(f"{where}: {err}; {SUPPORTED}") from None
-
-
-def _score_without_bias(score: Any):
-    """A score layer's bias adds the same to every step: softmax ignores it, and RNNClassifier has none."""
-    plain = nn.Linear(score.in_features, 1, bias=False)
-    plain.weight.data.copy_(score.weight.data)
-    return plain
-
-
-def _takes_lengths(module: Any) -> bool:
-    try:
-        params = [p for p in inspect.signature(module.forward).parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    except (TypeError, ValueError):
-        return False
-    return len(params) >= 2
-
-
 def max_logit_diff(user: Any, converted: Any, x: Any, lengths: Any, batch_size: int = 256) -> float:
-    """Largest absolute difference between the user's logits and the converted model's (eval mode, batches)."""
-    two = _takes_lengths(user)
+    """Largest absolute difference between the user's logits and the converted model's (eval mode), on the scored outputs.
+
+    A forward that takes ``lengths`` runs on padded batches, as the task serves them (it is told where each
+    sequence ends); one that takes ``x`` alone runs on batches of sequences of one length (no padding: what it
+    computes for each sequence alone). A float64 model is given float64 inputs.
+    """
+    two = takes_lengths(user)
+    double = any(p.dtype == torch.float64 for p in user.parameters())
     worst = 0.0
     with torch.no_grad():
-        for i in range(0, len(lengths), batch_size):
-            xb, lb = x[i : i + batch_size], lengths[i : i + batch_size]
+        for idx in _batches(lengths, batch_size, by_length=not two):
+            xb, lb = x[idx], lengths[idx]
             xb = xb[:, : int(lb.max())]
-            got = user(xb, lb) if two else user(xb)
-            if isinstance(got, (tuple, list)):
-                got = got[0]
+            got = call_user(user, xb.double() if double and xb.is_floating_point() else xb, lb)
             want = converted(xb, lb)
             if not isinstance(got, torch.Tensor) or got.shape != want.shape:
                 shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
                 raise ConfigError(f"your model returned {shape} for a batch of {len(lb)}; expected logits of shape {tuple(want.shape)}")
-            worst = max(worst, float((got.float() - want).abs().max()))
+            worst = max(worst, float((flat_outputs(got.float(), lb) - flat_outputs(want, lb)).abs().max()))
     return worst
+
+
+def _batches(lengths: Any, size: int, by_length: bool) -> List[Any]:
+    """Index batches of a split: in order, or grouped by length (each batch one length)."""
+    n = len(lengths)
+    if not by_length:
+        return [torch.arange(i, min(i + size, n)) for i in range(0, n, size)]
+    out = []
+    for length in torch.unique(lengths):
+        idx = torch.nonzero(lengths == length).flatten()
+        out += list(idx.split(size))
+    return out
+
+
+def equal_length_sample(x: Any, lengths: Any, size: int = 16) -> tuple:
+    """A batch of up to ``size`` sequences of the most common length (at least 2 steps when there is one): what the conversion traces."""
+    values, counts = torch.unique(lengths, return_counts=True)
+    longer = values >= 2
+    if longer.any():
+        values, counts = values[longer], counts[longer]
+    length = values[int(torch.argmax(counts))]
+    idx = torch.nonzero(lengths == length).flatten()[:size]
+    return x[idx][:, : int(length)], lengths[idx]
 
 
 def _digest(path: Optional[str]) -> Optional[str]:
     return file_digest(path) if path and os.path.isfile(path) else None
+
+
+def _named_parts(m: Any) -> dict:
+    """The parts a study names (front, rnn, head, a pooling written out): only when given, so earlier keys stay."""
+    out = {key: list(getattr(m, key)) for key in ("front", "rnn", "head") if getattr(m, key) is not None}
+    if "pooling" in m.model_fields_set:
+        out["pooling"] = m.pooling
+    return out
 
 
 def user_cache_key(config: StudyConfig) -> str:
@@ -215,7 +187,7 @@ def user_cache_key(config: StudyConfig) -> str:
     m = config.model
     content = {
         "kind": "user_model",
-        "model": {"from": m.from_, "checkpoint": m.checkpoint, "build": m.build},
+        "model": {"from": m.from_, "checkpoint": m.checkpoint, "build": m.build, **_named_parts(m)},
         "files": [_digest(m.checkpoint), _digest(module_file((m.from_ or m.build).partition(":")[0]))],
         "task": config.task.model_dump(),
         "seed": config.seed,
@@ -232,7 +204,7 @@ def ensure_user_dense(config: StudyConfig, runs_dir: str | os.PathLike = "runs",
         A :class:`~autoprune.reference.cache.DenseResult` (``cached`` when an earlier run converted it).
 
     Raises:
-        ConfigError: unsupported module, channels/classes that do not match the data, or logits
+        ConfigError: unsupported module, channels/classes/inputs that do not match the data, or logits
             that differ from the user's by more than :data:`MAX_LOGIT_DIFF` on the test set.
     """
     key = user_cache_key(config)
@@ -243,14 +215,16 @@ def ensure_user_dense(config: StudyConfig, runs_dir: str | os.PathLike = "runs",
 
     where = _where(config)
     user = load_user_module(config)
-    model = convert_user_module(user, where)
     dm = dm if dm is not None else build_datamodule(config)
-    spec = model.spec
-    if spec.input_size != dm.n_channels:
-        raise ConfigError(f"{where}: the model takes {spec.input_size} input channels but task {config.task.name} has {dm.n_channels}")
-    if spec.n_classes != dm.n_classes:
-        raise ConfigError(f"{where}: the model's head has {spec.n_classes} outputs but task {config.task.name} has {dm.n_classes} classes")
     x, lengths, y = dm.tensors("test")
+    m = config.model
+    names = Names(
+        front=tuple(m.front) if m.front is not None else None, rnn=tuple(m.rnn) if m.rnn is not None else None,
+        head=tuple(m.head) if m.head is not None else None, pooling=m.pooling if "pooling" in m.model_fields_set else None,
+    )
+    model, mapping = convert_with_mapping(user, where, equal_length_sample(x, lengths), names, dm.n_channels, f"task {config.task.name}")
+    spec = model.spec
+    _check_fits(spec, dm, config, where)
     try:
         diff = max_logit_diff(user, model, x, lengths)
     except ConfigError as err:
@@ -258,11 +232,12 @@ def ensure_user_dense(config: StudyConfig, runs_dir: str | os.PathLike = "runs",
     if not diff <= MAX_LOGIT_DIFF:  # also refuses NaN
         raise ConfigError(
             f"{where}: the converted model's logits differ from {type(user).__name__}'s by up to {diff:.3g} on the test set "
-            f"(allowed {MAX_LOGIT_DIFF:g}); its forward must take batch-first x [B, T, C] (and lengths) and pool the last valid "
-            f"step or by attention before the head; {SUPPORTED}"
+            f"(allowed {MAX_LOGIT_DIFF:g}); its forward must take batch-first x [B, T, C] (and lengths: then padding must not change "
+            f"a sequence's outputs) and pool over each sequence's true length; autoprune read it as: {mapping}"
         )
     metrics = reference_metrics(
-        model, dm, test=(x, lengths, y), best_epoch=None, epochs=0, train_time_s=0.0, source="user_model", conversion_max_logit_diff=diff
+        model, dm, test=(x, lengths, y), best_epoch=None, epochs=0, train_time_s=0.0, source="user_model", conversion_max_logit_diff=diff,
+        conversion=mapping,
     )
     log.info(
         "dense reference: your %s %s (converted; logits within %.1e of yours on the test set): val accuracy %.4f, test accuracy %.4f; no dense training",
@@ -270,3 +245,21 @@ def ensure_user_dense(config: StudyConfig, runs_dir: str | os.PathLike = "runs",
     )
     ckpt = write_reference(out_dir, spec, model, metrics, [], config)
     return DenseResult(ckpt, spec, metrics, False, key, [])
+
+
+def _check_fits(spec: Any, dm: Any, config: StudyConfig, where: str) -> None:
+    """The converted model takes the task's data: its channels (or vocabulary), classes, inputs and outputs.
+
+    Raises:
+        ConfigError: one line saying what does not match.
+    """
+    task = config.task.name
+    problem = task_mismatch(spec, task, bool(getattr(dm, "tokens", False)), bool(getattr(dm, "per_frame", False)))
+    if problem:
+        raise ConfigError(f"{where}: {problem}")
+    if spec.tokens and spec.input_size < dm.n_channels:
+        raise ConfigError(f"{where}: the model's embedding holds {spec.input_size} tokens but task {task} uses ids up to {dm.n_channels - 1}")
+    if not spec.tokens and spec.input_size != dm.n_channels:
+        raise ConfigError(f"{where}: the model takes {spec.input_size} input channels but task {task} has {dm.n_channels}")
+    if spec.n_classes != dm.n_classes:
+        raise ConfigError(f"{where}: the model's head has {spec.n_classes} outputs but task {task} has {dm.n_classes} classes")

@@ -25,7 +25,7 @@ from torch import nn
 
 from autoprune.errors import ConfigError
 
-__all__ = ["onnx_available", "to_onnx_bytes", "onnx_int8_bytes", "ort_session", "torch_int8", "input_size_of"]
+__all__ = ["onnx_available", "to_onnx_bytes", "onnx_int8_bytes", "ort_session", "torch_int8", "input_size_of", "example_inputs"]
 
 
 def onnx_available() -> bool:
@@ -44,14 +44,30 @@ def input_size_of(module: Any) -> int:
     return int(spec.input_size)
 
 
+def example_inputs(module: Any, batch_size: int = 1, seq_len: int = 8, random: bool = False, input_size: Optional[int] = None) -> tuple:
+    """``(x, lengths)`` of the input type the model takes: float ``[B, T, C]``, or token ids ``[B, T]`` int64
+    when its front starts with an embedding (``random``: random values or ids, else zeros).
+
+    ``module`` is an :class:`RNNClassifier` or a wrapper holding one as ``.model``; ``input_size``
+    defaults to the model's own (see :func:`input_size_of`).
+    """
+    spec = getattr(module, "spec", None) or module.model.spec
+    size = input_size if input_size is not None else int(spec.input_size)
+    lengths = torch.full((batch_size,), seq_len, dtype=torch.long)
+    if spec.tokens:
+        x = torch.randint(0, size, (batch_size, seq_len)) if random else torch.zeros(batch_size, seq_len, dtype=torch.long)
+    else:
+        x = torch.randn(batch_size, seq_len, size) if random else torch.zeros(batch_size, seq_len, size)
+    return x, lengths
+
+
 def to_onnx_bytes(model: nn.Module, input_size: Optional[int] = None, batch_size: int = 1, seq_len: int = 8) -> bytes:
-    """Export ``model(x, lengths)`` to ONNX in memory with dynamic batch and time axes.
+    """Export ``model(x, lengths)`` to ONNX in memory with dynamic batch and time axes (and per-frame outputs' time axis).
 
     ``input_size`` defaults to the model's own (see :func:`input_size_of`).
     """
-    channels = input_size if input_size is not None else input_size_of(model)
-    x = torch.zeros(batch_size, seq_len, channels)
-    lengths = torch.full((batch_size,), seq_len, dtype=torch.long)
+    x, lengths = example_inputs(model, batch_size, seq_len, input_size=input_size)
+    spec = getattr(model, "spec", None) or model.model.spec
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -62,7 +78,7 @@ def to_onnx_bytes(model: nn.Module, input_size: Optional[int] = None, batch_size
             dynamo=False,
             input_names=["x", "lengths"],
             output_names=["logits"],
-            dynamic_axes={"x": {0: "batch", 1: "time"}, "lengths": {0: "batch"}, "logits": {0: "batch"}},
+            dynamic_axes={"x": {0: "batch", 1: "time"}, "lengths": {0: "batch"}, "logits": {0: "batch", 1: "time"} if spec.per_frame else {0: "batch"}},
             opset_version=17,
         )
     return buf.getvalue()

@@ -23,7 +23,7 @@ import torch
 
 from autoprune.errors import ConfigError
 from autoprune.models.rnn import ArchSpec, RNNClassifier
-from autoprune.runtime.convert import onnx_available, onnx_int8_bytes, ort_session, to_onnx_bytes, torch_int8
+from autoprune.runtime.convert import example_inputs, onnx_available, onnx_int8_bytes, ort_session, to_onnx_bytes, torch_int8
 
 __all__ = ["latency_ms", "LatencyCache", "LatencySettings"]
 
@@ -55,8 +55,7 @@ def latency_ms(
     Raises:
         ConfigError: unknown runtime, or ``onnxruntime`` requested but not installed.
     """
-    x = torch.randn(batch_size, seq_len, model.spec.input_size)
-    lengths = torch.full((batch_size,), seq_len, dtype=torch.long)
+    x, lengths = example_inputs(model, batch_size, seq_len, random=True)
     times = []
     was_training = model.training
     if runtime == "torch":

@@ -19,6 +19,7 @@ from typing import Dict, Optional
 import torch
 from torch import Tensor
 
+from autoprune.models.arch import conv_length, layer_out
 from autoprune.models.rnn import GATES, RNNClassifier
 from autoprune.runtime.latency import latency_ms
 
@@ -65,18 +66,36 @@ def count_params(model: torch.nn.Module) -> tuple[int, int]:
 
 
 def macs_per_sequence(model: RNNClassifier, seq_len: int) -> int:
-    """Multiply-accumulates for one sequence of ``seq_len`` steps with dense kernels."""
-    g = len(GATES[model.spec.cell])
-    total = 0
-    in_size = model.spec.input_size
+    """Multiply-accumulates for one sequence of ``seq_len`` steps with dense kernels.
+
+    Counted: the front-end's Linear and Conv1d layers (a strided Conv1d shortens what follows), the
+    recurrent layers, attention pooling, and the head (per frame when the model has no pooling).
+    Embeddings, norms and activations cost no multiply-accumulates of weights.
+    """
+    spec = model.spec
+    g = len(GATES[spec.cell])
+    total, steps, width = 0, seq_len, spec.input_size
+    for layer in spec.front:
+        out_steps = conv_length(layer, steps)
+        if layer["kind"] == "linear":
+            total += steps * width * layer["out"]
+        elif layer["kind"] == "conv1d":
+            total += out_steps * width * layer["kernel"] * layer["out"]
+        steps, width = out_steps, layer_out(layer, width)
+    in_size = width
     for sizes in model.hidden_sizes:
         for h in sizes:
-            total += seq_len * g * h * (in_size + h)
+            total += steps * g * h * (in_size + h)
         in_size = sum(sizes)
     if model.attn_proj is not None:
         # per step: projection (in x A), score (A), and the weighted sum of the outputs (in)
-        total += seq_len * (in_size * model.spec.attention_dim + model.spec.attention_dim + in_size)
-    total += in_size * model.spec.n_classes
+        total += steps * (in_size * spec.attention_dim + spec.attention_dim + in_size)
+    per_output = steps if spec.per_frame else 1
+    widths = spec.head_widths()
+    for layer, width in zip(spec.head_layers, widths):
+        if layer["kind"] == "linear":
+            total += per_output * width * layer["out"]
+    total += per_output * widths[-1] * spec.n_classes
     return total
 
 

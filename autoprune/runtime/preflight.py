@@ -32,15 +32,7 @@ _GATE_BLOCKS = {"lstm": 4, "gru": 3}
 
 def param_count(arch: Any) -> int:
     """Parameters of an :class:`~autoprune.models.arch.ArchSpec` (same count as the built model, without building it)."""
-    blocks = _GATE_BLOCKS[arch.cell]
-    n, inp = 0, arch.input_size
-    for layer in arch.hidden_sizes:
-        for h in layer:
-            n += blocks * h * (inp + h + 2)  # weight_ih, weight_hh, bias_ih, bias_hh
-        inp = sum(layer)
-    if arch.pooling == "attention":
-        n += inp * arch.attention_dim + arch.attention_dim + arch.attention_dim
-    return n + inp * arch.n_classes + arch.n_classes
+    return int(arch.param_count())
 
 
 def _activation_floats(arch: Any, batch: int, seq_len: int) -> int:

@@ -24,9 +24,10 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, Optional
 
 import torch
+from torch import nn
 
 from autoprune.errors import ConfigError
-from autoprune.models.rnn import Normalized
+from autoprune.models.rnn import Normalized, flat_labels, flat_outputs
 from autoprune.runtime.convert import onnx_available, onnx_int8_bytes, ort_session, torch_int8
 from autoprune.runtime.kernels import INT8_CELLS, PRECISIONS
 from autoprune.runtime.measure import tensor_size_bytes
@@ -43,10 +44,23 @@ __all__ = [
 #: runtimes whose int8 weights carry one scale per output channel (the rest: one per tensor)
 _PER_CHANNEL = {"onnxruntime": True, "torch": False}
 
+#: modules whose weights each runtime's dynamic quantizer makes int8 (measured on the exported graphs:
+#: ONNX Runtime quantizes LSTM, MatMul/Gemm, Conv and Gather, not GRU; torch's quantize_dynamic LSTM, GRU, Linear)
+_INT8_MODULES = {"onnxruntime": (nn.LSTM, nn.Linear, nn.Conv1d, nn.Embedding), "torch": (nn.LSTM, nn.GRU, nn.Linear)}
+
+
+def _int8_params(model: Any, runtime: str) -> set:
+    """Names of the weight matrices ``runtime`` stores in int8."""
+    names = set()
+    for prefix, module in model.named_modules():
+        if isinstance(module, _INT8_MODULES.get(runtime, _INT8_MODULES["onnxruntime"])):
+            names |= {f"{prefix}.{n}" if prefix else n for n, p in module.named_parameters(recurse=False) if p.dim() >= 2}
+    return names
+
 
 def _int8_tensor_bytes(w: Any, per_channel: bool) -> int:
     """Bytes of one int8 weight matrix: values (dense or sparse, whichever is smaller) + scales + zero points."""
-    w = w.detach().float()
+    w = w.detach().float().reshape(w.shape[0], -1)  # a Conv1d's [out, in, kernel]: one channel per output
     if per_channel:
         amax = w.abs().amax(dim=1, keepdim=True)
         channels = w.shape[0]
@@ -61,15 +75,17 @@ def _int8_tensor_bytes(w: Any, per_channel: bool) -> int:
 def int8_size_bytes(model: Any, runtime: str = "onnxruntime") -> int:
     """Storage of ``model`` with int8 weight matrices (as the runtime quantizes them) and float32 biases.
 
-    Weight matrices (every 2-D parameter: recurrent ``weight_ih``/``weight_hh``, the head, the
-    attention projections) count one byte per value, with the sparse encoding where smaller,
-    plus a float32 scale and an int8 zero point per output channel (ONNX Runtime) or per
-    tensor (torch). Everything else counts as float32, as in :func:`autoprune.runtime.measure.size_bytes`.
+    The weight matrices the runtime quantizes (recurrent ``weight_ih``/``weight_hh``, every Linear's;
+    in ONNX Runtime also Conv1d and Embedding weights, in torch the GRU's) count one byte per value,
+    with the sparse encoding where smaller, plus a float32 scale and an int8 zero point per output
+    channel (ONNX Runtime) or per tensor (torch). Everything else counts as float32, as in
+    :func:`autoprune.runtime.measure.size_bytes`.
     """
     per_channel = _PER_CHANNEL.get(runtime, True)
+    int8 = _int8_params(model, runtime)
     total = 0
-    for p in model.parameters():
-        total += _int8_tensor_bytes(p, per_channel) if p.dim() == 2 else tensor_size_bytes(p.detach())
+    for name, p in model.named_parameters():
+        total += _int8_tensor_bytes(p, per_channel) if name in int8 else tensor_size_bytes(p.detach())
     return total
 
 
@@ -85,18 +101,25 @@ def int8_predictor(wrapped: Any, runtime: str, input_size: Optional[int] = None)
 
 
 def predict_each(fn: Callable[[Any, Any], Any], x: Any, lengths: Any) -> Any:
-    """Logits of every sequence run alone (batch 1, trimmed to its length): dynamic int8 depends on the batch."""
+    """Logits of every sequence run alone (batch 1, trimmed to its length): dynamic int8 depends on the batch.
+
+    Scored outputs in the order of :func:`~autoprune.models.rnn.flat_outputs`: ``[N, C]``, or ``[ΣL, C]`` per frame.
+    """
     outs = []
     with torch.inference_mode():
         for i in range(len(lengths)):
             n = int(lengths[i])
-            outs.append(torch.as_tensor(fn(x[i : i + 1, :n].contiguous(), lengths[i : i + 1].contiguous())))
+            one = lengths[i : i + 1].contiguous()
+            outs.append(flat_outputs(torch.as_tensor(fn(x[i : i + 1, :n].contiguous(), one)), one))
     return torch.cat(outs)
 
 
 def raw_split(dm: Any, split: str) -> tuple:
-    """``(raw x, lengths, y, mean, std)`` of a split: the inputs as the task gives them (un-normalised, zero-padded)."""
+    """``(raw x, lengths, y, mean, std)`` of a split: the inputs as the task gives them (un-normalised, zero-padded;
+    token ids as they are, with ``mean``/``std`` None)."""
     x, lengths, y = dm.tensors(split)
+    if x.dim() == 2:  # token ids: given as they are, nothing to normalise
+        return x, lengths, y, None, None
     mean = getattr(dm, "channel_mean", None)
     std = getattr(dm, "channel_std", None)
     if mean is None or std is None:
@@ -125,15 +148,16 @@ def int8_evaluation(model: Any, dm: Any, runtime: str) -> Dict[str, Any]:
             if rt == "onnxruntime" and not onnx_available():
                 continue
             if rt not in predictors:
-                predictors[rt] = int8_predictor(Normalized(model, mean, std).eval(), rt, raw.size(2))
+                predictors[rt] = int8_predictor(Normalized(model, mean, std).eval(), rt)
             logits = predict_each(predictors[rt], raw, lengths)
-            correct = int((logits.argmax(1) == y).sum())
+            labels = flat_labels(y, lengths)  # a sequence's label, or each valid frame's
+            correct = int((logits.argmax(1) == labels).sum())
             if rt == runtime:
-                out[f"{split}_accuracy"] = correct / len(y)
-                out[f"{split}_loss"] = float(torch.nn.functional.cross_entropy(logits.float(), y))
+                out[f"{split}_accuracy"] = correct / len(labels)
+                out[f"{split}_loss"] = float(torch.nn.functional.cross_entropy(logits.float(), labels))
             if split == "test":
                 out["test_correct"][rt] = correct
-                out["n_test"] = len(y)
+                out["n_test"] = len(labels)
     return out
 
 

@@ -5,7 +5,10 @@ the task options as keyword arguments. It returns either
 
 * arrays: a tuple ``(x_train, y_train, x_test, y_test)`` or a dict with those keys, where
   ``x`` is a numpy array ``[N, T, C]`` (or ``[N, T]`` for one channel) or a list of
-  ``[T_i, C]`` arrays of unequal lengths, and ``y`` holds integer or string labels; or
+  ``[T_i, C]`` arrays of unequal lengths, and ``y`` holds integer or string labels: one per
+  sequence, or one per frame (a list of ``[T_i]`` label arrays, or ``[N, T]`` with ``x [N, T, C]``).
+  A dict with ``padding_id`` gives token ids instead: ``x`` a list of ``[T_i]`` integer arrays
+  (or ``[N, T]`` padded with ``padding_id``), read by a model whose front starts with an embedding; or
 * a ready :class:`~autoprune.tasks.SequenceDataModule`, or any LightningDataModule, used
   as-is. A generic LightningDataModule must keep the data contract itself: its loaders
   yield ``(x float32 [B, T, C], lengths int64 [B], y int64 [B])`` and, after ``setup()``,
@@ -14,6 +17,7 @@ the task options as keyword arguments. It returns either
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import inspect
@@ -25,13 +29,15 @@ from pathlib import Path
 from typing import Optional
 
 from autoprune.errors import ConfigError, TaskError
-from autoprune.tasks.sequences import RawSplits, to_sequences
+from autoprune.tasks.sequences import RawSplits, to_sequences, to_tokens
 
 __all__ = ["FunctionImportError", "import_function", "module_file", "call_source"]
 
 logger = logging.getLogger(__name__)
 
 ARRAY_KEYS = ("x_train", "y_train", "x_test", "y_test")
+#: optional keys of a returned dict: the padding id of token ids
+OPTIONAL_KEYS = ("padding_id",)
 
 
 class FunctionImportError(TaskError):
@@ -164,7 +170,7 @@ def _as_arrays(result, fn_name: str):
                 f"{fn_name} returned a dict without keys {missing}; it needs "
                 f"{', '.join(ARRAY_KEYS)}"
             )
-        extra = sorted(set(result) - set(ARRAY_KEYS), key=str)
+        extra = sorted(set(result) - set(ARRAY_KEYS) - set(OPTIONAL_KEYS), key=str)
         if extra:
             logger.warning("%s: ignoring extra keys %s", fn_name, extra)
         return tuple(result[k] for k in ARRAY_KEYS)
@@ -225,10 +231,18 @@ def call_source(module: str, function: str, *, spec: str, seed: int, options: Ma
             f"(x_train, y_train, x_test, y_test) or a dict with those keys"
         )
     x_train, y_train, x_test, y_test = arrays
+    padding_id = result.get("padding_id") if isinstance(result, Mapping) else None
+    if padding_id is None:
+        convert = functools.partial(to_sequences, layout="NTC")
+    elif isinstance(padding_id, bool) or not isinstance(padding_id, int) or padding_id < 0:
+        raise TaskError(f"{fn_name} returned padding_id {padding_id!r}; it must be an integer >= 0 (the token id that pads sequences)")
+    else:
+        convert = functools.partial(to_tokens, padding_id=padding_id)
     return RawSplits(
-        x_train=to_sequences(x_train, layout="NTC", what=f"{fn_name} x_train"),
+        x_train=convert(x_train, what=f"{fn_name} x_train"),
         y_train=y_train,
-        x_test=to_sequences(x_test, layout="NTC", what=f"{fn_name} x_test"),
+        x_test=convert(x_test, what=f"{fn_name} x_test"),
         y_test=y_test,
+        padding_id=padding_id,
     )
 

@@ -1,7 +1,8 @@
 """SequenceDataModule: padded, normalised sequence splits served a whole batch at a time.
 
 Batches are ``(x float32 [B, T_batch, C], lengths int64 [B], y int64 [B])`` with
-``T_batch = lengths.max()``. The loaders index the stored tensors with one index tensor
+``T_batch = lengths.max()``; token tasks give ``x`` as int64 ids ``[B, T_batch]``, per-frame
+tasks ``y`` as ``[B, T_batch]`` (padded frames labelled -100). The loaders index the stored tensors with one index tensor
 per batch (no per-item collation), which keeps an epoch as cheap as a plain PyTorch loop.
 """
 
@@ -18,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from autoprune.errors import TaskError
 from autoprune.tasks.budget import epoch_steps
-from autoprune.tasks.sequences import SPLITS, Prepared, RawSplits, prepare, to_sequences
+from autoprune.tasks.sequences import SPLITS, Prepared, RawSplits, prepare, to_sequences, to_tokens
 
 __all__ = ["SequenceDataModule"]
 
@@ -73,7 +74,8 @@ class _TensorBatches(Dataset):
     def __getitem__(self, idx: torch.Tensor) -> Batch:
         lengths = self.lengths[idx]
         t = int(lengths.max())
-        return self.x[:, :t].index_select(0, idx), lengths, self.y[idx]
+        y = self.y.index_select(0, idx)
+        return self.x[:, :t].index_select(0, idx), lengths, y[:, :t] if y.dim() == 2 else y
 
 
 def _no_collate(batch: Batch) -> Batch:
@@ -123,8 +125,9 @@ class SequenceDataModule(LightningDataModule):
         self._prepared: Prepared | None = None
 
     @classmethod
-    def from_arrays(cls, name: str, x_train, y_train, x_test, y_test, **kwargs):
-        """Build from in-memory arrays (``x``: ``[N, T, C]`` or a list of ``[T_i, C]``).
+    def from_arrays(cls, name: str, x_train, y_train, x_test, y_test, padding_id: int | None = None, **kwargs):
+        """Build from in-memory arrays (``x``: ``[N, T, C]`` or a list of ``[T_i, C]``; with ``padding_id``,
+        token ids: a list of ``[T_i]`` integer arrays; ``y``: one label per sequence or a ``[T_i]`` array per sequence).
 
         Args:
             name: a name for messages.
@@ -137,10 +140,11 @@ class SequenceDataModule(LightningDataModule):
         Raises:
             TaskError: malformed arrays.
         """
-        raw = RawSplits(
-            to_sequences(x_train, layout="NTC", what=f"{name} x_train"), y_train,
-            to_sequences(x_test, layout="NTC", what=f"{name} x_test"), y_test,
-        )
+        if padding_id is None:
+            convert = functools.partial(to_sequences, layout="NTC")
+        else:
+            convert = functools.partial(to_tokens, padding_id=padding_id)
+        raw = RawSplits(convert(x_train, what=f"{name} x_train"), y_train, convert(x_test, what=f"{name} x_test"), y_test, padding_id)
         return cls.from_raw(name, raw, **kwargs)
 
     @classmethod
@@ -180,7 +184,23 @@ class SequenceDataModule(LightningDataModule):
 
     @property
     def n_channels(self) -> int:
-        return int(self._ready().x["train"].shape[2])
+        """Input channels, or for a token task the vocabulary size: what the model's first layer takes."""
+        p = self._ready()
+        return int(p.vocab_size) if p.vocab_size is not None else int(p.x["train"].shape[2])
+
+    @property
+    def tokens(self) -> bool:
+        """The inputs are token ids ``[N, T]`` int64 (padded with :attr:`padding_id`)."""
+        return self._ready().padding_id is not None
+
+    @property
+    def padding_id(self) -> int | None:
+        return self._ready().padding_id
+
+    @property
+    def per_frame(self) -> bool:
+        """One label per frame: ``y`` is ``[N, T]``, scored over the true lengths."""
+        return self._ready().per_frame
 
     @property
     def n_classes(self) -> int:
@@ -192,7 +212,7 @@ class SequenceDataModule(LightningDataModule):
 
     @property
     def max_length(self) -> int:
-        return int(self._ready().x["train"].shape[1])
+        return int(self._ready().x["train"].shape[1])  # the same for x [N, T, C] and token ids [N, T]
 
     @property
     def n_train(self) -> int:
@@ -207,14 +227,16 @@ class SequenceDataModule(LightningDataModule):
         return len(self._ready().y["test"])
 
     @property
-    def channel_mean(self) -> torch.Tensor:
-        """Per-channel mean subtracted from the inputs (fitted on train)."""
-        return torch.from_numpy(self._ready().mean)
+    def channel_mean(self) -> torch.Tensor | None:
+        """Per-channel mean subtracted from the inputs (fitted on train); None for token ids."""
+        mean = self._ready().mean
+        return None if mean is None else torch.from_numpy(mean)
 
     @property
-    def channel_std(self) -> torch.Tensor:
-        """Per-channel std the inputs are divided by (fitted on train; 1 where 0)."""
-        return torch.from_numpy(self._ready().std)
+    def channel_std(self) -> torch.Tensor | None:
+        """Per-channel std the inputs are divided by (fitted on train; 1 where 0); None for token ids."""
+        std = self._ready().std
+        return None if std is None else torch.from_numpy(std)
 
     def tensors(self, split: str) -> Batch:
         """The full padded tensors of a split, for evaluation and plain-loop baselines.
@@ -223,7 +245,8 @@ class SequenceDataModule(LightningDataModule):
             split: ``"train"``, ``"val"`` or ``"test"``.
 
         Returns:
-            ``(x float32 [N, max_length, C], lengths int64 [N], y int64 [N])``; shared
+            ``(x float32 [N, max_length, C], lengths int64 [N], y int64 [N])`` (token ids
+            ``x [N, max_length]`` int64; per-frame labels ``y [N, max_length]``); shared
             with the loaders, so do not modify them in place.
 
         Raises:

@@ -55,7 +55,8 @@ TASK_KINDS: dict[str, TaskKind] = {
     "uea": TaskKind(
         usage=(
             ("uea:<Name>", "UEA/UCR classification set by name via aeon (bundled ones "
-             "offline, e.g. JapaneseVowels; others downloaded)"),
+             "offline, e.g. JapaneseVowels; others downloaded); option frames: true joins series "
+             "of different classes into a per-frame task"),
             ("uea:<path>", "local <Name>_TRAIN.ts (with <Name>_TEST.ts beside it) or a "
              "directory holding both"),
         ),

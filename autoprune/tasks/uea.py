@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 from autoprune.errors import TaskError
+from autoprune.tasks import frames
 from autoprune.tasks.options import Option
 from autoprune.tasks.sequences import RawSplits, to_sequences
 
@@ -26,6 +27,7 @@ OPTIONS = {
     "allow_download": Option(bool, True, "let aeon download a dataset that is not bundled"),
     "equal_length": Option(bool, False, "load aeon's truncated equal-length version if any"),
     "no_missing": Option(bool, False, "load aeon's imputed no-missing-values version if any"),
+    **frames.OPTIONS,  # a per-frame task built from the set (uea:JapaneseVowels with frames: who is speaking)
 }
 
 
@@ -161,7 +163,19 @@ def _in_download_cache(name: str) -> bool:
 
 
 def resolve(arg: str, *, spec: str, seed: int, options: dict):
-    """Validate ``uea:<arg>`` now and return a loader of its raw data.
+    """Validate ``uea:<arg>`` now and return a loader of its raw data; with option ``frames``, of the
+    per-frame task built from it (:mod:`autoprune.tasks.frames`).
+
+    Raises:
+        TaskError: missing file, regression dataset, or a dataset that is neither
+            bundled, downloaded before, nor downloadable now.
+        ConfigError: ``min_parts > max_parts``.
+    """
+    return frames.per_frame(_resolve(arg, spec=spec, seed=seed, options=options), spec=spec, seed=seed, options=options)
+
+
+def _resolve(arg: str, *, spec: str, seed: int, options: dict):
+    """Validate ``uea:<arg>`` now and return a loader of its raw data (see :func:`resolve`).
 
     Args:
         arg: a dataset name or a path to a ``.ts`` file / directory.

@@ -28,9 +28,9 @@ import torch
 from autoprune.config import StudyConfig
 from autoprune.errors import PruningError, TrialStoppedEarly
 from autoprune.layout import study_paths
-from autoprune.models.arch import ArchSpec, units_kept
+from autoprune.models.arch import ArchSpec
 from autoprune.models.fitting import BestValidation, HopelessStop, Recipe, RNNModule, check_finite, fit
-from autoprune.models.rnn import RNNClassifier, evaluate
+from autoprune.models.rnn import RNNClassifier, evaluate, scored_count
 from autoprune.pruning.callback import PruningCallback, sparsity_report
 from autoprune.pruning.compact import compact
 from autoprune.pruning.groups import ModelGroups
@@ -61,11 +61,7 @@ def planned_arch(dense_arch: ArchSpec, policy: PruningPolicy) -> ArchSpec:
     targets = groups.targets(policy.sparsity, policy.granularity)
     if policy.granularity != "hidden_unit":
         return dense_arch
-    hidden = [list(sizes) for sizes in dense_arch.hidden_sizes]
-    for lname, s in targets.items():
-        layer = groups.layers[lname]
-        hidden[layer.layer][layer.direction] = units_kept(layer.hidden, s)
-    return dense_arch.with_hidden_sizes(hidden)
+    return groups.shrunk_spec(targets)
 
 
 def run_trial(config: StudyConfig, policy: PruningPolicy, options: Optional[TrialOptions] = None) -> TrialResult:
@@ -106,7 +102,7 @@ def run_trial(config: StudyConfig, policy: PruningPolicy, options: Optional[Tria
     pl.seed_everything(config.seed, verbose=False)
     dm = build_datamodule(config)
     dm.min_train_batches = policy.finetune.min_epoch_steps or 0  # tasks.budget: epochs do not shrink with the data
-    dense_info["val_score"] = val_score(dense.metrics["val_accuracy"], dense.metrics.get("val_loss"), dm.n_val)
+    dense_info["val_score"] = val_score(dense.metrics["val_accuracy"], dense.metrics.get("val_loss"), _n_scored(dm))
     teacher = load_dense_model(dense.checkpoint)[0] if policy.distillation.weight > 0 else None
     pruner = PruningCallback(policy, seed=config.seed)
     try:
@@ -171,6 +167,12 @@ def budget_excess(budgets: Any, latency_ms: Optional[float] = None, size_bytes: 
     return out
 
 
+def _n_scored(dm: Any) -> int:
+    """Validation outputs that are scored (sequences, or frames of a per-frame task): one accuracy step is one of them."""
+    _, lengths, y = dm.tensors("val")
+    return scored_count(y, lengths)
+
+
 def finetune_recipe(policy: PruningPolicy) -> Recipe:
     """The fine-tune a policy prunes during: its epochs, optimizer and clipping, a constant learning rate."""
     ft = policy.finetune
@@ -230,13 +232,14 @@ def _measure_and_evaluate(
         int8 = {**q["int8"], "float_val_accuracy": val["accuracy"], "float_test_accuracy": test["accuracy"], "float_size_bytes": m.size_bytes}
         m.size_bytes, val, test = q["size_bytes"], q["val"], q["test"]
     groups = ModelGroups(RNNClassifier(dense_arch))
-    units = {name: 1.0 - small.hidden_sizes[layer.layer][layer.direction] / layer.hidden for name, layer in groups.layers.items()}
+    kept = ModelGroups(small).layers
+    units = {name: 1.0 - kept[name].hidden / layer.hidden for name, layer in groups.layers.items()}
     return TrialResult(
         "complete",
         val_accuracy=val["accuracy"],
         test_accuracy=test["accuracy"],
         val_loss=val["loss"],
-        val_score=val_score(val["accuracy"], val["loss"], dm.n_val),
+        val_score=val_score(val["accuracy"], val["loss"], _n_scored(dm)),
         size_bytes=m.size_bytes,
         nonzero_params=m.nonzero_params,
         params=m.params,

@@ -130,8 +130,9 @@ def test_torchscript_matches_eager(cell, pooling):
 
 
 def test_rnn_classifier_rejects_bad_specs():
-    with pytest.raises(ConfigError, match="pooling must be 'last' or 'attention', got 'max'"):
-        RNNClassifier(ArchSpec("lstm", 3, [[4]], 2, pooling="max"))
+    # max pooling is part of the family since issue 20: an unknown pooling is refused with the valid ones
+    with pytest.raises(ConfigError, match="pooling must be one of last, last_output, mean, max, attention, none, got 'median'"):
+        RNNClassifier(ArchSpec("lstm", 3, [[4]], 2, pooling="median"))
     with pytest.raises(ConfigError, match=r"cell must be one of \['gru', 'lstm'\], got 'rnn'"):
         RNNClassifier(ArchSpec("rnn", 3, [[4]], 2))
     with pytest.raises(ConfigError, match="at least one hidden unit"):

@@ -182,12 +182,13 @@ def test_attention_pooling_is_recognised():
 
 
 def test_unsupported_module_is_one_line():
-    user = nn.Sequential(nn.Conv1d(3, 4, 3), nn.LSTM(4, 5), nn.Linear(5, 2))
-    with pytest.raises(ConfigError, match=r"^study.yaml: model.from: unsupported module '0' \(Conv1d\) in Sequential; supported: one nn.LSTM or nn.GRU"):
+    # since issue 20 a Conv1d front-end, several recurrent modules and MLP heads are supported: a Conv2d front-end is not
+    user = nn.Sequential(nn.Conv2d(3, 4, 3), nn.LSTM(4, 5), nn.Linear(5, 2))
+    with pytest.raises(ConfigError, match=r"^study.yaml: model.from: front-end layer '0' \(Conv2d\) is not supported: a front-end layer is Embedding"):
         convert_user_module(user, "study.yaml: model.from")
-    with pytest.raises(ConfigError, match=r"needs exactly one nn.LSTM or nn.GRU, found none"):
+    with pytest.raises(ConfigError, match=r"needs at least one nn.LSTM or nn.GRU, found none"):
         convert_user_module(nn.Sequential(nn.Linear(3, 2)))
-    with pytest.raises(ConfigError, match=r"expected one nn.Linear head taking the RNN's 5 features .*found '1' \(4->2\)"):
+    with pytest.raises(ConfigError, match=r"the head's first layer '1' \(Linear 4->2\) does not take the 5 features recurrent layer '0' gives"):
         convert_user_module(nn.Sequential(nn.LSTM(3, 5), nn.Linear(4, 2)))
 
 
