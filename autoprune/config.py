@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, Optional
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from autoprune.errors import ConfigError
+from autoprune.layout import STUDY_NAME, STUDY_NAME_MAX
 from autoprune.pruning.methods import METHODS
 from autoprune.pruning.policy import GradClipConfig, Recovery, one_of
 from autoprune.pruning.schedules import SCHEDULES
@@ -325,7 +326,7 @@ class SearchConfig(_Strict):
 class StudyConfig(_Strict):
     """A whole study: task, model, dense training, measurement (and later the search)."""
 
-    study: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
+    study: str = Field(pattern=STUDY_NAME, max_length=STUDY_NAME_MAX)
     seed: int = Field(0, ge=0)
     task: TaskConfig
     model: ModelConfig
