@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from autoprune.errors import ConfigError, ExportError
-from autoprune.models.arch import ArchSpec
 from autoprune.runtime.kernels import INT8_CELLS
 
 __all__ = ["ExportFormat", "ExportSubject", "Snippet", "FORMATS", "register_format", "get_format", "verify_file", "int8_unsupported", "load_state_dict_export"]
@@ -270,13 +269,11 @@ def load_state_dict_export(path: str | os.PathLike) -> Any:
     An int8 export holds the float32 weights and ``quantize: int8``: the module returned is
     the torch int8 form (see :func:`autoprune.runtime.convert.torch_int8`).
     """
-    from autoprune.models.checkpoints import load_checkpoint
-    from autoprune.models.rnn import Normalized, RNNClassifier
+    from autoprune.models.checkpoints import load_checkpoint, model_from
+    from autoprune.models.rnn import Normalized
 
     payload = load_checkpoint(path)
-    model = RNNClassifier(ArchSpec.from_dict(payload["arch"]))
-    model.load_state_dict(payload["state_dict"])
-    wrapped = Normalized(model, payload["mean"], payload["std"]).eval()
+    wrapped = Normalized(model_from(payload, path), payload["mean"], payload["std"]).eval()
     if payload.get("quantize", "none") == "int8":
         from autoprune.runtime.convert import torch_int8
 

@@ -15,8 +15,10 @@ from typing import Any, Dict
 import torch
 
 from autoprune.errors import AutopruneError
+from autoprune.models.arch import ArchSpec
+from autoprune.models.rnn import RNNClassifier
 
-__all__ = ["load_checkpoint", "CheckpointError"]
+__all__ = ["load_checkpoint", "model_from", "CheckpointError"]
 
 
 class CheckpointError(AutopruneError):
@@ -53,3 +55,23 @@ def load_checkpoint(path: str | os.PathLike, required: tuple[str, ...] = ("arch"
     if not isinstance(payload, dict) or any(k not in payload for k in required):
         raise CheckpointError(f"{path}: not an autoprune checkpoint: expected a mapping with keys {', '.join(required)}")
     return payload
+
+
+def model_from(payload: Dict[str, Any], path: str | os.PathLike) -> RNNClassifier:
+    """The :class:`RNNClassifier` a loaded checkpoint describes (``arch``) with its weights (``state_dict``), in eval mode.
+
+    Raises:
+        CheckpointError: one line naming ``path``: the architecture is not one autoprune writes, or the
+            weights do not fit it (a file edited or mixed from two checkpoints).
+    """
+    try:
+        model = RNNClassifier(ArchSpec.from_dict(payload["arch"]))
+    except Exception as err:  # TypeError, KeyError, ValueError, ...: whatever a malformed arch makes the constructor raise
+        raise CheckpointError(f"{path}: not an autoprune checkpoint: its 'arch' is not an architecture ({type(err).__name__}: {str(err)[:160]})") from None
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except Exception as err:  # RuntimeError (missing keys, size mismatch), TypeError (not a mapping)
+        first = str(err).strip().splitlines()
+        detail = next((ln.strip() for ln in first[1:] if ln.strip()), first[0] if first else type(err).__name__)[:200]
+        raise CheckpointError(f"{path}: its weights do not fit its architecture ({detail}); the file was changed after autoprune wrote it") from None
+    return model.eval()

@@ -23,7 +23,7 @@ import torch
 
 from autoprune.config import StudyConfig
 from autoprune.models.arch import ArchSpec
-from autoprune.models.checkpoints import load_checkpoint
+from autoprune.models.checkpoints import load_checkpoint, model_from
 from autoprune.models.rnn import RNNClassifier, evaluate
 from autoprune.yamlio import stable_hash
 
@@ -159,7 +159,4 @@ def load_cached(out_dir: Path, key: str) -> Optional[DenseResult]:
 def load_dense_model(checkpoint: str | os.PathLike) -> tuple[RNNClassifier, dict]:
     """Rebuild the dense :class:`RNNClassifier` from a stored checkpoint; returns (model, stored payload)."""
     payload = load_checkpoint(checkpoint)
-    model = RNNClassifier(ArchSpec.from_dict(payload["arch"]))
-    model.load_state_dict(payload["state_dict"])
-    model.eval()
-    return model, payload
+    return model_from(payload, checkpoint), payload

@@ -15,8 +15,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from autoprune.models.arch import ArchSpec
-from autoprune.models.checkpoints import load_checkpoint
+from autoprune.models.checkpoints import load_checkpoint, model_from
 from autoprune.models.rnn import RNNClassifier
 
 __all__ = ["TRIAL_FORMAT", "TrialOptions", "TrialResult", "save_trial", "load_trial_model"]
@@ -92,6 +91,4 @@ def save_trial(trial_dir: Path, model: RNNClassifier, policy: Any, result: Trial
 def load_trial_model(path: str | os.PathLike) -> tuple[RNNClassifier, Dict[str, Any]]:
     """Rebuild a trial's compacted model from its ``model.pt`` (no retraining)."""
     payload = load_checkpoint(path)
-    model = RNNClassifier(ArchSpec.from_dict(payload["arch"]))
-    model.load_state_dict(payload["state_dict"])
-    return model.eval(), payload
+    return model_from(payload, path), payload
