@@ -229,7 +229,7 @@ def _print_front(rows: list, dense: Optional[dict] = None) -> None:
 @click.option("--max-latency-ms", type=float, default=None, help="Latency budget (measured as the config's 'measure' section says).")
 @click.option("--max-size-bytes", type=int, default=None, help="Size budget.")
 @click.option("--sampler", type=click.Choice(["nsga2", "tpe", "random"]), default=None, help="Optuna sampler.")
-@click.option("--storage", default=None, help="Optuna storage URL (default: a journal file under runs/<study>/).")
+@click.option("--storage", envvar="AUTOPRUNE_STORAGE", default=None, help="Optuna storage URL (default: a journal file under runs/<study>/; a resumed study uses the one it recorded). A password here is never stored: on resume give it again, or use PGPASSWORD / ~/.pgpass.")
 @click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None, help="MLflow tracking URI (default: embedded store under runs/).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @quiet_option
@@ -333,25 +333,29 @@ def ui(obj: _Ctx, study: Optional[str], port: int, tracking_uri: Optional[str], 
     from autoprune.tracking.server import check_port, serve
     from autoprune.tracking.tracker import default_tracking_uri
 
+    from autoprune.tracking.tracker import recorded_tracking_uri
+    from autoprune.urls import shown
+
     uri = tracking_uri or default_tracking_uri(obj.runs_dir)
     if study is not None:
         from autoprune.search.study import open_study
 
         _, meta = open_study(study, obj.runs_dir)
-        uri = tracking_uri or meta.get("tracking_uri", uri)
+        uri = tracking_uri or recorded_tracking_uri(meta, obj.runs_dir) or uri
     if uri.startswith(("http://", "https://")):
         from autoprune.tracking.ui import study_link
 
-        click.echo(f"the tracking store is a server already: open {study_link(study, uri, uri) if study else uri}")
+        click.echo(f"the tracking store is a server already: open {shown(study_link(study, uri, uri) if study else uri)}")
         return
     check_port(port)  # before anything starts: in range and free
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    # the store's URI (it may hold a password) goes through the environment, never argv: `ps` shows argv to every user
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_BACKEND_STORE_URI": uri}
+    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     from autoprune.tracking.ui import open_when_ready, study_links
 
     base = f"http://127.0.0.1:{port}"
     links = study_links(study, uri, base) if study else {"front": base}  # the front in MLflow's model-training runs table
-    click.echo(f"MLflow UI: {links['front']}  (store {uri}; Ctrl-C stops it)")
+    click.echo(f"MLflow UI: {links['front']}  (store {shown(uri)}; Ctrl-C stops it)")
     if "plot" in links:
         click.echo(f"front plot: {links['plot']}")
     if open_browser:

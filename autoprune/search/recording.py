@@ -20,6 +20,7 @@ from autoprune.search.claim import counts_toward_total
 from autoprune.search.pareto import HYPERVOLUME_DESCRIPTION, feasible, front_rows, hypervolume, trial_row, trial_state
 from autoprune.tracking.tracker import Tracker
 from autoprune.tracking.ui import write_front_plot
+from autoprune.urls import shown
 
 __all__ = ["Recorder", "SearchSummary", "write_front_artifacts", "find_trial_checkpoint"]
 
@@ -190,7 +191,7 @@ class Recorder:
             hypervolume=hypervolume(front),
             mlflow_experiment_id=self.tracker.experiment_id,
             mlflow_parent_run_id=self.tracker.parent_run_id,
-            tracking_uri=self.uri,
+            tracking_uri=shown(self.uri),  # printed (--json): never with a password
             storage=storage,
             duration_s=round(time.time() - started, 2),
             artifacts=artifacts,

@@ -16,14 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-import sqlalchemy
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+from autoprune.databases import check_connects, check_url
 from autoprune.errors import ConfigError
 from autoprune.search.journal import remove_stale_journal_lock, repair_journal
+from autoprune.urls import shown, written
 
 __all__ = ["Storage", "storage_for", "is_shared_storage", "ACCEPTED"]
 
@@ -59,15 +58,7 @@ class Storage:
             if text.strip() == "" or text.endswith(os.sep) or Path(text).is_dir():
                 raise ConfigError(f"--storage {text!r}: a journal file path is needed, not a folder; accepted: {ACCEPTED}")
             return storage
-        try:
-            make_url(text).get_dialect()
-        except (ArgumentError, NoSuchModuleError, ValueError) as err:
-            reason = str(err).splitlines()[0][:160]
-            raise ConfigError(f"--storage {storage.display()}: not a storage Optuna can open ({reason}); accepted: {ACCEPTED}") from None
-        except ImportError as err:  # a known dialect whose driver is not installed (psycopg2, pymysql, ...)
-            raise ConfigError(
-                f"--storage {storage.display()}: the database driver is not installed ({err}); install it, or use one of: {ACCEPTED}"
-            ) from None
+        check_url(text, "--storage", ACCEPTED)
         return storage
 
     @property
@@ -89,13 +80,19 @@ class Storage:
         return Path(self.text) if self.is_journal else None
 
     def display(self) -> str:
-        """The storage as it may be shown or written: a URL's password replaced by ``***``."""
-        if self.is_journal:
-            return self.text
-        try:
-            return make_url(self.text).render_as_string(hide_password=True)
-        except (ArgumentError, ValueError):
-            return self.text.split("://", 1)[0] + "://***"
+        """The storage as it may be shown: a URL's password replaced by ``***`` (:func:`autoprune.urls.shown`)."""
+        return shown(self.text)
+
+    @property
+    def recorded(self) -> str:
+        """The storage as it may be written (``search.json``, a Ray experiment): without its password."""
+        return written(self.text)
+
+    def same_as(self, other: "Storage") -> bool:
+        """The same study storage, passwords set aside (journal paths compared resolved)."""
+        if self.is_journal or other.is_journal:
+            return self.is_journal and other.is_journal and Path(self.text).resolve() == Path(other.text).resolve()
+        return self.recorded == other.recorded
 
     def open(self) -> Any:
         """What ``optuna.create_study`` / ``load_study`` take: the URL, or a ``JournalStorage`` on the file."""
@@ -116,20 +113,8 @@ class Storage:
         Raises:
             ConfigError: naming the URL (password hidden) and what went wrong.
         """
-        if not self.shared:
-            return
-        url = make_url(self.text)
-        connect_args = {"connect_timeout": timeout_s} if url.get_backend_name() in ("postgresql", "mysql") else {}
-        engine = sqlalchemy.create_engine(url, connect_args=connect_args, poolclass=sqlalchemy.pool.NullPool)
-        try:
-            engine.connect().close()
-        except Exception as err:  # OperationalError and friends: all mean "cannot use it"
-            reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0][:200]
-            raise ConfigError(
-                f"--storage {self.display()}: cannot connect to the database ({reason}); start the server, create the database, or fix the URL"
-            ) from None
-        finally:
-            engine.dispose()
+        if self.shared:
+            check_connects(self.text, "--storage", timeout_s)
 
     def prepare(self) -> None:
         """Before anything appends to a journal (hold the study lock, no worker running): clear a dead

@@ -8,11 +8,13 @@ runner filled it.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
 import os
 import socket
+import tempfile
 from pathlib import Path
 from typing import Any, Dict, Tuple
 
@@ -26,7 +28,7 @@ from autoprune.search import attrs
 from autoprune.search.samplers import make_sampler
 from autoprune.search.storage import Storage, is_shared_storage
 
-__all__ = ["OBJECTIVE_DIRECTIONS", "open_study", "StudyLock", "mark_stale", "create_study", "update_meta", "driver_id"]
+__all__ = ["OBJECTIVE_DIRECTIONS", "open_study", "StudyLock", "mark_stale", "create_study", "read_meta", "update_meta", "driver_id"]
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,7 @@ def open_study(study: str, runs_dir: str | os.PathLike = "runs") -> Tuple[optuna
             f"unknown study '{study}' under {runs_dir}/: no search has been run for it"
             + (f"; studies with a search: {', '.join(known)}" if known else "; run `autoprune search CONFIG` first")
         )
-    meta = json.loads(paths.meta.read_text())
+    meta = read_meta(paths.meta)
     storage = Storage(meta["storage"]).relocated(paths.journal)
     try:
         return optuna.load_study(study_name=study, storage=storage.open()), meta
@@ -57,11 +59,40 @@ def open_study(study: str, runs_dir: str | os.PathLike = "runs") -> Tuple[optuna
         ) from None
 
 
+def read_meta(path: Path) -> Dict[str, Any]:
+    """The study's search.json ({} when there is none).
+
+    Raises:
+        TrialError: the file is not the JSON object autoprune wrote.
+    """
+    if not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text())
+    except (ValueError, OSError) as err:
+        raise TrialError(f"{path}: unreadable ({type(err).__name__}: {str(err)[:160]}); it is what `search` recorded about the study: restore it, or search under another --study name") from None
+    if not isinstance(meta, dict):
+        raise TrialError(f"{path}: not the JSON object `autoprune search` writes; restore it, or search under another --study name")
+    return meta
+
+
 def update_meta(path: Path, **values: Any) -> Dict[str, Any]:
-    """Merge ``values`` into the study's search.json (created when missing)."""
-    meta = json.loads(path.read_text()) if path.is_file() else {}
+    """Merge ``values`` into the study's search.json (created when missing).
+
+    Written whole or not at all, readable by its owner only (mode 0600): it names the study's storage
+    and tracking store (without their passwords: the callers pass :func:`autoprune.urls.written` URLs).
+    """
+    meta = read_meta(path)
     meta.update(values)
-    path.write_text(json.dumps(meta, indent=2))
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".search.", suffix=".json")  # mkstemp: mode 0600
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(json.dumps(meta, indent=2))
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     return meta
 
 

@@ -24,6 +24,7 @@ import yaml
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
+from autoprune.databases import check_connects, check_url
 from autoprune.errors import ConfigError
 from autoprune.layout import mlflow_artifacts, mlflow_db
 from autoprune.pruning.policy import policy_from_dict
@@ -40,14 +41,28 @@ from autoprune.tracking.tags import (
     TRIAL_TAG,
 )
 from autoprune.tracking.ui import prepare_experiment
+from autoprune.urls import shown
 
-__all__ = ["default_tracking_uri", "Tracker", "check_tracking_uri"]
+__all__ = ["default_tracking_uri", "recorded_tracking_uri", "Tracker", "check_tracking_uri"]
 
 log = logging.getLogger(__name__)
 
 def default_tracking_uri(runs_dir: str | os.PathLike) -> str:
     """The embedded store under the runs folder."""
     return f"sqlite:///{mlflow_db(runs_dir).resolve()}"
+
+
+def recorded_tracking_uri(meta: Dict[str, Any], runs_dir: str | os.PathLike) -> Optional[str]:
+    """The tracking URI a search recorded in ``search.json`` (without its password), with the embedded
+    store followed to where the runs folder is now: a runs folder copied or mounted elsewhere has its own
+    ``mlflow.db``, while search.json holds the absolute path of the original (as the journal, see
+    :meth:`autoprune.search.storage.Storage.relocated`)."""
+    uri = meta.get("tracking_uri")
+    here = mlflow_db(runs_dir)
+    embedded = meta.get("tracking_embedded", bool(uri) and uri.startswith("sqlite:///") and Path(uri[len("sqlite:///") :]).name == here.name)
+    if uri and embedded and here.is_file():
+        return default_tracking_uri(runs_dir)
+    return uri
 
 
 def _client(uri: str):
@@ -57,23 +72,43 @@ def _client(uri: str):
     return MlflowClient(tracking_uri=uri)
 
 
+#: what ``--tracking-uri`` accepts, for messages
+TRACKING_ACCEPTED = "http(s)://HOST:PORT (an MLflow server), sqlite:///PATH or a database URL such as postgresql://USER@HOST/DB"
+_TRACKING_OPTION = "--tracking-uri / MLFLOW_TRACKING_URI"
+#: the database stores MLflow can track to (SQLAlchemy dialects)
+_DATABASES = ("sqlite", "postgresql", "mysql", "mssql")
+
+
 def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> None:
-    """Fail fast, with one line, when a remote tracking server cannot be reached.
+    """Fail fast, with one line, on a tracking URI that cannot be used: MLflow's file store (in maintenance
+    mode since MLflow 3: it fails on first use), a database URL without its driver or whose server does not
+    answer, an MLflow server that cannot be reached.
 
     Raises:
-        ConfigError: naming the URI and what went wrong.
+        ConfigError: naming the URI (password hidden) and what went wrong.
     """
-    if not uri.startswith(("http://", "https://")):
+    scheme = uri.split("://", 1)[0].split("+", 1)[0] if "://" in uri else ""
+    if scheme == "file" or uri.startswith("file:") or (not scheme and ("/" in uri or uri.startswith("."))):
+        raise ConfigError(
+            f"{_TRACKING_OPTION} {shown(uri)}: MLflow's file store is not supported (MLflow 3 keeps it in maintenance mode); "
+            f"use {TRACKING_ACCEPTED}, or leave it unset for the embedded store under runs/"
+        )
+    if scheme in _DATABASES:
+        check_url(uri, _TRACKING_OPTION, TRACKING_ACCEPTED)
+        if scheme != "sqlite":
+            check_connects(uri, _TRACKING_OPTION, int(timeout_s))
         return
+    if scheme not in ("http", "https"):
+        return  # another MLflow scheme (databricks, ...): MLflow checks it
     try:  # a plain request with a short timeout: MLflow's own client retries for minutes
         resp = requests.get(uri.rstrip("/") + "/health", timeout=timeout_s)
         if resp.status_code >= 400:
             resp = requests.get(uri.rstrip("/") + "/api/2.0/mlflow/experiments/search", params={"max_results": 1}, timeout=timeout_s)
             resp.raise_for_status()
     except Exception as err:  # requests raises many kinds; all mean "unreachable" here
-        reason = str(err).splitlines()[0][:200]
+        reason = shown(str(err).splitlines()[0][:200])
         raise ConfigError(
-            f"--tracking-uri / MLFLOW_TRACKING_URI: cannot reach the MLflow tracking server at {uri} ({type(err).__name__}: {reason}); "
+            f"{_TRACKING_OPTION}: cannot reach the MLflow tracking server at {shown(uri)} ({type(err).__name__}: {reason}); "
             f"start it, fix the URI, or leave it unset to use the embedded store under runs/"
         ) from None
 
@@ -117,7 +152,9 @@ class Tracker:
             exp = self.client.get_experiment_by_name(study)
             if exp is None:
                 artifact_location = None
-                if uri.startswith("sqlite:") or uri.startswith("file:"):
+                if not uri.startswith(("http://", "https://")):
+                    # a database store (SQLite or a server's PostgreSQL) keeps no files: without a location MLflow
+                    # puts artifacts in ./mlruns of the current directory, outside the runs folder
                     artifact_location = mlflow_artifacts(Path(runs_dir).resolve(), study).as_uri()
                 self.experiment_id = self.client.create_experiment(study, artifact_location=artifact_location)
             else:
