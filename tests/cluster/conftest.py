@@ -153,3 +153,59 @@ def ray_cluster():
         if ray.is_initialized():
             ray.shutdown()
         cluster.shutdown()
+
+
+#: the password of :func:`postgres_pw`'s user: every test that uses it greps for it in what autoprune wrote and printed
+PLANTED_PASSWORD = "Pl4nted_S3cret_Zq7"
+
+
+@pytest.fixture(scope="session")
+def postgres_pw(tmp_path_factory):
+    """A throwaway PostgreSQL server that asks for a password over TCP (scram-sha-256), as a shared server does;
+    yields ``make_url(dbname, password=True) -> postgresql+psycopg://apuser:PLANTED_PASSWORD@...`` (creates the database)."""
+    import glob
+
+    path = os.pathsep.join([os.environ.get("PATH", ""), *sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)])
+    for tool in ("initdb", "pg_ctl"):
+        if not shutil.which(tool, path=path):
+            pytest.skip(f"PostgreSQL server binaries missing ({tool} neither on PATH nor in /usr/lib/postgresql/*/bin): apt-get install -y postgresql")
+    initdb, pg_ctl = shutil.which("initdb", path=path), shutil.which("pg_ctl", path=path)
+    pytest.importorskip("psycopg", reason="psycopg missing: pip install -c constraints.txt -e '.[cluster]'")
+    import psycopg
+
+    prefix = _as_postgres_user()
+    root = Path(tempfile.mkdtemp(prefix="autoprune-pgpw-"))
+    pwfile = root / "pw"
+    pwfile.write_text(PLANTED_PASSWORD + "\n")
+    if prefix:
+        shutil.chown(root, "nobody")
+        shutil.chown(pwfile, "nobody")
+    data = root / "data"
+    subprocess.run(prefix + [initdb, "-D", str(data), "-U", "apuser", f"--pwfile={pwfile}", "--auth-host=scram-sha-256", "--auth-local=trust", "-E", "UTF8"],
+                   check=True, capture_output=True)
+    pwfile.unlink()
+    port = free_port()
+    opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
+    subprocess.run(prefix + [pg_ctl, "-D", str(data), "-o", opts, "-l", str(root / "log"), "-w", "start"], check=True, capture_output=True)
+    made = set()
+
+    def make_url(db: str, password: bool = True) -> str:
+        if db not in made:
+            with psycopg.connect(f"host=127.0.0.1 port={port} user=apuser password={PLANTED_PASSWORD} dbname=postgres", autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{db}"')
+            made.add(db)
+        auth = f"apuser:{PLANTED_PASSWORD}" if password else "apuser"
+        return f"postgresql+psycopg://{auth}@127.0.0.1:{port}/{db}"
+
+    make_url.port = port
+    make_url.pg_bin = os.path.dirname(initdb)
+    make_url.data = data
+    make_url.prefix = prefix
+    make_url.pg_ctl = pg_ctl
+    make_url.opts = opts
+    make_url.log = root / "log"
+    try:
+        yield make_url
+    finally:
+        subprocess.run(prefix + [pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
