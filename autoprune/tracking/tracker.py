@@ -14,6 +14,7 @@ import fcntl
 import json
 import logging
 import os
+import sqlite3
 import tempfile
 import time
 from pathlib import Path
@@ -43,7 +44,7 @@ from autoprune.tracking.tags import (
 from autoprune.tracking.ui import prepare_experiment
 from autoprune.urls import shown
 
-__all__ = ["default_tracking_uri", "recorded_tracking_uri", "Tracker", "check_tracking_uri"]
+__all__ = ["default_tracking_uri", "recorded_tracking_uri", "relocate_embedded_store", "Tracker", "check_tracking_uri"]
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,41 @@ def _store_lock(uri: str) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
+#: the columns of MLflow's SQL store that hold artifact locations (absolute file:// URIs)
+_ARTIFACT_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_uri"), ("logged_models", "artifact_location"),
+                     ("model_versions", "source"), ("model_versions", "storage_location"))
+
+
+def relocate_embedded_store(runs_dir: str | os.PathLike) -> None:
+    """Point the embedded store's artifact locations at this runs folder's ``mlartifacts/``.
+
+    MLflow records them as absolute ``file://`` URIs: in a runs folder copied or moved elsewhere they still
+    name the original folder, and whatever is logged from the copy (an export's model, a resumed search's
+    front) would land there. No MLflow API moves an experiment's artifact location; the embedded store is
+    autoprune's own SQLite file, so its rows are rewritten, under the store's lock. A store that cannot be
+    written (a read-only copy) is left as it is, with a warning.
+    """
+    db = mlflow_db(runs_dir)
+    if not db.is_file():
+        return
+    here = mlflow_artifacts(Path(runs_dir).resolve(), "-").parent.as_uri() + "/"
+    marker = "/mlartifacts/"
+    with _store_lock(default_tracking_uri(runs_dir)), contextlib.closing(sqlite3.connect(db)) as conn:
+        try:
+            rows = conn.execute("select artifact_location from experiments where artifact_location like 'file:%' and instr(artifact_location, ?) > 0", (marker,)).fetchall()
+            olds = {loc[: loc.rindex(marker) + len(marker)] for (loc,) in rows} - {here}
+            with conn:
+                for old in olds:
+                    for table, column in _ARTIFACT_COLUMNS:
+                        with contextlib.suppress(sqlite3.OperationalError):  # a table or column this MLflow version lacks
+                            conn.execute(f"update {table} set {column} = ? || substr({column}, ?) where substr({column}, 1, ?) = ?", (here, len(old) + 1, len(old), old))
+        except sqlite3.Error as err:
+            log.warning("the MLflow store %s names artifacts under another runs folder and cannot be updated (%s): artifacts logged now go there", db, err)
+            return
+    for old in olds:
+        log.info("the runs folder was copied or moved: the MLflow store's artifact locations now point at %s instead of %s", here, old)
+
+
 def _metric(key: str, value: float, step: int = 0, ts: Optional[int] = None) -> Metric:
     return Metric(key, float(value), ts or int(time.time() * 1000), step)
 
@@ -145,6 +181,8 @@ class Tracker:
     def __init__(self, uri: str, study: str, runs_dir: str | os.PathLike) -> None:
         self.uri = uri
         self.study = study
+        if uri == default_tracking_uri(runs_dir):
+            relocate_embedded_store(runs_dir)  # a runs folder copied elsewhere: log into the copy, never the original
         with _store_lock(uri):
             # the first use of a SQLite store creates its tables: two searches starting at once on a
             # fresh runs/ would race in MLflow's migrations without this lock
