@@ -422,9 +422,11 @@ def export(obj: _Ctx, study: str, trial: Optional[int], pick: Optional[str], tol
     if as_json:
         _emit(res.to_json())
         return
+    from autoprune.export.card import accuracy_text
+
     card = res.model_card
     click.echo(
-        f"exported trial {res.trial} of study {study}: test accuracy {res.test_accuracy:.4f} (dense {card['dense']['test_accuracy']:.4f}), "
+        f"exported trial {res.trial} of study {study}: test accuracy {accuracy_text(res.test_accuracy_per_file, res.test_accuracy)} (dense {card['dense']['test_accuracy']:.4f}), "
         f"{res.size_bytes:,} B ({card['size_ratio'] * 100:.2f} % of dense), hidden sizes {card['hidden_sizes_after']}, "
         f"latency {res.latency_ms:.3f} ms; verified on the test set"
     )

@@ -171,15 +171,19 @@ def get_format(name: str) -> ExportFormat:
     return FORMATS[name]
 
 
-def verify_file(fmt: ExportFormat, subject: ExportSubject, path: Path, x: Any, lengths: Any, y: Any, expected_correct: int, reference: Any) -> Dict[str, Any]:
+def verify_file(fmt: ExportFormat, subject: ExportSubject, path: Path, x: Any, lengths: Any, y: Any, expected_correct: int, reference: Any,
+                float_logits: Any = None) -> Dict[str, Any]:
     """Load ``path`` back and check it against the in-memory model and the recorded test result.
 
     Args:
         reference: ``subject.predict(subject.reference(fmt.runtime), x, lengths)``, computed once per runtime.
         expected_correct: the count of correct test predictions recorded for this precision and runtime.
+        float_logits: the float32 model's test logits: how often the file's predictions agree with them is measured.
 
     Returns:
-        ``max_abs_diff`` and ``correct`` of the loaded file.
+        ``max_abs_diff``, ``correct`` and ``test_accuracy`` of the loaded file; with ``float_logits``,
+        ``agrees_with_float32``: the fraction of test sequences it predicts as the float32 model does
+        (int8 changes a hidden-unit-pruned model's predictions on some sequences; float32 files agree exactly).
 
     Raises:
         ExportError: logits beyond the format's tolerance, or a different count of correct predictions.
@@ -198,7 +202,10 @@ def verify_file(fmt: ExportFormat, subject: ExportSubject, path: Path, x: Any, l
             f"{fmt.name} export ({subject.precision}, {fmt.runtime}) gets {correct}/{n} test sequences right "
             f"(accuracy {correct / n:.6f}); the trial recorded {expected_correct}/{n} ({expected_correct / n:.6f})"
         )
-    return {"max_abs_diff": diff, "correct": correct}
+    out = {"max_abs_diff": diff, "correct": correct, "test_accuracy": correct / len(y)}
+    if float_logits is not None:
+        out["agrees_with_float32"] = float((got.argmax(1) == float_logits.argmax(1)).float().mean())
+    return out
 
 
 # --------------------------------------------------------------------------- torchscript
