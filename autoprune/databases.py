@@ -4,12 +4,16 @@ before anything is created, with one-line errors that never show the password.
 * :func:`check_url`: a URL SQLAlchemy can open, whose driver is installed (``create_engine`` would
   import the driver later, outside any check, and end in a traceback);
 * :func:`check_connects`: the server answers, within a few seconds;
-* :func:`lost_connection`: whether an error means the server went away (or refused us) mid-search.
+* :func:`lost_connection`: whether an error means the server went away (or refused us) mid-search;
+* :func:`server_lock`: a lock held in the database server itself, so that drivers on several machines
+  take turns (a file lock orders the processes of one machine only).
 """
 
 from __future__ import annotations
 
-from typing import Optional
+import contextlib
+import hashlib
+from typing import Dict, Iterator, Optional
 
 import sqlalchemy
 from sqlalchemy.engine import make_url
@@ -18,7 +22,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from autoprune.errors import ConfigError
 from autoprune.urls import has_password, shown
 
-__all__ = ["check_url", "check_connects", "lost_connection", "PASSWORD_HINT"]
+__all__ = ["check_url", "check_connects", "lost_connection", "server_lock", "PASSWORD_HINT"]
 
 #: where a password comes from when a stored URL (never holding one) is used again
 PASSWORD_HINT = "no password is ever stored: give the URL with it again, or set PGPASSWORD / ~/.pgpass"
@@ -71,3 +75,45 @@ def lost_connection(err: BaseException) -> Optional[str]:
             return shown(text.splitlines()[0][:200] if text else type(link).__name__)
         link = link.__cause__ or link.__context__
     return None
+
+
+_ENGINES: Dict[str, sqlalchemy.engine.Engine] = {}
+
+
+def _engine(url: str) -> sqlalchemy.engine.Engine:
+    """One small engine per URL and process for :func:`server_lock` (the lock lives as long as its connection)."""
+    if url not in _ENGINES:
+        _ENGINES[url] = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    return _ENGINES[url]
+
+
+@contextlib.contextmanager
+def server_lock(url: str, name: str) -> Iterator[None]:
+    """Hold the lock ``name`` in the database server of ``url`` for the block: PostgreSQL's session advisory
+    lock (``pg_advisory_lock``), MySQL's ``GET_LOCK``. Other databases (SQLite: one machine) hold none here.
+
+    The lock belongs to this block's connection: a driver that dies (even by SIGKILL) loses its
+    connection, and the server releases the lock. Waiting is unbounded, as for a file lock: the
+    holder only counts trials and asks one, or creates a study.
+    """
+    backend = make_url(url).get_backend_name()
+    if backend not in ("postgresql", "mysql"):
+        yield
+        return
+    key = int.from_bytes(hashlib.sha256(f"autoprune:{name}".encode()).digest()[:8], "big", signed=True)
+    with _engine(url).connect() as conn:
+        if backend == "postgresql":
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+        else:  # MySQL lock names are at most 64 characters
+            conn.execute(sqlalchemy.text("SELECT GET_LOCK(:n, -1)"), {"n": f"autoprune:{key:x}"})
+        conn.commit()
+        try:
+            yield
+        finally:
+            with contextlib.suppress(sqlalchemy.exc.SQLAlchemyError):  # a lost connection has released it already
+                if backend == "postgresql":
+                    conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                else:
+                    conn.execute(sqlalchemy.text("SELECT RELEASE_LOCK(:n)"), {"n": f"autoprune:{key:x}"})
+                conn.commit()
+

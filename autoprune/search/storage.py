@@ -10,21 +10,22 @@ safe to append to after a killed writer (:mod:`autoprune.search.journal`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from optuna.storages import JournalStorage
+from optuna.storages import JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 
-from autoprune.databases import check_connects, check_url
+from autoprune.databases import check_connects, check_url, server_lock
 from autoprune.errors import ConfigError
 from autoprune.search.journal import remove_stale_journal_lock, repair_journal
 from autoprune.urls import shown, written
 
-__all__ = ["Storage", "storage_for", "is_shared_storage", "ACCEPTED"]
+__all__ = ["Storage", "storage_for", "storage_of", "is_shared_storage", "ACCEPTED"]
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +96,21 @@ class Storage:
         return self.recorded == other.recorded
 
     def open(self) -> Any:
-        """What ``optuna.create_study`` / ``load_study`` take: the URL, or a ``JournalStorage`` on the file."""
+        """What ``optuna.create_study`` / ``load_study`` take: a ``JournalStorage`` on the file, an ``RDBStorage``
+        on a database server (created under the server's lock: two drivers creating Optuna's tables in a fresh
+        database at once made one fail with an IntegrityError), or the URL (SQLite)."""
         if self.is_journal:
             return JournalStorage(JournalFileBackend(self.text))
+        if self.shared:
+            with server_lock(self.text, "optuna-schema"):
+                return RDBStorage(self.text)
         return self.text
+
+    def study_lock(self, study: str) -> Any:
+        """A lock that every driver of ``study`` on this storage takes to count and ask trials or to create the
+        study: held in the database server (:func:`autoprune.databases.server_lock`) when drivers on several
+        machines may share it; nothing here for a journal or SQLite (the runs folder's file locks order one machine)."""
+        return server_lock(self.text, f"study:{study}") if self.shared else contextlib.nullcontext()
 
     def relocated(self, own_journal: Path) -> "Storage":
         """The study's own journal, wherever the runs folder is now: ``search.json`` may hold a path
@@ -136,7 +148,13 @@ def storage_for(storage: str) -> Any:
     return Storage(storage).open()
 
 
+def storage_of(study: Any) -> Optional[Storage]:
+    """The storage an opened study lives in (None for a journal: its file is known from the runs folder)."""
+    url = str(getattr(getattr(study._storage, "_backend", study._storage), "url", "") or "")
+    return Storage(url) if url else None
+
+
 def is_shared_storage(study: Any) -> bool:
     """True when an opened study lives in a database server (see :attr:`Storage.shared`)."""
-    url = str(getattr(getattr(study._storage, "_backend", study._storage), "url", "") or "")
-    return bool(url) and Storage(url).shared
+    store = storage_of(study)
+    return store is not None and store.shared
