@@ -19,11 +19,11 @@ from autoprune.models.arch import ArchSpec
 from autoprune.models.fitting import BestValidation, Recipe, check_finite, fit
 from autoprune.models.rnn import RNNClassifier
 from autoprune.reference.cache import DenseResult, dense_cache_key, load_cached, reference_metrics, write_reference
-from autoprune.reference.user_model import ensure_user_dense
+from autoprune.reference.user_model import ensure_user_dense, user_cache_key
 from autoprune.runtime.preflight import check_model_memory
 from autoprune.tasks import build_datamodule
 
-__all__ = ["ensure_dense", "dense_arch"]
+__all__ = ["ensure_dense", "dense_arch", "reference_key"]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,12 @@ def dense_arch(config: StudyConfig, dm: Any, runs_dir: str | os.PathLike = "runs
     if config.model.user_model:
         return ensure_user_dense(config, runs_dir, dm=dm).arch
     return ArchSpec.from_config(config.model, dm.n_channels, dm.n_classes)
+
+
+def reference_key(config: StudyConfig) -> str:
+    """The content key naming the study's dense reference (``runs/<study>/dense/<key>/``), known before
+    anything is trained or converted: a study searched on one key cannot take trials of another."""
+    return user_cache_key(config) if config.model.user_model else dense_cache_key(config)
 
 
 def ensure_dense(

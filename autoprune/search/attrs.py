@@ -7,8 +7,10 @@ whichever runner ran it.
 
 from __future__ import annotations
 
-__all__ = ["POLICY", "RESULT", "STATE", "ERROR", "TRACEBACK", "BACKEND", "DRIVER", "NODE", "HOST"]
+__all__ = ["DENSE_KEY", "POLICY", "RESULT", "STATE", "ERROR", "INTERRUPTED", "TRACEBACK", "BACKEND", "DRIVER", "NODE", "HOST"]
 
+#: a study attribute: the content key of the dense reference every trial of the study starts from
+DENSE_KEY = "autoprune.dense_key"
 #: the pruning policy the trial ran (``PruningPolicy.to_dict()``)
 POLICY = "autoprune.policy"
 #: what ``run_trial`` returned (``TrialResult.to_dict()`` without the pruning history)
@@ -17,6 +19,8 @@ RESULT = "autoprune.result"
 STATE = "autoprune.state"
 #: why the trial failed, one line
 ERROR = "autoprune.error"
+#: true on a trial failed because its search was interrupted (not by its own error): a warm-start policy runs again
+INTERRUPTED = "autoprune.interrupted"
 #: the failure's traceback (``--debug``)
 TRACEBACK = "autoprune.traceback"
 #: the runner that ran it: local | ray

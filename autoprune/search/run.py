@@ -25,7 +25,7 @@ import optuna
 from autoprune.config import StudyConfig
 from autoprune.errors import ConfigError
 from autoprune.layout import StudyPaths, study_paths
-from autoprune.reference.dense import ensure_dense
+from autoprune.reference.dense import ensure_dense, reference_key
 from autoprune.search.faults import FailureWatch
 from autoprune.search.interrupts import Ending, SearchStopped, SignalScope
 from autoprune.search.objective import prepare_space
@@ -33,7 +33,7 @@ from autoprune.search.recipe_check import check_search_start
 from autoprune.search.recording import Recorder, SearchSummary
 from autoprune.search.runners import Runner, SearchJob, get_runner
 from autoprune.search.storage import Storage
-from autoprune.search.study import StudyLock, create_study, mark_stale, read_meta, update_meta
+from autoprune.search.study import StudyLock, check_same_reference, create_study, mark_stale, read_meta, update_meta
 from autoprune.tracking.tracker import check_tracking_uri, default_tracking_uri, recorded_tracking_uri
 from autoprune.trial.run import dense_numbers
 from autoprune.urls import same_place, shown, written
@@ -80,13 +80,15 @@ def run_search(
         store.prepare()  # a journal left by a killed search: its lock cleared, a torn tail dropped
         # ---- everything that can be refused is refused before training the dense model
         config, space, settings, cache = prepare_space(config, runs_dir)
+        check_same_reference(config, store, reference_key(config), read_meta(paths.meta))  # G2: before training another dense model
         dense = ensure_dense(config, runs_dir)
         check_search_start(config, runs_dir, dense)  # epoch budget, small-validation warning, fine-tune with nothing pruned
-        study = create_study(config, store, space)
+        study, salt = create_study(config, store, space, dense.key)
         update_meta(paths.meta, storage=store.recorded, tracking_uri=written(uri), tracking_embedded=uri == default_tracking_uri(runs_dir),
                     config=config.to_dict(), dense_checkpoint=str(dense.checkpoint))
         s = config.search
-        job = SearchJob(config, runs_dir, store.text, s.trials, dense.arch.to_dict(), started + s.timeout if s.timeout else None, str(dense.checkpoint))
+        job = SearchJob(config, runs_dir, store.text, s.trials, dense.arch.to_dict(), started + s.timeout if s.timeout else None, str(dense.checkpoint),
+                        sampler_salt=salt)
         dense_info = {**dense.metrics, **dense_numbers(dense, settings["seq_len"], cache.get(dense.arch, settings))}
         ending, marked, recorder = _run(signals, runner, job, study, paths, uri, dense_info, started, progress)
 
