@@ -16,14 +16,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from autoprune.errors import ConfigError
 
-__all__ = ["STUDY_NAME", "STUDY_NAME_MAX", "check_study_name", "StudyPaths", "study_paths", "mlflow_db", "mlflow_artifacts"]
+__all__ = ["STUDY_NAME", "STUDY_NAME_MAX", "check_study_name", "StudyPaths", "study_paths", "mlflow_db", "mlflow_artifacts", "write_atomic"]
 
 #: the one rule for a study's name (the config's ``study``, ``--study``, the STUDY argument of every
 #: command): a folder name under the runs folder, never a path out of it
@@ -123,3 +125,20 @@ def mlflow_db(runs_dir: str | os.PathLike) -> Path:
 def mlflow_artifacts(runs_dir: str | os.PathLike, study: str) -> Path:
     """Where the embedded store keeps a study's artifacts."""
     return Path(runs_dir) / "mlartifacts" / study
+
+
+def write_atomic(path: str | os.PathLike, data: bytes | memoryview) -> Path:
+    """Write ``data`` to ``path`` whole or not at all: a temporary file beside it (mode 0600, as ``mkstemp``
+    makes it), renamed over it. A full or read-only disk raises ``OSError`` and leaves nothing behind.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path

@@ -12,6 +12,7 @@ Nothing here imports torch at import time: the CLI lists the format names when i
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -214,7 +215,9 @@ def verify_file(fmt: ExportFormat, subject: ExportSubject, path: Path, x: Any, l
 def _ts_write(subject: ExportSubject, path: Path) -> None:
     import torch
 
-    torch.jit.save(torch.jit.script(subject.torch_module()), str(path))
+    buffer = io.BytesIO()  # serialised in memory: torch's file writer aborts the process when the disk fills up
+    torch.jit.save(torch.jit.script(subject.torch_module()), buffer)
+    path.write_bytes(buffer.getbuffer())
 
 
 def _ts_load(path: Path) -> Predict:
@@ -289,10 +292,10 @@ def load_state_dict_export(path: str | os.PathLike) -> Any:
 
 
 def _sd_write(subject: ExportSubject, path: Path) -> None:
-    import torch
+    from autoprune.models.checkpoints import save_checkpoint
 
     m = subject.model
-    torch.save(
+    save_checkpoint(
         {
             "arch": m.spec.to_dict(),
             "state_dict": m.state_dict(),

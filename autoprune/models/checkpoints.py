@@ -1,28 +1,48 @@
-"""The one checkpoint loader: every file autoprune writes with ``torch.save`` is read here.
+"""The one checkpoint loader and writer: every file autoprune writes with ``torch.save`` is written
+by :func:`save_checkpoint` and read by :func:`load_checkpoint`.
 
 All of them (dense ``model.pt``, a trial's ``model.pt``, an exported ``model_state.pt``)
 hold tensors and plain containers only, so they load with ``weights_only=True``: a
 checkpoint that someone replaced with a pickle carrying code is refused instead of run.
+They are serialised in memory and written by Python: torch's own file writer aborts the
+whole process (a C++ ``terminate``) when the disk fills up mid-write.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import re
+from pathlib import Path
 from typing import Any, Dict
 
 import torch
 
 from autoprune.errors import AutopruneError
+from autoprune.layout import write_atomic
 from autoprune.models.arch import ArchSpec
 from autoprune.models.rnn import RNNClassifier
 
-__all__ = ["load_checkpoint", "model_from", "CheckpointError"]
+__all__ = ["load_checkpoint", "save_checkpoint", "model_from", "CheckpointError"]
 
 
 class CheckpointError(AutopruneError):
     """A checkpoint file is missing, truncated, or not one autoprune wrote."""
+
+
+def save_checkpoint(payload: Dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write ``payload`` (tensors and plain containers) to ``path`` whole or not at all: ``torch.save`` into
+    memory, then a temporary file beside ``path`` renamed over it.
+
+    Raises:
+        OSError: the disk is full or read-only (nothing is left behind; the CLI says it in one line).
+    """
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    path = write_atomic(path, buffer.getbuffer())
+    os.chmod(path, 0o644)  # weights are not secret: readable as torch.save left them
+    return path
 
 
 def load_checkpoint(path: str | os.PathLike, required: tuple[str, ...] = ("arch", "state_dict")) -> Dict[str, Any]:
