@@ -4,7 +4,8 @@ before anything is created, with one-line errors that never show the password.
 * :func:`check_url`: a URL SQLAlchemy can open, whose driver is installed (``create_engine`` would
   import the driver later, outside any check, and end in a traceback);
 * :func:`check_connects`: the server answers, within a few seconds;
-* :func:`lost_connection`: whether an error means the server went away (or refused us) mid-search;
+* :func:`database_failure`: whether an error means the database failed under us (its server went away,
+  refused us, or its disk is full or read-only);
 * :func:`server_lock`: a lock held in the database server itself, so that drivers on several machines
   take turns (a file lock orders the processes of one machine only).
 """
@@ -22,7 +23,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from autoprune.errors import ConfigError
 from autoprune.urls import has_password, shown
 
-__all__ = ["check_url", "check_connects", "lost_connection", "server_lock", "PASSWORD_HINT"]
+__all__ = ["check_url", "check_connects", "database_failure", "server_lock", "PASSWORD_HINT"]
 
 #: where a password comes from when a stored URL (never holding one) is used again
 PASSWORD_HINT = "no password is ever stored: give the URL with it again, or set PGPASSWORD / ~/.pgpass"
@@ -62,9 +63,9 @@ def check_connects(url: str, option: str, timeout_s: int = 5) -> None:
         engine.dispose()
 
 
-def lost_connection(err: BaseException) -> Optional[str]:
-    """The first line of the database error ``err`` is or was raised from (its cause / context chain)
-    when it says the connection is gone or cannot be made; else None."""
+def database_failure(err: BaseException) -> Optional[str]:
+    """The first line (password hidden) of the database error ``err`` is or was raised from (its cause /
+    context chain): a connection lost or refused, a disk full or read-only under SQLite; else None."""
     seen, link = set(), err
     while link is not None and id(link) not in seen:
         seen.add(id(link))

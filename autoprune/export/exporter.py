@@ -40,7 +40,7 @@ from autoprune.search.study import open_study
 from autoprune.tasks import build_datamodule
 from autoprune.tracking.tags import MLFLOW_PARENT_TAG, TRIAL_TAG
 from autoprune.search.faults import first_line
-from autoprune.tracking.tracker import _client, check_tracking_uri, default_tracking_uri, recorded_tracking_uri, relocate_embedded_store
+from autoprune.tracking.tracker import _client, check_tracking_uri, default_tracking_uri, recorded_tracking_uri, relocate_embedded_store, study_run_ids
 from autoprune.trial.result import load_trial_model
 from autoprune.urls import shown
 
@@ -98,8 +98,12 @@ def export(
     tracking_uri: Optional[str] = None,
     log_mlflow: bool = True,
     tolerance: float = 0.01,
+    storage: Optional[str] = None,
 ) -> ExportResult:
     """Export one trial of a searched study (see module docstring).
+
+    ``storage`` / ``tracking_uri``: where the study and its MLflow runs live, for a machine without the runs
+    folder the search wrote (the trial's weights then come from its MLflow run).
 
     Raises:
         TrialError: unknown study/trial, unexportable trial, limits nobody meets.
@@ -108,10 +112,14 @@ def export(
     chosen = [get_format(f) for f in dict.fromkeys(formats)] or [get_format("torchscript")]
     for fmt in chosen:
         fmt.requires()
-    st, meta = open_study(study, runs_dir)
+    st, meta = open_study(study, runs_dir, storage)
     meta = {**meta, "tracking_uri": tracking_uri or recorded_tracking_uri(meta, runs_dir)}
-    if log_mlflow and meta["tracking_uri"]:
+    if meta["tracking_uri"]:
         check_tracking_uri(meta["tracking_uri"])  # before any file is written: MLflow's own client retries for minutes
+        if not meta.get("mlflow_experiment_id"):  # a teammate's machine: the study's runs found by its name
+            meta["mlflow_experiment_id"], meta["mlflow_parent_run_id"] = study_run_ids(meta["tracking_uri"], study)
+    if not meta.get("config"):
+        raise TrialError(f"study '{study}' has no config recorded on it (searched by an older autoprune): export it where its runs folder is")
     row = select_trial(st, trial, pick, max_size_bytes, max_latency_ms, min_accuracy, tolerance)
     number = row["trial"]
     out = Path(out_dir) if out_dir else study_paths(runs_dir, study).export(number)
@@ -278,9 +286,9 @@ def _staged(out: Path, write: Any) -> Any:
 def _log_verified(meta, runs_dir, number, out, subject, raw_x, lengths, names, register, card) -> Optional[str]:
     """Log a verified export to MLflow; a failure there (a store that cannot be written, a server gone) is a
     warning: the files are in place and verified, and the export stands."""
-    if meta["tracking_uri"] == default_tracking_uri(runs_dir):
-        relocate_embedded_store(runs_dir)  # a copied runs folder: its own store, never the original's
     try:
+        if meta["tracking_uri"] == default_tracking_uri(runs_dir):
+            relocate_embedded_store(runs_dir)  # a copied runs folder: its own store, never the original's
         model_uri = _log_to_mlflow(meta, number, out, subject.torch_module(), raw_x, lengths, names, register)
     except Exception as err:  # MlflowException, OSError, sqlite/SQLAlchemy errors: all mean "not logged"
         log.warning("trial %d is exported and verified in %s, but logging it to MLflow (%s) failed: %s", number, out,

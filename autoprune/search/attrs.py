@@ -1,4 +1,4 @@
-"""The Optuna user-attribute keys autoprune writes on a trial, in one place.
+"""The Optuna user-attribute keys autoprune writes on a trial (and on the study), in one place.
 
 The study is the one record: ``pareto``, ``export``, resume, the MLflow sync and the
 dashboard read a trial's policy, result, state and error from these attributes,
@@ -7,8 +7,10 @@ whichever runner ran it.
 
 from __future__ import annotations
 
-__all__ = ["DENSE_KEY", "POLICY", "RESULT", "STATE", "ERROR", "INTERRUPTED", "TRACEBACK", "BACKEND", "DRIVER", "NODE", "HOST"]
+__all__ = ["CONFIG", "DENSE_KEY", "POLICY", "RESULT", "STATE", "ERROR", "INTERRUPTED", "TRACEBACK", "BACKEND", "DRIVER", "NODE", "HOST"]
 
+#: a study attribute: the study's config (``StudyConfig.to_dict()``), for pareto / export on a machine without the runs folder
+CONFIG = "autoprune.config"
 #: a study attribute: the content key of the dense reference every trial of the study starts from
 DENSE_KEY = "autoprune.dense_key"
 #: the pruning policy the trial ran (``PruningPolicy.to_dict()``)

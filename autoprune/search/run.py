@@ -26,7 +26,7 @@ from autoprune.config import StudyConfig
 from autoprune.errors import ConfigError
 from autoprune.layout import StudyPaths, study_paths
 from autoprune.reference.dense import ensure_dense, reference_key
-from autoprune.search.faults import FailureWatch
+from autoprune.search.faults import FailureWatch, environment_failure, first_line
 from autoprune.search.interrupts import Ending, SearchStopped, SignalScope
 from autoprune.search.objective import prepare_space
 from autoprune.search.recipe_check import check_search_start
@@ -144,18 +144,34 @@ def _run(signals: SignalScope, runner: Runner, job: SearchJob, study: Any, paths
             update_meta(paths.meta, mlflow_experiment_id=recorder.tracker.experiment_id, mlflow_parent_run_id=recorder.tracker.parent_run_id)
         update = _updater(signals, recorder, study, job, started, progress)
         status = update()
-        if status["done"] < job.total and (job.deadline is None or time.time() < job.deadline):
+        if status["done"] < job.total and job.deadline is not None and time.time() >= job.deadline:
+            log.warning(
+                "search.timeout (--timeout %g s) expired before any trial started (it counts from the start: the dense model and the "
+                "checks took %.0f s); no trial ran: give a longer --timeout", job.config.search.timeout, time.time() - started,
+            )
+        elif status["done"] < job.total:
             runner.run(job, study, update)
     except BaseException as err:
         ending = Ending.of(err)
         runner.stop()
-        marked = mark_stale(study, ending.stale_reason)
+        # best effort: when the storage itself is what failed, the next search marks these trials instead
+        marked = _best_effort(lambda: mark_stale(study, ending.stale_reason), 0, "mark the running trials failed")
         if not ending.interrupted:
             raise
     finally:
         if recorder is not None:
             recorder.finish(paths.root, ending.parent_status)
     return ending, marked, recorder
+
+
+def _best_effort(step: Callable[[], Any], default: Any, what: str) -> Any:
+    """``step()`` during the clean-up after a search failed: its own failure (often the same server or disk) is a
+    warning, so that the clean-up goes on and the first error is the one reported."""
+    try:
+        return step()
+    except Exception as err:
+        log.warning("could not %s either: %s", what, environment_failure(err) or first_line(str(err)))
+        return default
 
 
 def _updater(signals: SignalScope, recorder: Recorder, study: Any, job: SearchJob, started: float, progress: Progress) -> Callable[[], Dict[str, Any]]:

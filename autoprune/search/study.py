@@ -8,13 +8,11 @@ runner filled it.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import logging
 import os
 import socket
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -23,7 +21,7 @@ from optuna.trial import TrialState
 
 from autoprune.config import StudyConfig, config_from_dict
 from autoprune.errors import ConfigError, TrialError
-from autoprune.layout import study_paths
+from autoprune.layout import study_paths, write_atomic
 from autoprune.search import attrs
 from autoprune.search.samplers import make_sampler, stable_int
 from autoprune.search.storage import Storage, is_shared_storage
@@ -35,23 +33,44 @@ log = logging.getLogger(__name__)
 OBJECTIVE_DIRECTIONS = {"val_accuracy": "maximize", "size_bytes": "minimize", "latency_ms": "minimize"}
 
 
-def open_study(study: str, runs_dir: str | os.PathLike = "runs") -> Tuple[optuna.Study, Dict[str, Any]]:
+def open_study(study: str, runs_dir: str | os.PathLike = "runs", storage: Optional[str] = None) -> Tuple[optuna.Study, Dict[str, Any]]:
     """Load a searched study by name; returns (optuna study, search meta dict).
 
+    Args:
+        storage: where the study lives (``--storage``), for a teammate without the runs folder the search wrote:
+            the meta then comes from the study itself (its config, recorded on it by the search).
+
     Raises:
-        TrialError: no search has been run for this study (lists the studies that have one), or its storage cannot be read.
+        TrialError: no search has been run for this study (lists the studies that have one), no such study in
+            ``storage``, or its storage cannot be read.
     """
     paths = study_paths(runs_dir, study)
-    if not paths.meta.is_file():
+    meta = read_meta(paths.meta)
+    if storage is not None:
+        given = Storage.parse(storage)
+        given.check_reachable()
+        if not (meta.get("storage") and Storage(meta["storage"]).relocated(paths.journal).same_as(given)):
+            meta = {"storage": given.recorded}  # another machine's study: what search.json would say comes from the study
+        st = _load(study, given, f"no study '{study}' in {given.display()}")
+        meta.setdefault("config", st.user_attrs.get(attrs.CONFIG))
+        return st, meta
+    if not meta:
         known = sorted(p.parent.name for p in Path(runs_dir).glob("*/search.json")) if Path(runs_dir).is_dir() else []
         raise TrialError(
             f"unknown study '{study}' under {runs_dir}/: no search has been run for it"
-            + (f"; studies with a search: {', '.join(known)}" if known else "; run `autoprune search CONFIG` first")
+            + (f"; studies with a search: {', '.join(known)}" if known else "; run `autoprune search CONFIG` first, or give --storage where it lives")
         )
-    meta = read_meta(paths.meta)
-    storage = Storage(meta["storage"]).relocated(paths.journal)
+    stored = Storage(meta["storage"]).relocated(paths.journal)
+    return _load(study, stored, f"no study '{study}' in {stored.display()} (recorded in {paths.meta})"), meta
+
+
+def _load(study: str, storage: Storage, missing: str) -> optuna.Study:
+    if storage.is_journal and not Path(storage.text).is_file():
+        raise TrialError(f"{missing}: the journal file does not exist")
     try:
-        return optuna.load_study(study_name=study, storage=storage.open()), meta
+        return optuna.load_study(study_name=study, storage=storage.open())
+    except KeyError:
+        raise TrialError(missing) from None
     except ValueError as err:  # json.JSONDecodeError included: a damaged journal
         raise TrialError(
             f"{storage.display()}: the study storage cannot be read ({type(err).__name__}: {str(err)[:200]}); "
@@ -84,15 +103,7 @@ def update_meta(path: Path, **values: Any) -> Dict[str, Any]:
     """
     meta = read_meta(path)
     meta.update(values)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".search.", suffix=".json")  # mkstemp: mode 0600
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(json.dumps(meta, indent=2))
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, json.dumps(meta, indent=2).encode())  # mode 0600
     return meta
 
 
@@ -250,6 +261,8 @@ def create_study(config: StudyConfig, storage: Storage, space: Any, dense_key: s
             study.enqueue_trial(params)
         if study.user_attrs.get(attrs.DENSE_KEY) != dense_key:
             study.set_user_attr(attrs.DENSE_KEY, dense_key)  # check_same_reference reads it on the next run, on any machine
+        if study.user_attrs.get(attrs.CONFIG) != config.to_dict():
+            study.set_user_attr(attrs.CONFIG, config.to_dict())  # pareto / export from another machine (open_study(storage=...))
         if study.metric_names != list(s.objectives):
             study.set_metric_names(list(s.objectives))  # Optuna Dashboard and the MLflow-free views name them
     return study, salt

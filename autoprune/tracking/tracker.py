@@ -44,7 +44,7 @@ from autoprune.tracking.tags import (
 from autoprune.tracking.ui import prepare_experiment
 from autoprune.urls import shown
 
-__all__ = ["default_tracking_uri", "recorded_tracking_uri", "relocate_embedded_store", "Tracker", "check_tracking_uri"]
+__all__ = ["default_tracking_uri", "recorded_tracking_uri", "relocate_embedded_store", "study_run_ids", "Tracker", "check_tracking_uri"]
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +66,29 @@ def recorded_tracking_uri(meta: Dict[str, Any], runs_dir: str | os.PathLike) -> 
     return uri
 
 
+def study_run_ids(uri: str, study: str) -> tuple[Optional[str], Optional[str]]:
+    """(experiment id, latest search run id) of ``study`` in the store at ``uri`` (Nones when it has none):
+    what search.json records, found by name on a machine without it."""
+    client = _client(uri)
+    exp = client.get_experiment_by_name(study)
+    if exp is None:
+        return None, None
+    found = client.search_runs([exp.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = 'true'", order_by=["attributes.start_time DESC"], max_results=1)
+    return exp.experiment_id, (found[0].info.run_id if found else None)
+
+
+#: how long an MLflow call waits for a server that stopped answering (README "Faults")
+HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
 def _client(uri: str):
     # with a tracking server MLflow prints "View run ... at: URL" to stdout for every run it ends: that
     # would break `--json` output (the URLs are in the summary and `autoprune ui` anyway)
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    # a tracking server that stops answering: MLflow's defaults (7 retries, backoff factor 2, 120 s timeout) wait
+    # about 10 minutes per call; these give up within about 30 s (each can still be set in the environment)
+    for key, value in HTTP_LIMITS.items():
+        os.environ.setdefault(key, value)
     return MlflowClient(tracking_uri=uri)
 
 

@@ -55,7 +55,7 @@ def _dump(pg, db: str) -> str:
 
 
 def test_planted_password_appears_nowhere(tmp_path, postgres_pw):
-    storage, tracking = postgres_pw("secrets_optuna"), postgres_pw("secrets_mlflow")
+    storage, tracking = postgres_pw.url("secrets_optuna"), postgres_pw.url("secrets_mlflow")
     runs, cwd = tmp_path / "runs", tmp_path / "cwd"
     cwd.mkdir()
     cfg = write_study(tmp_path / "tiny.yaml", trials=2)
@@ -145,7 +145,7 @@ def test_ray_backend_writes_no_password(tmp_path, postgres_pw):
     pytest.importorskip("ray", reason="Ray missing: pip install -c constraints.txt -e '.[cluster]'")
     runs = tmp_path / "runs"
     cfg = write_study(tmp_path / "tiny.yaml", trials=2)
-    res = _cli(["--runs-dir", str(runs), "search", str(cfg), "--backend", "ray", "--concurrency", "1", "--storage", postgres_pw("secrets_ray")], tmp_path)
+    res = _cli(["--runs-dir", str(runs), "search", str(cfg), "--backend", "ray", "--concurrency", "1", "--storage", postgres_pw.url("secrets_ray")], tmp_path)
     assert res.returncode == 0, res.stderr[-4000:]
     assert list((runs / "tiny" / "ray_results").rglob("tuner.pkl"))  # Tune did write its experiment
     assert _files_with(runs, PLANTED_PASSWORD) == []
