@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 .PHONY: demo test bench bench-quick install clean-runs help
 
 help:
-	@echo "make demo   # quickstart: dense model, search, Pareto front, export (about 2 minutes)"
+	@echo "make demo   # quickstart: dense model, search, Pareto front, export (about 3 minutes)"
 	@echo "make test   # the test suite (about 8 minutes on 2 cores)"
 	@echo "make bench  # benchmarks against baselines (see benchmarks/README.md)"
 

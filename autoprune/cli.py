@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional
 import click
 
 from autoprune.errors import AutopruneError
+from autoprune.search.faults import environment_failure
 from autoprune.search.interrupts import SearchStopped, SignalScope, as_interrupt, exit_code, signal_name
 
 __all__ = ["main", "cli"]
@@ -30,7 +31,8 @@ class _Ctx:
 
 
 def _handle_errors(fn: Callable) -> Callable:
-    """One line and exit 2 for a refused input or setting; an interrupt exits 128 + its signal
+    """One line and exit 2 for a refused input or setting, and for the disk or a server failing under the command
+    (:func:`autoprune.search.faults.environment_failure`); an interrupt exits 128 + its signal
     (:func:`autoprune.search.interrupts.exit_code`); anything else is a bug and keeps its traceback."""
 
     @functools.wraps(fn)
@@ -46,7 +48,12 @@ def _handle_errors(fn: Callable) -> Callable:
         except BaseException as err:
             found = as_interrupt(err)
             if found is None and not isinstance(err, KeyboardInterrupt):
-                raise
+                failed = environment_failure(err) if isinstance(err, Exception) and not (ctx is not None and ctx.debug) else None
+                if failed is None:
+                    raise
+                # the disk or a server failed, not autoprune: one line instead of the libraries' traceback chain
+                click.echo(f"error: {failed}; what was recorded is kept: fix it, then run the same command again", err=True)
+                sys.exit(exit_code(err))
             name = found.signal_name if found is not None else signal_name(getattr(err, "signum", 2))
             click.echo(f"interrupted by {name}", err=True)
             sys.exit(exit_code(err))
@@ -72,7 +79,7 @@ def cli(ctx: click.Context, runs_dir: str, debug: bool, quiet: bool) -> None:
       autoprune train search_spaces/quickstart.yaml       # dense model, cached
       autoprune search search_spaces/quickstart.yaml      # Pareto search, MLflow
       autoprune pareto quickstart                          # the front as a table
-      autoprune export quickstart --pick knee             # ship a pruned model
+      autoprune export quickstart                          # ship the smallest model within 1 point of dense
     """
     ctx.obj = _Ctx(runs_dir, debug, quiet)
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
@@ -81,6 +88,15 @@ def cli(ctx: click.Context, runs_dir: str, debug: bool, quiet: bool) -> None:
         logging.getLogger("autoprune.search.faults").setLevel(logging.DEBUG)
     for noisy in ("mlflow", "alembic", "optuna"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def storage_option(help_text: str) -> Callable:
+    """``--storage`` (or ``AUTOPRUNE_STORAGE``): where a study lives; the one definition for every command."""
+    return click.option("--storage", envvar="AUTOPRUNE_STORAGE", default=None, help=help_text)
+
+
+#: --storage of the commands that read a searched study
+_READ_STORAGE = "Where the study lives (default: what runs/<study>/search.json recorded): for a machine without that runs folder."
 
 
 def quiet_option(fn: Callable) -> Callable:
@@ -229,7 +245,7 @@ def _print_front(rows: list, dense: Optional[dict] = None) -> None:
 @click.option("--max-latency-ms", type=float, default=None, help="Latency budget (measured as the config's 'measure' section says).")
 @click.option("--max-size-bytes", type=int, default=None, help="Size budget.")
 @click.option("--sampler", type=click.Choice(["nsga2", "tpe", "random"]), default=None, help="Optuna sampler.")
-@click.option("--storage", default=None, help="Optuna storage URL (default: a journal file under runs/<study>/).")
+@storage_option("Optuna storage URL (default: a journal file under runs/<study>/; a resumed study uses the one it recorded). A password here is never stored: on resume give it again, or use PGPASSWORD / ~/.pgpass.")
 @click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None, help="MLflow tracking URI (default: embedded store under runs/).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @quiet_option
@@ -290,21 +306,25 @@ def search(obj: _Ctx, config: str, study: Optional[str], trials: Optional[int], 
     click.echo(f"  open it with:  autoprune ui {summary.study}")
     if "pareto_front.png" in summary.artifacts:
         click.echo(f"  front plot:    {summary.artifacts['pareto_front.png']}")
-    click.echo(f"export a model:  autoprune export {summary.study}   (--pick best: the smallest within 1 point of dense validation accuracy)")
+    if summary.pareto:
+        click.echo(f"export a model:  autoprune export {summary.study}   (--pick best: the smallest within 1 point of dense validation accuracy)")
+    else:
+        click.echo(f"no trial within the budgets yet: nothing to export (`autoprune pareto {summary.study} --all` lists every trial and why)")
 
 
 @cli.command()
 @click.argument("study")
 @click.option("--all", "show_all", is_flag=True, help="Every trial, not only the front.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@storage_option(_READ_STORAGE)
 @click.pass_obj
 @_handle_errors
-def pareto(obj: _Ctx, study: str, show_all: bool, as_json: bool) -> None:
+def pareto(obj: _Ctx, study: str, show_all: bool, as_json: bool, storage: Optional[str]) -> None:
     """Show a study's Pareto front (or every trial with --all)."""
     from autoprune.search.pareto import front_rows, trial_row
     from autoprune.search.study import open_study
 
-    st, meta = open_study(study, obj.runs_dir)
+    st, meta = open_study(study, obj.runs_dir, storage)
     rows = [trial_row(t) for t in st.get_trials(deepcopy=False)] if show_all else front_rows(st)
     if as_json:
         _emit(rows)
@@ -333,25 +353,29 @@ def ui(obj: _Ctx, study: Optional[str], port: int, tracking_uri: Optional[str], 
     from autoprune.tracking.server import check_port, serve
     from autoprune.tracking.tracker import default_tracking_uri
 
+    from autoprune.tracking.tracker import recorded_tracking_uri
+    from autoprune.urls import shown
+
     uri = tracking_uri or default_tracking_uri(obj.runs_dir)
     if study is not None:
         from autoprune.search.study import open_study
 
         _, meta = open_study(study, obj.runs_dir)
-        uri = tracking_uri or meta.get("tracking_uri", uri)
+        uri = tracking_uri or recorded_tracking_uri(meta, obj.runs_dir) or uri
     if uri.startswith(("http://", "https://")):
         from autoprune.tracking.ui import study_link
 
-        click.echo(f"the tracking store is a server already: open {study_link(study, uri, uri) if study else uri}")
+        click.echo(f"the tracking store is a server already: open {shown(study_link(study, uri, uri) if study else uri)}")
         return
     check_port(port)  # before anything starts: in range and free
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    # the store's URI (it may hold a password) goes through the environment, never argv: `ps` shows argv to every user
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_BACKEND_STORE_URI": uri}
+    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     from autoprune.tracking.ui import open_when_ready, study_links
 
     base = f"http://127.0.0.1:{port}"
     links = study_links(study, uri, base) if study else {"front": base}  # the front in MLflow's model-training runs table
-    click.echo(f"MLflow UI: {links['front']}  (store {uri}; Ctrl-C stops it)")
+    click.echo(f"MLflow UI: {links['front']}  (store {shown(uri)}; Ctrl-C stops it)")
     if "plot" in links:
         click.echo(f"front plot: {links['plot']}")
     if open_browser:
@@ -366,14 +390,15 @@ def ui(obj: _Ctx, study: Optional[str], port: int, tracking_uri: Optional[str], 
 @cli.command()
 @click.argument("study")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
+@storage_option(_READ_STORAGE)
 @click.pass_obj
 @_handle_errors
-def dashboard(obj: _Ctx, study: str, port: int) -> None:
+def dashboard(obj: _Ctx, study: str, port: int, storage: Optional[str]) -> None:
     """Optuna Dashboard on the study's storage, on 127.0.0.1 (trials, objectives, Pareto front)."""
     from autoprune.search.study import open_study
     from autoprune.tracking.dashboard import serve_dashboard
 
-    st, _ = open_study(study, obj.runs_dir)
+    st, _ = open_study(study, obj.runs_dir, storage)
     try:
         serve_dashboard(st, port, announce=click.echo)
     except KeyboardInterrupt:
@@ -398,12 +423,13 @@ def _export_formats() -> dict:
 @click.option("--out", "out_dir", default=None, help="Output folder (default: runs/<study>/exports/trial-<n>).")
 @click.option("--force", is_flag=True, help="Replace a non-empty output folder.")
 @click.option("--register", default=None, help="Register the model under this name in the MLflow model registry.")
-@click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None)
+@click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None, help="Where the study's MLflow runs live (default: what search.json recorded); the trial's weights come from its run when its runs folder is not here.")
+@storage_option(_READ_STORAGE)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @quiet_option
 @click.pass_obj
 @_handle_errors
-def export(obj: _Ctx, study: str, trial: Optional[int], pick: Optional[str], tolerance: float, max_size_bytes: Optional[int], max_latency_ms: Optional[float], min_accuracy: Optional[float], formats: tuple, out_dir: Optional[str], force: bool, register: Optional[str], tracking_uri: Optional[str], as_json: bool) -> None:
+def export(obj: _Ctx, study: str, trial: Optional[int], pick: Optional[str], tolerance: float, max_size_bytes: Optional[int], max_latency_ms: Optional[float], min_accuracy: Optional[float], formats: tuple, out_dir: Optional[str], force: bool, register: Optional[str], tracking_uri: Optional[str], storage: Optional[str], as_json: bool) -> None:
     """Export a trial's pruned model (compacted, verified on the test set) with a model card."""
     from autoprune.errors import ConfigError
     from autoprune.export import export as do_export
@@ -413,14 +439,16 @@ def export(obj: _Ctx, study: str, trial: Optional[int], pick: Optional[str], tol
     res = do_export(
         study, obj.runs_dir, trial=trial, pick=pick, max_size_bytes=max_size_bytes, max_latency_ms=max_latency_ms,
         min_accuracy=min_accuracy, formats=formats or ("torchscript", "onnx", "state_dict"), out_dir=out_dir, force=force,
-        register=register, tracking_uri=tracking_uri, tolerance=tolerance / 100.0,
+        register=register, tracking_uri=tracking_uri, tolerance=tolerance / 100.0, storage=storage,
     )
     if as_json:
         _emit(res.to_json())
         return
+    from autoprune.export.card import accuracy_text
+
     card = res.model_card
     click.echo(
-        f"exported trial {res.trial} of study {study}: test accuracy {res.test_accuracy:.4f} (dense {card['dense']['test_accuracy']:.4f}), "
+        f"exported trial {res.trial} of study {study}: test accuracy {accuracy_text(res.test_accuracy_per_file, res.test_accuracy)} (dense {card['dense']['test_accuracy']:.4f}), "
         f"{res.size_bytes:,} B ({card['size_ratio'] * 100:.2f} % of dense), hidden sizes {card['hidden_sizes_after']}, "
         f"latency {res.latency_ms:.3f} ms; verified on the test set"
     )

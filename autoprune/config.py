@@ -16,6 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from autoprune.errors import ConfigError
 from autoprune.models.arch import normalize_layer
+from autoprune.layout import STUDY_NAME, STUDY_NAME_MAX
 from autoprune.pruning.methods import METHODS
 from autoprune.pruning.policy import GradClipConfig, Recovery, one_of
 from autoprune.pruning.schedules import SCHEDULES
@@ -371,7 +372,7 @@ class SearchConfig(_Strict):
 class StudyConfig(_Strict):
     """A whole study: task, model, dense training, measurement (and later the search)."""
 
-    study: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
+    study: str = Field(pattern=STUDY_NAME, max_length=STUDY_NAME_MAX)
     seed: int = Field(0, ge=0)
     task: TaskConfig
     model: ModelConfig

@@ -16,11 +16,35 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["StudyPaths", "study_paths", "mlflow_db", "mlflow_artifacts"]
+from autoprune.errors import ConfigError
+
+__all__ = ["STUDY_NAME", "STUDY_NAME_MAX", "check_study_name", "StudyPaths", "study_paths", "mlflow_db", "mlflow_artifacts", "write_atomic"]
+
+#: the one rule for a study's name (the config's ``study``, ``--study``, the STUDY argument of every
+#: command): a folder name under the runs folder, never a path out of it
+STUDY_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+STUDY_NAME_MAX = 100
+
+
+def check_study_name(study: str) -> str:
+    """``study`` when it follows :data:`STUDY_NAME` (at most 100 characters).
+
+    Raises:
+        ConfigError: one line naming the value and the rule.
+    """
+    if not isinstance(study, str) or len(study) > STUDY_NAME_MAX or not re.fullmatch(STUDY_NAME, study):
+        raise ConfigError(
+            f"study name {study!r}: a study name is a folder name under the runs folder: letters, digits, '_', '.' and '-', "
+            f"starting with a letter or digit, at most {STUDY_NAME_MAX} characters (use --runs-dir to point at another runs folder)"
+        )
+    return study
 
 
 @dataclass(frozen=True)
@@ -85,8 +109,12 @@ class StudyPaths:
 
 
 def study_paths(runs_dir: str | os.PathLike, study: str) -> StudyPaths:
-    """The paths of ``study`` under ``runs_dir``."""
-    return StudyPaths(Path(runs_dir), study)
+    """The paths of ``study`` under ``runs_dir``.
+
+    Raises:
+        ConfigError: ``study`` is not a study name (:func:`check_study_name`): no path leaves the runs folder.
+    """
+    return StudyPaths(Path(runs_dir), check_study_name(study))
 
 
 def mlflow_db(runs_dir: str | os.PathLike) -> Path:
@@ -97,3 +125,20 @@ def mlflow_db(runs_dir: str | os.PathLike) -> Path:
 def mlflow_artifacts(runs_dir: str | os.PathLike, study: str) -> Path:
     """Where the embedded store keeps a study's artifacts."""
     return Path(runs_dir) / "mlartifacts" / study
+
+
+def write_atomic(path: str | os.PathLike, data: bytes | memoryview) -> Path:
+    """Write ``data`` to ``path`` whole or not at all: a temporary file beside it (mode 0600, as ``mkstemp``
+    makes it), renamed over it. A full or read-only disk raises ``OSError`` and leaves nothing behind.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path

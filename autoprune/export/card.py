@@ -17,7 +17,7 @@ from autoprune.runtime.kernels import precision_name
 from autoprune.runtime.measure import macs_per_sequence, size_bytes
 from autoprune.runtime.quantize import int8_size_bytes
 
-__all__ = ["model_card", "write_readme", "inputs_text"]
+__all__ = ["model_card", "write_readme", "inputs_text", "accuracy_text"]
 
 
 def inputs_text(arch: Any) -> str:
@@ -76,6 +76,17 @@ def model_card(study: str, number: int, config: Any, model: Any, result: Dict[st
     }
 
 
+def accuracy_text(per_file: Dict[str, float], recorded: float) -> str:
+    """The test accuracy of an export's files, each verified in its own runtime: one number when they all
+    agree, else one per file (an int8 model scores differently in torch and in ONNX Runtime)."""
+    values = set(per_file.values())
+    if len(values) == 1:
+        return f"{values.pop():.4f}"
+    if not values:
+        return f"{recorded:.4f}"
+    return ", ".join(f"{acc:.4f} ({name}: {FORMATS[name].runtime})" for name, acc in per_file.items())
+
+
 def write_readme(out: Path, card: Dict[str, Any], files: Dict[str, str]) -> None:
     """``README.md`` of an export folder: what the model is, its inputs, and how to load each file."""
     c = card
@@ -84,7 +95,7 @@ def write_readme(out: Path, card: Dict[str, Any], files: Dict[str, str]) -> None
         "",
         f"Task `{c['task']}`: {c['n_classes']} classes, {c['architecture']['input_size']} "
         + ("tokens in the vocabulary." if ArchSpec.from_dict(c["architecture"]).tokens else "input channels."),
-        f"Test accuracy {c['test_accuracy']:.4f} (dense {c['dense']['test_accuracy']:.4f}); "
+        f"Test accuracy {accuracy_text(c.get('test_accuracy_per_file') or {}, c['test_accuracy'])} (dense {c['dense']['test_accuracy']:.4f}); "
         f"size {c['size_bytes']:,} B ({c['size_ratio'] * 100:.2f} % of dense); hidden sizes {c['hidden_sizes_after']} "
         f"(dense {c['hidden_sizes_before']}). Precision: {c.get('precision', 'float32')}"
         + (f" (float32 test accuracy {c['int8']['float_test_accuracy']:.4f}; sizes count int8 values, scales and zero points)." if c.get("int8") else "."),

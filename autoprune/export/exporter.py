@@ -40,8 +40,10 @@ from autoprune.search.recording import find_trial_checkpoint
 from autoprune.search.study import open_study
 from autoprune.tasks import build_datamodule
 from autoprune.tracking.tags import MLFLOW_PARENT_TAG, TRIAL_TAG
-from autoprune.tracking.tracker import _client
+from autoprune.search.faults import first_line
+from autoprune.tracking.tracker import _client, check_tracking_uri, default_tracking_uri, recorded_tracking_uri, relocate_embedded_store, study_run_ids
 from autoprune.trial.result import load_trial_model
+from autoprune.urls import shown
 
 __all__ = ["export", "ExportResult"]
 
@@ -62,6 +64,9 @@ class ExportResult:
     mlflow_model_uri: Optional[str]
     out_dir: str
     model_card: Dict[str, Any] = field(default_factory=dict)
+    #: each file's own test accuracy, as verified in its runtime (an int8 model scores differently in torch and ONNX Runtime);
+    #: ``test_accuracy`` is the trial's, as the search measured it in the study's runtime
+    test_accuracy_per_file: Dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> Dict[str, Any]:
         return {
@@ -69,6 +74,7 @@ class ExportResult:
             "files": self.files,
             "verified": self.verified,
             "test_accuracy": self.test_accuracy,
+            "test_accuracy_per_file": self.test_accuracy_per_file,
             "val_accuracy": self.val_accuracy,
             "size_bytes": self.size_bytes,
             "latency_ms": self.latency_ms,
@@ -93,8 +99,12 @@ def export(
     tracking_uri: Optional[str] = None,
     log_mlflow: bool = True,
     tolerance: float = 0.01,
+    storage: Optional[str] = None,
 ) -> ExportResult:
     """Export one trial of a searched study (see module docstring).
+
+    ``storage`` / ``tracking_uri``: where the study and its MLflow runs live, for a machine without the runs
+    folder the search wrote (the trial's weights then come from its MLflow run).
 
     Raises:
         TrialError: unknown study/trial, unexportable trial, limits nobody meets.
@@ -103,12 +113,18 @@ def export(
     chosen = [get_format(f) for f in dict.fromkeys(formats)] or [get_format("torchscript")]
     for fmt in chosen:
         fmt.requires()
-    st, meta = open_study(study, runs_dir)
+    st, meta = open_study(study, runs_dir, storage)
+    meta = {**meta, "tracking_uri": tracking_uri or recorded_tracking_uri(meta, runs_dir)}
+    if meta["tracking_uri"]:
+        check_tracking_uri(meta["tracking_uri"])  # before any file is written: MLflow's own client retries for minutes
+        if not meta.get("mlflow_experiment_id"):  # a teammate's machine: the study's runs found by its name
+            meta["mlflow_experiment_id"], meta["mlflow_parent_run_id"] = study_run_ids(meta["tracking_uri"], study)
+    if not meta.get("config"):
+        raise TrialError(f"study '{study}' has no config recorded on it (searched by an older autoprune): export it where its runs folder is")
     row = select_trial(st, trial, pick, max_size_bytes, max_latency_ms, min_accuracy, tolerance)
     number = row["trial"]
     out = Path(out_dir) if out_dir else study_paths(runs_dir, study).export(number)
-    if out.exists() and any(out.iterdir()) and not force:
-        raise ExportError(f"output folder {out} exists and is not empty; choose another --out or pass --force to replace it")
+    _check_out(out, force)
     ckpt = _trial_checkpoint(study, number, row, runs_dir, meta)
     config = config_from_dict(meta["config"], source=f"runs/{study}/search.json")
     model, payload = load_trial_model(ckpt)
@@ -129,18 +145,53 @@ def export(
         lat_now = latency_ms(model, **settings)
         card = model_card(study, number, config, model, result, payload, settings, lat_now, files["names"], folder, getattr(dm, "class_names", None))
         card["verification"] = {name: {**check, "tolerance": FORMATS[name].tolerance[subject.precision], "runtime": FORMATS[name].runtime} for name, check in files["checks"].items()}
+        card["test_accuracy_per_file"] = {name: check["test_accuracy"] for name, check in files["checks"].items()}
         (folder / "model_card.json").write_text(json.dumps(card, indent=2, default=str))
         write_readme(folder, card, files["names"])
         return files["names"], card, lat_now
 
     names, card, lat_now = _staged(out, write)
-    model_uri = None
-    if log_mlflow:
-        model_uri = _log_to_mlflow(meta, tracking_uri, number, out, subject.torch_module(), raw_x, lengths, names, register)
-        card["mlflow_model_uri"] = model_uri
-        (out / "model_card.json").write_text(json.dumps(card, indent=2, default=str))
+    model_uri = _log_verified(meta, runs_dir, number, out, subject, raw_x, lengths, names, register, card) if log_mlflow else None
     full = {k: str(out / v) for k, v in names.items()}
-    return ExportResult(number, full, True, row["test_accuracy"], row["val_accuracy"], card["size_bytes"], lat_now, model_uri, str(out), card)
+    return ExportResult(number, full, True, row["test_accuracy"], row["val_accuracy"], card["size_bytes"], lat_now, model_uri, str(out), card,
+                        card["test_accuracy_per_file"])
+
+
+#: what an export folder holds besides the formats' files (see :func:`_write_verified` and ``export``)
+_EXPORT_FILES = ("model_card.json", "README.md", "test_set.npz")
+
+
+def _check_out(out: Path, force: bool) -> None:
+    """Refuse an output folder export must not replace: not a folder, not empty without ``force``, or, with
+    ``force``, anything but a previous export (its ``model_card.json`` and the files an export writes):
+    --force replaces what autoprune wrote there, never a folder of the user's (or a whole runs folder).
+
+    Raises:
+        ExportError: one line naming the folder and, for --force, what autoprune did not write there.
+    """
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise ExportError(f"--out {out}: exists and is not a folder; choose another --out")
+    if not out.exists() or not any(out.iterdir()):
+        return
+    if not force:
+        raise ExportError(f"output folder {out} exists and is not empty; choose another --out or pass --force to replace it")
+    ours = set(_EXPORT_FILES) | {fmt.filename for fmt in FORMATS.values()}
+    foreign = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir() if p.name not in ours or not p.is_file() or p.is_symlink())
+    if not foreign and not _is_export_card(out / "model_card.json"):
+        foreign = ["no model_card.json of an autoprune export"]
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise ExportError(
+            f"--out {out} --force: the folder holds what autoprune did not write ({shown}); --force replaces only a previous export: choose another --out"
+        )
+
+
+def _is_export_card(path: Path) -> bool:
+    try:
+        card = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(card, dict) and {"study", "trial", "files"} <= set(card)
 
 
 def _trial_checkpoint(study: str, number: int, row: Dict[str, Any], runs_dir: str, meta: Dict[str, Any]) -> str:
@@ -204,7 +255,7 @@ def _write_verified(folder: Path, chosen: List[ExportFormat], subject: ExportSub
         fmt.write(subject, path)
         if fmt.runtime not in references:
             references[fmt.runtime] = float_ref if subject.precision != "int8" else subject.predict(subject.reference(fmt.runtime), raw_x, lengths)
-        checks[fmt.name] = verify_file(fmt, subject, path, raw_x, lengths, labels, expected[fmt.runtime], references[fmt.runtime])
+        checks[fmt.name] = verify_file(fmt, subject, path, raw_x, lengths, labels, expected[fmt.runtime], references[fmt.runtime], float_ref)
         names[fmt.name] = path.name
     np.savez_compressed(folder / "test_set.npz", x=raw_x.numpy(), lengths=lengths.numpy(), y=y.numpy())
     return {"names": names, "checks": checks}
@@ -216,21 +267,44 @@ def _staged(out: Path, write: Any) -> Any:
     parent = out.parent
     parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
+    previous = None
     try:
         value = write(staging)
-        if out.exists():
-            shutil.rmtree(out)
         os.chmod(staging, 0o755)
+        if out.exists():  # a previous export (_check_out): moved aside until the new one is in place
+            previous = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=parent))
+            os.replace(out, previous / out.name)
         os.replace(staging, out)
     except BaseException:
+        if previous is not None and not out.exists():
+            os.replace(previous / out.name, out)
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    finally:
+        if previous is not None:
+            shutil.rmtree(previous, ignore_errors=True)
     return value
 
 
-def _log_to_mlflow(meta, tracking_uri, number, out, wrapped, raw_x, lengths, files, register) -> Optional[str]:
+def _log_verified(meta, runs_dir, number, out, subject, raw_x, lengths, names, register, card) -> Optional[str]:
+    """Log a verified export to MLflow; a failure there (a store that cannot be written, a server gone) is a
+    warning: the files are in place and verified, and the export stands."""
+    try:
+        if meta["tracking_uri"] == default_tracking_uri(runs_dir):
+            relocate_embedded_store(runs_dir)  # a copied runs folder: its own store, never the original's
+        model_uri = _log_to_mlflow(meta, number, out, subject.torch_module(), raw_x, lengths, names, register)
+    except Exception as err:  # MlflowException, OSError, sqlite/SQLAlchemy errors: all mean "not logged"
+        log.warning("trial %d is exported and verified in %s, but logging it to MLflow (%s) failed: %s", number, out,
+                    shown(meta["tracking_uri"]), first_line(shown(str(err)), 240))
+        return None
+    card["mlflow_model_uri"] = model_uri
+    (out / "model_card.json").write_text(json.dumps(card, indent=2, default=str))
+    return model_uri
+
+
+def _log_to_mlflow(meta, number, out, wrapped, raw_x, lengths, files, register) -> Optional[str]:
     """Log the exported model to the trial's MLflow run (pytorch flavour; onnx too when exported)."""
-    uri = tracking_uri or meta.get("tracking_uri")
+    uri = meta.get("tracking_uri")
     exp_id = meta.get("mlflow_experiment_id")
     parent = meta.get("mlflow_parent_run_id")
     if not uri or not exp_id:

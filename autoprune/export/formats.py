@@ -12,13 +12,13 @@ Nothing here imports torch at import time: the CLI lists the format names when i
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from autoprune.errors import ConfigError, ExportError
-from autoprune.models.arch import ArchSpec
 from autoprune.runtime.kernels import INT8_CELLS
 
 __all__ = ["ExportFormat", "ExportSubject", "Snippet", "FORMATS", "register_format", "get_format", "verify_file", "int8_unsupported", "load_state_dict_export"]
@@ -175,16 +175,20 @@ def get_format(name: str) -> ExportFormat:
     return FORMATS[name]
 
 
-def verify_file(fmt: ExportFormat, subject: ExportSubject, path: Path, x: Any, lengths: Any, y: Any, expected_correct: int, reference: Any) -> Dict[str, Any]:
+def verify_file(fmt: ExportFormat, subject: ExportSubject, path: Path, x: Any, lengths: Any, y: Any, expected_correct: int, reference: Any,
+                float_logits: Any = None) -> Dict[str, Any]:
     """Load ``path`` back and check it against the in-memory model and the recorded test result.
 
     Args:
         y: the scored labels (one per sequence, or per valid frame: :func:`~autoprune.models.rnn.flat_labels`).
         reference: ``subject.predict(subject.reference(fmt.runtime), x, lengths)``, computed once per runtime.
         expected_correct: the count of correct test predictions recorded for this precision and runtime.
+        float_logits: the float32 model's test logits: how often the file's predictions agree with them is measured.
 
     Returns:
-        ``max_abs_diff`` and ``correct`` of the loaded file.
+        ``max_abs_diff``, ``correct`` and ``test_accuracy`` of the loaded file; with ``float_logits``,
+        ``agrees_with_float32``: the fraction of test sequences it predicts as the float32 model does
+        (int8 changes a hidden-unit-pruned model's predictions on some sequences; float32 files agree exactly).
 
     Raises:
         ExportError: logits beyond the format's tolerance, or a different count of correct predictions.
@@ -203,7 +207,10 @@ def verify_file(fmt: ExportFormat, subject: ExportSubject, path: Path, x: Any, l
             f"{fmt.name} export ({subject.precision}, {fmt.runtime}) gets {correct}/{n} test sequences right "
             f"(accuracy {correct / n:.6f}); the trial recorded {expected_correct}/{n} ({expected_correct / n:.6f})"
         )
-    return {"max_abs_diff": diff, "correct": correct}
+    out = {"max_abs_diff": diff, "correct": correct, "test_accuracy": correct / len(y)}
+    if float_logits is not None:
+        out["agrees_with_float32"] = float((got.argmax(1) == float_logits.argmax(1)).float().mean())
+    return out
 
 
 # --------------------------------------------------------------------------- torchscript
@@ -212,7 +219,9 @@ def verify_file(fmt: ExportFormat, subject: ExportSubject, path: Path, x: Any, l
 def _ts_write(subject: ExportSubject, path: Path) -> None:
     import torch
 
-    torch.jit.save(torch.jit.script(subject.torch_module()), str(path))
+    buffer = io.BytesIO()  # serialised in memory: torch's file writer aborts the process when the disk fills up
+    torch.jit.save(torch.jit.script(subject.torch_module()), buffer)
+    path.write_bytes(buffer.getbuffer())
 
 
 def _ts_load(path: Path) -> Predict:
@@ -274,13 +283,11 @@ def load_state_dict_export(path: str | os.PathLike) -> Any:
     An int8 export holds the float32 weights and ``quantize: int8``: the module returned is
     the torch int8 form (see :func:`autoprune.runtime.convert.torch_int8`).
     """
-    from autoprune.models.checkpoints import load_checkpoint
-    from autoprune.models.rnn import Normalized, RNNClassifier
+    from autoprune.models.checkpoints import load_checkpoint, model_from
+    from autoprune.models.rnn import Normalized
 
     payload = load_checkpoint(path)
-    model = RNNClassifier(ArchSpec.from_dict(payload["arch"]))
-    model.load_state_dict(payload["state_dict"])
-    wrapped = Normalized(model, payload["mean"], payload["std"]).eval()
+    wrapped = Normalized(model_from(payload, path), payload["mean"], payload["std"]).eval()
     if payload.get("quantize", "none") == "int8":
         from autoprune.runtime.convert import torch_int8
 
@@ -289,10 +296,10 @@ def load_state_dict_export(path: str | os.PathLike) -> Any:
 
 
 def _sd_write(subject: ExportSubject, path: Path) -> None:
-    import torch
+    from autoprune.models.checkpoints import save_checkpoint
 
     m = subject.model
-    torch.save(
+    save_checkpoint(
         {
             "arch": m.spec.to_dict(),
             "state_dict": m.state_dict(),

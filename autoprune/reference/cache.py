@@ -19,11 +19,10 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Optional
 
-import torch
 
 from autoprune.config import StudyConfig
 from autoprune.models.arch import ArchSpec
-from autoprune.models.checkpoints import load_checkpoint
+from autoprune.models.checkpoints import load_checkpoint, model_from, save_checkpoint
 from autoprune.models.rnn import RNNClassifier, evaluate
 from autoprune.yamlio import stable_hash
 
@@ -139,12 +138,9 @@ def write_reference(out_dir: Path, arch: ArchSpec, model: Any, metrics: dict, hi
     atomically: a killed run leaves no half cache. Returns the checkpoint's path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt = out_dir / "checkpoint.pt"
-    tmp = out_dir / "checkpoint.pt.tmp"
-    torch.save({"format": DENSE_FORMAT, "arch": arch.to_dict(), "state_dict": model.state_dict(), "metrics": metrics}, tmp)
     meta = {"arch": arch.to_dict(), "metrics": metrics, "history": history, "config": config.to_dict(), "versions": versions()}
     (out_dir / "metrics.json").write_text(json.dumps(meta, indent=2))
-    os.replace(tmp, ckpt)
-    return ckpt
+    return save_checkpoint({"format": DENSE_FORMAT, "arch": arch.to_dict(), "state_dict": model.state_dict(), "metrics": metrics}, ckpt)
 
 
 def load_cached(out_dir: Path, key: str) -> Optional[DenseResult]:
@@ -159,7 +155,4 @@ def load_cached(out_dir: Path, key: str) -> Optional[DenseResult]:
 def load_dense_model(checkpoint: str | os.PathLike) -> tuple[RNNClassifier, dict]:
     """Rebuild the dense :class:`RNNClassifier` from a stored checkpoint; returns (model, stored payload)."""
     payload = load_checkpoint(checkpoint)
-    model = RNNClassifier(ArchSpec.from_dict(payload["arch"]))
-    model.load_state_dict(payload["state_dict"])
-    model.eval()
-    return model, payload
+    return model_from(payload, checkpoint), payload

@@ -20,11 +20,11 @@ from autoprune.models.arch import ArchSpec, check_arch, task_mismatch
 from autoprune.models.fitting import BestValidation, Recipe, check_finite, fit
 from autoprune.models.rnn import RNNClassifier
 from autoprune.reference.cache import DenseResult, dense_cache_key, load_cached, reference_metrics, write_reference
-from autoprune.reference.user_model import ensure_user_dense
+from autoprune.reference.user_model import ensure_user_dense, user_cache_key
 from autoprune.runtime.preflight import check_model_memory
 from autoprune.tasks import build_datamodule
 
-__all__ = ["ensure_dense", "dense_arch", "arch_for_task"]
+__all__ = ["ensure_dense", "dense_arch", "arch_for_task", "reference_key"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,12 @@ def arch_for_task(config: StudyConfig, dm: Any) -> ArchSpec:
     if problem:
         raise ConfigError(f"{config.source or 'config'}: model: {problem}")
     return arch
+
+
+def reference_key(config: StudyConfig) -> str:
+    """The content key naming the study's dense reference (``runs/<study>/dense/<key>/``), known before
+    anything is trained or converted: a study searched on one key cannot take trials of another."""
+    return user_cache_key(config) if config.model.user_model else dense_cache_key(config)
 
 
 def ensure_dense(

@@ -1,4 +1,4 @@
-"""The Optuna user-attribute keys autoprune writes on a trial, in one place.
+"""The Optuna user-attribute keys autoprune writes on a trial (and on the study), in one place.
 
 The study is the one record: ``pareto``, ``export``, resume, the MLflow sync and the
 dashboard read a trial's policy, result, state and error from these attributes,
@@ -7,8 +7,12 @@ whichever runner ran it.
 
 from __future__ import annotations
 
-__all__ = ["POLICY", "RESULT", "STATE", "ERROR", "TRACEBACK", "BACKEND", "DRIVER", "NODE", "HOST"]
+__all__ = ["CONFIG", "DENSE_KEY", "POLICY", "RESULT", "STATE", "ERROR", "INTERRUPTED", "TRACEBACK", "BACKEND", "DRIVER", "NODE", "HOST"]
 
+#: a study attribute: the study's config (``StudyConfig.to_dict()``), for pareto / export on a machine without the runs folder
+CONFIG = "autoprune.config"
+#: a study attribute: the content key of the dense reference every trial of the study starts from
+DENSE_KEY = "autoprune.dense_key"
 #: the pruning policy the trial ran (``PruningPolicy.to_dict()``)
 POLICY = "autoprune.policy"
 #: what ``run_trial`` returned (``TrialResult.to_dict()`` without the pruning history)
@@ -17,6 +21,8 @@ RESULT = "autoprune.result"
 STATE = "autoprune.state"
 #: why the trial failed, one line
 ERROR = "autoprune.error"
+#: true on a trial failed because its search was interrupted (not by its own error): a warm-start policy runs again
+INTERRUPTED = "autoprune.interrupted"
 #: the failure's traceback (``--debug``)
 TRACEBACK = "autoprune.traceback"
 #: the runner that ran it: local | ray

@@ -6,21 +6,26 @@
   ``trials``, so a search whose every trial fails would otherwise never end).
 * **Workers** die with their parent (``die_with_parent``): a killed driver leaves no
   orphan writing to the study.
+* **The machine or a server failing** (a full or read-only disk, a database or an MLflow server
+  gone): :func:`environment_failure` says it in one line, which the CLI prints instead of the
+  chain of tracebacks the libraries raise; what was recorded stays, and the same command resumes.
 """
 
 from __future__ import annotations
 
 import ctypes
+import errno
 import logging
 import multiprocessing
 import os
 import signal
-from typing import Any, List
+from typing import Any, Iterator, List, Optional
 
 from autoprune.errors import TrialError
 from autoprune.search import attrs
+from autoprune.urls import shown
 
-__all__ = ["TooManyFailures", "FailureWatch", "die_with_parent", "first_line"]
+__all__ = ["TooManyFailures", "FailureWatch", "die_with_parent", "first_line", "environment_failure"]
 
 log = logging.getLogger(__name__)
 
@@ -94,3 +99,41 @@ def die_with_parent() -> None:
     parent = multiprocessing.parent_process()
     if parent is not None and os.getppid() != parent.pid:  # the parent died before prctl took effect
         os._exit(1)
+
+
+#: errors of the machine, not of autoprune or its input
+_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO)
+
+
+def _chain(err: BaseException) -> Iterator[BaseException]:
+    seen = set()
+    link: Optional[BaseException] = err
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        yield link
+        link = link.__cause__ or link.__context__
+
+
+def environment_failure(err: BaseException) -> Optional[str]:
+    """One line saying what failed when ``err`` (or an error it was raised from) means the machine or a server
+    failed under autoprune: a disk full or read-only, no permission, a database or an MLflow server gone
+    (MLflow's own message after its retries); None otherwise. Passwords are hidden."""
+    # imported here: the CLI imports this module at start (through interrupts), and `autoprune --help` must not load SQLAlchemy
+    import requests
+
+    from autoprune.databases import database_failure
+
+    for link in _chain(err):
+        if isinstance(link, OSError) and link.errno in _ERRNOS:
+            where = f" ({link.filename})" if link.filename else ""
+            return f"{os.strerror(link.errno).lower()}{where}"
+    failed = database_failure(err)
+    if failed is not None:
+        return f"the database failed: {failed}"
+    for link in _chain(err):
+        text = str(link)
+        if isinstance(link, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)) or ("API request to" in text and "failed with exception" in text):
+            return f"lost the MLflow tracking server ({first_line(shown(text), 240)})"
+        if "database or disk is full" in text or "readonly database" in text:
+            return f"the MLflow store failed: {first_line(text, 200)}"
+    return None

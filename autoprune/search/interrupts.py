@@ -10,8 +10,9 @@ can surface as another exception when it lands inside Ray's Cython code or Optun
 lock (seen: a ``SystemError`` from ``CoreWorker.wait`` with the interrupt as its cause, a
 ``FileNotFoundError`` raised while handling it): :func:`as_interrupt` finds it in the chain.
 
-The CLI exits with :func:`exit_code`: 0 done, 2 a refused input or setting (one line), 128 +
-the signal number when interrupted (130 for SIGINT, 143 for SIGTERM), 1 a bug (traceback).
+The CLI exits with :func:`exit_code`: 0 done, 2 a refused input or setting, or the disk or a server
+failing under the command (one line), 128 + the signal number when interrupted (130 for SIGINT,
+143 for SIGTERM), 1 a bug (traceback).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Optional
 
 from autoprune.errors import AutopruneError
-from autoprune.search.faults import TooManyFailures
+from autoprune.search.faults import TooManyFailures, environment_failure
 
 __all__ = ["SearchInterrupted", "SearchStopped", "SignalScope", "Ending", "as_interrupt", "exit_code", "signal_name"]
 
@@ -212,6 +213,6 @@ def exit_code(err: BaseException) -> int:
         return found.exit_code
     if isinstance(err, KeyboardInterrupt):
         return int(getattr(err, "exit_code", 130))
-    if isinstance(err, AutopruneError):
+    if isinstance(err, AutopruneError) or (isinstance(err, Exception) and environment_failure(err) is not None):
         return 2
     return 1

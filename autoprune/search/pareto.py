@@ -283,6 +283,12 @@ def select_trial(
             )
         return row
     if not front:
+        over = [t.number for t in study.get_trials(deepcopy=False) if trial_state(t) == "complete" and not feasible(t)]
+        if over:
+            raise TrialError(
+                f"study '{study.study_name}' has no trial within its budgets: the {len(over)} trained trial(s) ({', '.join(map(str, over[:8]))}) are over "
+                f"max_size_bytes / max_latency_ms; export one of them with --trial N, or search again with a budget they can meet"
+            )
         raise TrialError(f"study '{study.study_name}' has no complete feasible trial yet; run `autoprune search` first")
     limits = []
     if max_size_bytes is not None:

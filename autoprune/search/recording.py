@@ -17,9 +17,11 @@ from typing import Any, Dict, List, Optional
 from autoprune.config import StudyConfig
 from autoprune.search import attrs
 from autoprune.search.claim import counts_toward_total
+from autoprune.search.faults import environment_failure, first_line
 from autoprune.search.pareto import HYPERVOLUME_DESCRIPTION, feasible, front_rows, hypervolume, trial_row, trial_state
 from autoprune.tracking.tracker import Tracker
 from autoprune.tracking.ui import write_front_plot
+from autoprune.urls import shown
 
 __all__ = ["Recorder", "SearchSummary", "write_front_artifacts", "find_trial_checkpoint"]
 
@@ -166,17 +168,26 @@ class Recorder:
 
     def finish(self, out_dir: Path, status: str = "FINISHED") -> Dict[str, str]:
         """Last sync, the front artifacts on the parent run (kept in ``self.artifacts``), and the parent's
-        final status (FINISHED, KILLED or FAILED)."""
+        final status (FINISHED, KILLED or FAILED). Runs however the search ended, so it never raises: when
+        MLflow (or the disk, or the study's storage) fails here, a warning says so; the study keeps every
+        trial, and the next search syncs what MLflow missed."""
         try:
             self.sync()
             self.artifacts = write_front_artifacts(self.study, self.tracker, self.dense, out_dir, self.config.search.objectives)
-            return self.artifacts
-        finally:
+        except Exception as err:
+            log.warning("could not finish recording the search (the last sync to MLflow at %s, the front artifacts): %s; the study keeps "
+                        "every trial: run the same command again to sync them", shown(self.uri), environment_failure(err) or first_line(str(err)))
+        try:
             self.tracker.finish_parent(status)
+        except Exception as err:
+            log.warning("could not set the MLflow search run's status %s: %s", status, environment_failure(err) or first_line(str(err)))
+        return self.artifacts
 
     def summary(self, storage: str, started: float, artifacts: Dict[str, str], interrupted: bool) -> SearchSummary:
-        trials = self.study.get_trials(deepcopy=False)
-        states = [trial_state(t) for t in trials]
+        # trials that ran or run: not warm-start policies still waiting in the queue (a timeout before any trial)
+        trials = [t for t in self.study.get_trials(deepcopy=False) if t.state.name != "WAITING"]
+        # a trained trial over a budget (measured after training) is infeasible too: not on the front, not exportable by a pick
+        states = ["infeasible" if trial_state(t) == "complete" and not feasible(t) else trial_state(t) for t in trials]
         front = front_rows(self.study)
         return SearchSummary(
             study=self.config.study,
@@ -190,7 +201,7 @@ class Recorder:
             hypervolume=hypervolume(front),
             mlflow_experiment_id=self.tracker.experiment_id,
             mlflow_parent_run_id=self.tracker.parent_run_id,
-            tracking_uri=self.uri,
+            tracking_uri=shown(self.uri),  # printed (--json): never with a password
             storage=storage,
             duration_s=round(time.time() - started, 2),
             artifacts=artifacts,

@@ -23,18 +23,20 @@ from typing import Any, Callable, Dict, Optional
 import optuna
 
 from autoprune.config import StudyConfig
+from autoprune.errors import ConfigError
 from autoprune.layout import StudyPaths, study_paths
-from autoprune.reference.dense import ensure_dense
-from autoprune.search.faults import FailureWatch
+from autoprune.reference.dense import ensure_dense, reference_key
+from autoprune.search.faults import FailureWatch, environment_failure, first_line
 from autoprune.search.interrupts import Ending, SearchStopped, SignalScope
 from autoprune.search.objective import prepare_space
 from autoprune.search.recipe_check import check_search_start
 from autoprune.search.recording import Recorder, SearchSummary
 from autoprune.search.runners import Runner, SearchJob, get_runner
 from autoprune.search.storage import Storage
-from autoprune.search.study import StudyLock, create_study, mark_stale, update_meta
-from autoprune.tracking.tracker import check_tracking_uri, default_tracking_uri
+from autoprune.search.study import StudyLock, check_same_reference, create_study, mark_stale, read_meta, update_meta
+from autoprune.tracking.tracker import check_tracking_uri, default_tracking_uri, recorded_tracking_uri
 from autoprune.trial.run import dense_numbers
+from autoprune.urls import same_place, shown, written
 
 __all__ = ["run_search", "SearchSummary"]
 
@@ -68,9 +70,8 @@ def run_search(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     started = time.time()
     paths = study_paths(runs_dir, config.study)
-    uri = tracking_uri or default_tracking_uri(runs_dir)
+    store, uri = _stores(paths, storage, tracking_uri)
     check_tracking_uri(uri)
-    store = Storage.parse(storage, default_journal=paths.journal)
     store.check_reachable()
     runner = get_runner(config.search.backend)
     runner.check(config, store)
@@ -79,19 +80,51 @@ def run_search(
         store.prepare()  # a journal left by a killed search: its lock cleared, a torn tail dropped
         # ---- everything that can be refused is refused before training the dense model
         config, space, settings, cache = prepare_space(config, runs_dir)
+        check_same_reference(config, store, reference_key(config), read_meta(paths.meta))  # G2: before training another dense model
         dense = ensure_dense(config, runs_dir)
         check_search_start(config, runs_dir, dense)  # epoch budget, small-validation warning, fine-tune with nothing pruned
-        study = create_study(config, store, space)
-        update_meta(paths.meta, storage=store.text, tracking_uri=uri, config=config.to_dict(), dense_checkpoint=str(dense.checkpoint))
+        study, salt = create_study(config, store, space, dense.key)
+        update_meta(paths.meta, storage=store.recorded, tracking_uri=written(uri), tracking_embedded=uri == default_tracking_uri(runs_dir),
+                    config=config.to_dict(), dense_checkpoint=str(dense.checkpoint))
         s = config.search
-        job = SearchJob(config, runs_dir, store.text, s.trials, dense.arch.to_dict(), started + s.timeout if s.timeout else None, str(dense.checkpoint))
+        job = SearchJob(config, runs_dir, store.text, s.trials, dense.arch.to_dict(), started + s.timeout if s.timeout else None, str(dense.checkpoint),
+                        sampler_salt=salt)
         dense_info = {**dense.metrics, **dense_numbers(dense, settings["seq_len"], cache.get(dense.arch, settings))}
         ending, marked, recorder = _run(signals, runner, job, study, paths, uri, dense_info, started, progress)
 
-    summary = recorder.summary(store.text, started, recorder.artifacts, ending.interrupted)
+    summary = recorder.summary(store.display(), started, recorder.artifacts, ending.interrupted)
     if ending.interrupted:
         raise SearchStopped(summary, ending.signum or signal.SIGINT, marked)
     return summary
+
+
+def _stores(paths: StudyPaths, storage: Optional[str], tracking_uri: Optional[str]) -> tuple[Storage, str]:
+    """The study's storage and tracking URI: those ``search.json`` recorded are used again (a journal or the
+    embedded MLflow store followed to where the runs folder is now); the same ones may be given again (with
+    their passwords, which are never recorded); different ones are refused.
+
+    Raises:
+        ConfigError: a storage or tracking URI other than the recorded one, in one line naming both (passwords hidden).
+    """
+    meta = read_meta(paths.meta)
+    recorded = Storage(meta["storage"]).relocated(paths.journal) if meta.get("storage") else None
+    given = Storage.parse(storage, default_journal=paths.journal) if storage is not None else None
+    if recorded is not None and given is not None and not given.same_as(recorded):
+        _refuse("--storage (AUTOPRUNE_STORAGE)", given.display(), recorded.display(), paths)
+    store = given or (Storage.parse(recorded.text) if recorded is not None else Storage.parse(None, default_journal=paths.journal))
+    if given is None and recorded is not None and recorded.shared:
+        log.info("study '%s' lives in %s (recorded in %s): resuming there", paths.study, recorded.display(), paths.meta)
+    known = recorded_tracking_uri(meta, paths.runs_dir)
+    if known is not None and tracking_uri is not None and not same_place(tracking_uri, known):
+        _refuse("--tracking-uri (MLFLOW_TRACKING_URI)", shown(tracking_uri), shown(known), paths)
+    return store, tracking_uri or known or default_tracking_uri(paths.runs_dir)
+
+
+def _refuse(option: str, given: str, recorded: str, paths: StudyPaths) -> None:
+    raise ConfigError(
+        f"{option} {given}: study '{paths.study}' was searched with {recorded} (recorded in {paths.meta}); "
+        f"give that one again, or leave the option out to use it, or search under another --study name"
+    )
 
 
 def _run(signals: SignalScope, runner: Runner, job: SearchJob, study: Any, paths: StudyPaths, uri: str, dense_info: Dict[str, Any],
@@ -111,18 +144,34 @@ def _run(signals: SignalScope, runner: Runner, job: SearchJob, study: Any, paths
             update_meta(paths.meta, mlflow_experiment_id=recorder.tracker.experiment_id, mlflow_parent_run_id=recorder.tracker.parent_run_id)
         update = _updater(signals, recorder, study, job, started, progress)
         status = update()
-        if status["done"] < job.total and (job.deadline is None or time.time() < job.deadline):
+        if status["done"] < job.total and job.deadline is not None and time.time() >= job.deadline:
+            log.warning(
+                "search.timeout (--timeout %g s) expired before any trial started (it counts from the start: the dense model and the "
+                "checks took %.0f s); no trial ran: give a longer --timeout", job.config.search.timeout, time.time() - started,
+            )
+        elif status["done"] < job.total:
             runner.run(job, study, update)
     except BaseException as err:
         ending = Ending.of(err)
         runner.stop()
-        marked = mark_stale(study, ending.stale_reason)
+        # best effort: when the storage itself is what failed, the next search marks these trials instead
+        marked = _best_effort(lambda: mark_stale(study, ending.stale_reason), 0, "mark the running trials failed")
         if not ending.interrupted:
             raise
     finally:
         if recorder is not None:
             recorder.finish(paths.root, ending.parent_status)
     return ending, marked, recorder
+
+
+def _best_effort(step: Callable[[], Any], default: Any, what: str) -> Any:
+    """``step()`` during the clean-up after a search failed: its own failure (often the same server or disk) is a
+    warning, so that the clean-up goes on and the first error is the one reported."""
+    try:
+        return step()
+    except Exception as err:
+        log.warning("could not %s either: %s", what, environment_failure(err) or first_line(str(err)))
+        return default
 
 
 def _updater(signals: SignalScope, recorder: Recorder, study: Any, job: SearchJob, started: float, progress: Progress) -> Callable[[], Dict[str, Any]]:

@@ -10,22 +10,22 @@ safe to append to after a killed writer (:mod:`autoprune.search.journal`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-import sqlalchemy
-from optuna.storages import JournalStorage
+from optuna.storages import JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+from autoprune.databases import check_connects, check_url, server_lock
 from autoprune.errors import ConfigError
 from autoprune.search.journal import remove_stale_journal_lock, repair_journal
+from autoprune.urls import shown, written
 
-__all__ = ["Storage", "storage_for", "is_shared_storage", "ACCEPTED"]
+__all__ = ["Storage", "storage_for", "storage_of", "is_shared_storage", "ACCEPTED"]
 
 log = logging.getLogger(__name__)
 
@@ -59,15 +59,7 @@ class Storage:
             if text.strip() == "" or text.endswith(os.sep) or Path(text).is_dir():
                 raise ConfigError(f"--storage {text!r}: a journal file path is needed, not a folder; accepted: {ACCEPTED}")
             return storage
-        try:
-            make_url(text).get_dialect()
-        except (ArgumentError, NoSuchModuleError, ValueError) as err:
-            reason = str(err).splitlines()[0][:160]
-            raise ConfigError(f"--storage {storage.display()}: not a storage Optuna can open ({reason}); accepted: {ACCEPTED}") from None
-        except ImportError as err:  # a known dialect whose driver is not installed (psycopg2, pymysql, ...)
-            raise ConfigError(
-                f"--storage {storage.display()}: the database driver is not installed ({err}); install it, or use one of: {ACCEPTED}"
-            ) from None
+        check_url(text, "--storage", ACCEPTED)
         return storage
 
     @property
@@ -89,19 +81,36 @@ class Storage:
         return Path(self.text) if self.is_journal else None
 
     def display(self) -> str:
-        """The storage as it may be shown or written: a URL's password replaced by ``***``."""
-        if self.is_journal:
-            return self.text
-        try:
-            return make_url(self.text).render_as_string(hide_password=True)
-        except (ArgumentError, ValueError):
-            return self.text.split("://", 1)[0] + "://***"
+        """The storage as it may be shown: a URL's password replaced by ``***`` (:func:`autoprune.urls.shown`)."""
+        return shown(self.text)
+
+    @property
+    def recorded(self) -> str:
+        """The storage as it may be written (``search.json``, a Ray experiment): without its password."""
+        return written(self.text)
+
+    def same_as(self, other: "Storage") -> bool:
+        """The same study storage, passwords set aside (journal paths compared resolved)."""
+        if self.is_journal or other.is_journal:
+            return self.is_journal and other.is_journal and Path(self.text).resolve() == Path(other.text).resolve()
+        return self.recorded == other.recorded
 
     def open(self) -> Any:
-        """What ``optuna.create_study`` / ``load_study`` take: the URL, or a ``JournalStorage`` on the file."""
+        """What ``optuna.create_study`` / ``load_study`` take: a ``JournalStorage`` on the file, an ``RDBStorage``
+        on a database server (created under the server's lock: two drivers creating Optuna's tables in a fresh
+        database at once made one fail with an IntegrityError), or the URL (SQLite)."""
         if self.is_journal:
             return JournalStorage(JournalFileBackend(self.text))
+        if self.shared:
+            with server_lock(self.text, "optuna-schema"):
+                return RDBStorage(self.text)
         return self.text
+
+    def study_lock(self, study: str) -> Any:
+        """A lock that every driver of ``study`` on this storage takes to count and ask trials or to create the
+        study: held in the database server (:func:`autoprune.databases.server_lock`) when drivers on several
+        machines may share it; nothing here for a journal or SQLite (the runs folder's file locks order one machine)."""
+        return server_lock(self.text, f"study:{study}") if self.shared else contextlib.nullcontext()
 
     def relocated(self, own_journal: Path) -> "Storage":
         """The study's own journal, wherever the runs folder is now: ``search.json`` may hold a path
@@ -116,20 +125,8 @@ class Storage:
         Raises:
             ConfigError: naming the URL (password hidden) and what went wrong.
         """
-        if not self.shared:
-            return
-        url = make_url(self.text)
-        connect_args = {"connect_timeout": timeout_s} if url.get_backend_name() in ("postgresql", "mysql") else {}
-        engine = sqlalchemy.create_engine(url, connect_args=connect_args, poolclass=sqlalchemy.pool.NullPool)
-        try:
-            engine.connect().close()
-        except Exception as err:  # OperationalError and friends: all mean "cannot use it"
-            reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0][:200]
-            raise ConfigError(
-                f"--storage {self.display()}: cannot connect to the database ({reason}); start the server, create the database, or fix the URL"
-            ) from None
-        finally:
-            engine.dispose()
+        if self.shared:
+            check_connects(self.text, "--storage", timeout_s)
 
     def prepare(self) -> None:
         """Before anything appends to a journal (hold the study lock, no worker running): clear a dead
@@ -151,7 +148,13 @@ def storage_for(storage: str) -> Any:
     return Storage(storage).open()
 
 
+def storage_of(study: Any) -> Optional[Storage]:
+    """The storage an opened study lives in (None for a journal: its file is known from the runs folder)."""
+    url = str(getattr(getattr(study._storage, "_backend", study._storage), "url", "") or "")
+    return Storage(url) if url else None
+
+
 def is_shared_storage(study: Any) -> bool:
     """True when an opened study lives in a database server (see :attr:`Storage.shared`)."""
-    url = str(getattr(getattr(study._storage, "_backend", study._storage), "url", "") or "")
-    return bool(url) and Storage(url).shared
+    store = storage_of(study)
+    return store is not None and store.shared

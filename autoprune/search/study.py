@@ -14,42 +14,63 @@ import logging
 import os
 import socket
 from pathlib import Path
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import optuna
 from optuna.trial import TrialState
 
-from autoprune.config import StudyConfig
+from autoprune.config import StudyConfig, config_from_dict
 from autoprune.errors import ConfigError, TrialError
-from autoprune.layout import study_paths
+from autoprune.layout import study_paths, write_atomic
 from autoprune.search import attrs
-from autoprune.search.samplers import make_sampler
+from autoprune.search.samplers import make_sampler, stable_int
 from autoprune.search.storage import Storage, is_shared_storage
 
-__all__ = ["OBJECTIVE_DIRECTIONS", "open_study", "StudyLock", "mark_stale", "create_study", "update_meta", "driver_id"]
+__all__ = ["OBJECTIVE_DIRECTIONS", "open_study", "StudyLock", "mark_stale", "check_same_reference", "create_study", "run_salt", "read_meta", "update_meta", "driver_id"]
 
 log = logging.getLogger(__name__)
 
 OBJECTIVE_DIRECTIONS = {"val_accuracy": "maximize", "size_bytes": "minimize", "latency_ms": "minimize"}
 
 
-def open_study(study: str, runs_dir: str | os.PathLike = "runs") -> Tuple[optuna.Study, Dict[str, Any]]:
+def open_study(study: str, runs_dir: str | os.PathLike = "runs", storage: Optional[str] = None) -> Tuple[optuna.Study, Dict[str, Any]]:
     """Load a searched study by name; returns (optuna study, search meta dict).
 
+    Args:
+        storage: where the study lives (``--storage``), for a teammate without the runs folder the search wrote:
+            the meta then comes from the study itself (its config, recorded on it by the search).
+
     Raises:
-        TrialError: no search has been run for this study (lists the studies that have one), or its storage cannot be read.
+        TrialError: no search has been run for this study (lists the studies that have one), no such study in
+            ``storage``, or its storage cannot be read.
     """
     paths = study_paths(runs_dir, study)
-    if not paths.meta.is_file():
+    meta = read_meta(paths.meta)
+    if storage is not None:
+        given = Storage.parse(storage)
+        given.check_reachable()
+        if not (meta.get("storage") and Storage(meta["storage"]).relocated(paths.journal).same_as(given)):
+            meta = {"storage": given.recorded}  # another machine's study: what search.json would say comes from the study
+        st = _load(study, given, f"no study '{study}' in {given.display()}")
+        meta.setdefault("config", st.user_attrs.get(attrs.CONFIG))
+        return st, meta
+    if not meta:
         known = sorted(p.parent.name for p in Path(runs_dir).glob("*/search.json")) if Path(runs_dir).is_dir() else []
         raise TrialError(
             f"unknown study '{study}' under {runs_dir}/: no search has been run for it"
-            + (f"; studies with a search: {', '.join(known)}" if known else "; run `autoprune search CONFIG` first")
+            + (f"; studies with a search: {', '.join(known)}" if known else "; run `autoprune search CONFIG` first, or give --storage where it lives")
         )
-    meta = json.loads(paths.meta.read_text())
-    storage = Storage(meta["storage"]).relocated(paths.journal)
+    stored = Storage(meta["storage"]).relocated(paths.journal)
+    return _load(study, stored, f"no study '{study}' in {stored.display()} (recorded in {paths.meta})"), meta
+
+
+def _load(study: str, storage: Storage, missing: str) -> optuna.Study:
+    if storage.is_journal and not Path(storage.text).is_file():
+        raise TrialError(f"{missing}: the journal file does not exist")
     try:
-        return optuna.load_study(study_name=study, storage=storage.open()), meta
+        return optuna.load_study(study_name=study, storage=storage.open())
+    except KeyError:
+        raise TrialError(missing) from None
     except ValueError as err:  # json.JSONDecodeError included: a damaged journal
         raise TrialError(
             f"{storage.display()}: the study storage cannot be read ({type(err).__name__}: {str(err)[:200]}); "
@@ -57,11 +78,32 @@ def open_study(study: str, runs_dir: str | os.PathLike = "runs") -> Tuple[optuna
         ) from None
 
 
+def read_meta(path: Path) -> Dict[str, Any]:
+    """The study's search.json ({} when there is none).
+
+    Raises:
+        TrialError: the file is not the JSON object autoprune wrote.
+    """
+    if not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text())
+    except (ValueError, OSError) as err:
+        raise TrialError(f"{path}: unreadable ({type(err).__name__}: {str(err)[:160]}); it is what `search` recorded about the study: restore it, or search under another --study name") from None
+    if not isinstance(meta, dict):
+        raise TrialError(f"{path}: not the JSON object `autoprune search` writes; restore it, or search under another --study name")
+    return meta
+
+
 def update_meta(path: Path, **values: Any) -> Dict[str, Any]:
-    """Merge ``values`` into the study's search.json (created when missing)."""
-    meta = json.loads(path.read_text()) if path.is_file() else {}
+    """Merge ``values`` into the study's search.json (created when missing).
+
+    Written whole or not at all, readable by its owner only (mode 0600): it names the study's storage
+    and tracking store (without their passwords: the callers pass :func:`autoprune.urls.written` URLs).
+    """
+    meta = read_meta(path)
     meta.update(values)
-    path.write_text(json.dumps(meta, indent=2))
+    write_atomic(path, json.dumps(meta, indent=2).encode())  # mode 0600
     return meta
 
 
@@ -133,6 +175,7 @@ def mark_stale(study: Any, reason: str = "interrupted: the search process stoppe
             continue
         try:
             study._storage.set_trial_user_attr(t._trial_id, attrs.ERROR, reason)
+            study._storage.set_trial_user_attr(t._trial_id, attrs.INTERRUPTED, True)  # not its own failure: a warm start runs again
             study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
             n += 1
         except Exception:  # another process finished it meanwhile
@@ -140,26 +183,112 @@ def mark_stale(study: Any, reason: str = "interrupted: the search process stoppe
     return n
 
 
-def create_study(config: StudyConfig, storage: Storage, space: Any) -> optuna.Study:
-    """Create or resume the study; refuse other objectives, repair stale trials, enqueue the warm start.
+def check_same_reference(config: StudyConfig, storage: Storage, key: str, meta: Dict[str, Any]) -> None:
+    """Refuse, before anything is trained, to add trials on another dense model to a searched study (its model,
+    task, training settings or seed changed in the YAML): one front needs one dense reference.
+
+    Raises:
+        ConfigError: one line naming the settings that changed and what to do.
+    """
+    if storage.is_journal and not Path(storage.text).is_file():
+        return  # a new study (and opening a journal would create its file)
+    try:
+        known = optuna.load_study(study_name=config.study, storage=storage.open()).user_attrs.get(attrs.DENSE_KEY)
+    except KeyError:  # no such study yet in this storage: nothing to mix with
+        return
+    if known is None and meta.get("dense_checkpoint"):  # a study searched before the key was recorded on it
+        known = Path(meta["dense_checkpoint"]).parent.name
+    if known is None or known == key:
+        return
+    raise ConfigError(
+        f"study '{config.study}' was searched on another dense model ({_changed(meta.get('config'), config)}); the trials of one study "
+        f"share one dense reference: search under another --study name, or put those settings back (the earlier dense model is kept "
+        f"under {study_paths('.', config.study).dense.relative_to('.')}/{known}/)"
+    )
+
+
+def _changed(recorded: Any, config: StudyConfig) -> str:
+    """What differs between the recorded config's dense settings and ``config``'s, as ``key old -> new``."""
+    try:
+        before = _flat(config_from_dict(recorded, source="search.json").dense_key())
+    except Exception:  # a config from an older autoprune, or none recorded
+        return "its task, model, training settings or seed changed"
+    after = _flat(config.dense_key())
+    diffs = [f"{k} {before.get(k)!r} -> {after.get(k)!r}" for k in sorted(set(before) | set(after)) if before.get(k) != after.get(k)]
+    return ", ".join(diffs[:4]) + (f" and {len(diffs) - 4} more" if len(diffs) > 4 else "") if diffs else "the data files, torch or Lightning changed"
+
+
+def _flat(d: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def create_study(config: StudyConfig, storage: Storage, space: Any, dense_key: str) -> Tuple[optuna.Study, int]:
+    """Create or resume the study, under the storage's study lock (drivers on other machines may be doing the
+    same): refuse other objectives, repair stale trials, enqueue the warm start (again for warm-start trials an
+    interrupt left unrun), name the objectives, and give this run its own sampler stream.
+
+    Returns:
+        (the study, this run's sampler salt: :func:`run_salt`, for the workers' samplers too).
 
     Raises:
         ConfigError: the stored study was searched with other objectives.
     """
     s = config.search
     directions = [OBJECTIVE_DIRECTIONS[o] for o in s.objectives]
-    study = optuna.create_study(
-        study_name=config.study, storage=storage.open(), directions=directions, sampler=make_sampler(config, 0), load_if_exists=True
-    )
-    if [d.name.lower() for d in study.directions] != directions:
-        raise ConfigError(
-            f"study '{config.study}' was searched with objectives {[d.name.lower() for d in study.directions]}, "
-            f"this config asks for {s.objectives}; use another --study name"
-        )
-    stale = mark_stale(study)
-    if stale:
-        log.info("marked %d trial(s) left running by an interrupted search as failed", stale)
-    if s.warm_start and not study.get_trials(deepcopy=False):
-        for params in space.warm_start_params()[: max(0, s.trials - 1)]:
-            study.enqueue_trial(params, skip_if_exists=True)
-    return study
+    with storage.study_lock(config.study):
+        study = optuna.create_study(study_name=config.study, storage=storage.open(), directions=directions, load_if_exists=True)
+        if [d.name.lower() for d in study.directions] != directions:
+            raise ConfigError(
+                f"study '{config.study}' was searched with objectives {[d.name.lower() for d in study.directions]}, "
+                f"this config asks for {s.objectives}; use another --study name"
+            )
+        stale = mark_stale(study)
+        if stale:
+            log.info("marked %d trial(s) left running by an interrupted search as failed", stale)
+        trials = study.get_trials(deepcopy=False)
+        salt = run_salt(len(trials), storage.shared)
+        study.sampler = make_sampler(config, 0, salt)
+        if s.warm_start and not trials:
+            for params in space.warm_start_params()[: max(0, s.trials - 1)]:
+                study.enqueue_trial(params, skip_if_exists=True)
+        for params in _unrun_warm_starts(trials):
+            study.enqueue_trial(params)
+        if study.user_attrs.get(attrs.DENSE_KEY) != dense_key:
+            study.set_user_attr(attrs.DENSE_KEY, dense_key)  # check_same_reference reads it on the next run, on any machine
+        if study.user_attrs.get(attrs.CONFIG) != config.to_dict():
+            study.set_user_attr(attrs.CONFIG, config.to_dict())  # pareto / export from another machine (open_study(storage=...))
+        if study.metric_names != list(s.objectives):
+            study.set_metric_names(list(s.objectives))  # Optuna Dashboard and the MLflow-free views name them
+    return study, salt
+
+
+def run_salt(n_trials: int, shared: bool) -> int:
+    """What makes this run's sampler stream its own (:func:`autoprune.search.samplers.make_sampler`): 0 for a
+    new study on one machine (a search is reproducible from its seed); a resumed study (``n_trials`` already in
+    it) draws a new stream, or its seeded sampler proposes the very policies it ran before; on a database
+    server each driver (host and pid) draws its own, or two machines propose the same policies."""
+    if n_trials == 0 and not shared:
+        return 0
+    return stable_int(f"{n_trials}:{driver_id() if shared else ''}")
+
+
+def _unrun_warm_starts(trials: List[Any]) -> List[Dict[str, Any]]:
+    """Warm-start policies whose every trial was interrupted (failed by :func:`mark_stale`) and none waits or
+    ran to the end: enqueued again, else a Ctrl-C during a warm-start trial loses that policy for good."""
+    def fixed(t: Any) -> Optional[str]:
+        params = t.system_attrs.get("fixed_params")  # what Optuna's enqueue_trial recorded on the trial
+        return json.dumps(params, sort_keys=True) if params else None
+
+    covered = {fixed(t) for t in trials if t.state != TrialState.FAIL or not t.user_attrs.get(attrs.INTERRUPTED)}
+    again: Dict[str, Dict[str, Any]] = {}
+    for t in trials:
+        key = fixed(t)
+        if key and key not in covered and t.user_attrs.get(attrs.INTERRUPTED):
+            again[key] = t.system_attrs["fixed_params"]
+    return list(again.values())

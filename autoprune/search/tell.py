@@ -10,6 +10,7 @@ reported. Either way the study is the one record that ``pareto``, ``export`` and
 
 from __future__ import annotations
 
+import json
 import traceback
 from typing import Any, Callable, Dict, List, Sequence, Union
 
@@ -22,23 +23,35 @@ from autoprune.pruning.policy import PruningPolicy
 from autoprune.runtime.measure import dense_size_bytes
 from autoprune.runtime.preflight import param_count
 from autoprune.search import attrs
+from autoprune.search.claim import counts_toward_total
 from autoprune.search.study import driver_id
 from autoprune.trial.run import budget_excess
 from autoprune.trial.validation import score_of
 
-__all__ = ["start_trial", "record_result", "run_and_tell", "failure_attrs", "RecordedFailure"]
+__all__ = ["start_trial", "record_result", "run_and_tell", "failure_attrs", "RecordedFailure", "DuplicatePolicy"]
+
+
+class DuplicatePolicy(Exception):
+    """The sampler proposed a policy a finished trial already ran: told as a failure, not trained again
+    (it does not count toward ``trials``, so another policy is asked in its place)."""
 
 
 def start_trial(trial: Any, space: Any, backend: str) -> PruningPolicy:
     """Suggest the trial's policy from the search space and record it, the runner and this driver on the trial.
 
     Raises:
+        DuplicatePolicy: a complete or stopped-early trial ran exactly this policy (training is deterministic:
+            it would only repeat that result; seen after a resume, and from two drivers on one database).
         Exception: whatever the space raises for a policy it cannot build (the caller tells it as a failure).
     """
     policy = space.suggest(trial)
-    trial.set_user_attr(attrs.POLICY, policy.to_dict())
+    recorded = json.loads(json.dumps(policy.to_dict()))  # as the storage gives it back: lists, not tuples
+    trial.set_user_attr(attrs.POLICY, recorded)
     trial.set_user_attr(attrs.BACKEND, backend)
     trial.set_user_attr(attrs.DRIVER, driver_id())
+    twin = next((t for t in trial.study.get_trials(deepcopy=False, states=counts_toward_total()) if t.user_attrs.get(attrs.POLICY) == recorded), None)
+    if twin is not None:
+        raise DuplicatePolicy(f"the same policy as trial {twin.number}, which ran to the end; not trained again (another policy is asked instead)")
     return policy
 
 

@@ -13,6 +13,8 @@ from typing import Any, Callable, Optional
 
 from optuna_dashboard import run_server
 
+from autoprune.tracking.server import check_port
+
 __all__ = ["HOST", "dashboard_url", "serve_dashboard"]
 
 HOST = "127.0.0.1"
@@ -25,7 +27,12 @@ def dashboard_url(port: int, study_id: Optional[int] = None) -> str:
 
 
 def serve_dashboard(study: Any, port: int, announce: Callable[[str], Any] = print) -> None:
-    """Serve Optuna Dashboard for an opened study (``search.study.open_study``) until interrupted."""
+    """Serve Optuna Dashboard for an opened study (``search.study.open_study``) until interrupted.
+
+    Raises:
+        ConfigError: the port is out of range or already in use (one line, before anything is printed).
+    """
     storage = study._storage  # the storage object the search wrote (journal file or RDB), as Optuna opened it
+    check_port(port, HOST)  # before the link is printed: in range and free (the server would fail after it, with a traceback)
     announce(f"Optuna Dashboard: {dashboard_url(port, study._study_id)}  (study '{study.study_name}'; Ctrl-C stops it)")
     run_server(storage, host=HOST, port=port)

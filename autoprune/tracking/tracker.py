@@ -14,6 +14,7 @@ import fcntl
 import json
 import logging
 import os
+import sqlite3
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ import yaml
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
+from autoprune.databases import check_connects, check_url
 from autoprune.errors import ConfigError
 from autoprune.layout import mlflow_artifacts, mlflow_db
 from autoprune.pruning.policy import policy_from_dict
@@ -40,8 +42,9 @@ from autoprune.tracking.tags import (
     TRIAL_TAG,
 )
 from autoprune.tracking.ui import prepare_experiment
+from autoprune.urls import shown
 
-__all__ = ["default_tracking_uri", "Tracker", "check_tracking_uri"]
+__all__ = ["default_tracking_uri", "recorded_tracking_uri", "relocate_embedded_store", "study_run_ids", "Tracker", "check_tracking_uri"]
 
 log = logging.getLogger(__name__)
 
@@ -50,30 +53,82 @@ def default_tracking_uri(runs_dir: str | os.PathLike) -> str:
     return f"sqlite:///{mlflow_db(runs_dir).resolve()}"
 
 
+def recorded_tracking_uri(meta: Dict[str, Any], runs_dir: str | os.PathLike) -> Optional[str]:
+    """The tracking URI a search recorded in ``search.json`` (without its password), with the embedded
+    store followed to where the runs folder is now: a runs folder copied or mounted elsewhere has its own
+    ``mlflow.db``, while search.json holds the absolute path of the original (as the journal, see
+    :meth:`autoprune.search.storage.Storage.relocated`)."""
+    uri = meta.get("tracking_uri")
+    here = mlflow_db(runs_dir)
+    embedded = meta.get("tracking_embedded", bool(uri) and uri.startswith("sqlite:///") and Path(uri[len("sqlite:///") :]).name == here.name)
+    if uri and embedded and here.is_file():
+        return default_tracking_uri(runs_dir)
+    return uri
+
+
+def study_run_ids(uri: str, study: str) -> tuple[Optional[str], Optional[str]]:
+    """(experiment id, latest search run id) of ``study`` in the store at ``uri`` (Nones when it has none):
+    what search.json records, found by name on a machine without it."""
+    client = _client(uri)
+    exp = client.get_experiment_by_name(study)
+    if exp is None:
+        return None, None
+    found = client.search_runs([exp.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = 'true'", order_by=["attributes.start_time DESC"], max_results=1)
+    return exp.experiment_id, (found[0].info.run_id if found else None)
+
+
+#: how long an MLflow call waits for a server that stopped answering (README "Faults")
+HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
 def _client(uri: str):
     # with a tracking server MLflow prints "View run ... at: URL" to stdout for every run it ends: that
     # would break `--json` output (the URLs are in the summary and `autoprune ui` anyway)
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    # a tracking server that stops answering: MLflow's defaults (7 retries, backoff factor 2, 120 s timeout) wait
+    # about 10 minutes per call; these give up within about 30 s (each can still be set in the environment)
+    for key, value in HTTP_LIMITS.items():
+        os.environ.setdefault(key, value)
     return MlflowClient(tracking_uri=uri)
 
 
+#: what ``--tracking-uri`` accepts, for messages
+TRACKING_ACCEPTED = "http(s)://HOST:PORT (an MLflow server), sqlite:///PATH or a database URL such as postgresql://USER@HOST/DB"
+_TRACKING_OPTION = "--tracking-uri / MLFLOW_TRACKING_URI"
+#: the database stores MLflow can track to (SQLAlchemy dialects)
+_DATABASES = ("sqlite", "postgresql", "mysql", "mssql")
+
+
 def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> None:
-    """Fail fast, with one line, when a remote tracking server cannot be reached.
+    """Fail fast, with one line, on a tracking URI that cannot be used: MLflow's file store (in maintenance
+    mode since MLflow 3: it fails on first use), a database URL without its driver or whose server does not
+    answer, an MLflow server that cannot be reached.
 
     Raises:
-        ConfigError: naming the URI and what went wrong.
+        ConfigError: naming the URI (password hidden) and what went wrong.
     """
-    if not uri.startswith(("http://", "https://")):
+    scheme = uri.split("://", 1)[0].split("+", 1)[0] if "://" in uri else ""
+    if scheme == "file" or uri.startswith("file:") or (not scheme and ("/" in uri or uri.startswith("."))):
+        raise ConfigError(
+            f"{_TRACKING_OPTION} {shown(uri)}: MLflow's file store is not supported (MLflow 3 keeps it in maintenance mode); "
+            f"use {TRACKING_ACCEPTED}, or leave it unset for the embedded store under runs/"
+        )
+    if scheme in _DATABASES:
+        check_url(uri, _TRACKING_OPTION, TRACKING_ACCEPTED)
+        if scheme != "sqlite":
+            check_connects(uri, _TRACKING_OPTION, int(timeout_s))
         return
+    if scheme not in ("http", "https"):
+        return  # another MLflow scheme (databricks, ...): MLflow checks it
     try:  # a plain request with a short timeout: MLflow's own client retries for minutes
         resp = requests.get(uri.rstrip("/") + "/health", timeout=timeout_s)
         if resp.status_code >= 400:
             resp = requests.get(uri.rstrip("/") + "/api/2.0/mlflow/experiments/search", params={"max_results": 1}, timeout=timeout_s)
             resp.raise_for_status()
     except Exception as err:  # requests raises many kinds; all mean "unreachable" here
-        reason = str(err).splitlines()[0][:200]
+        reason = shown(str(err).splitlines()[0][:200])
         raise ConfigError(
-            f"--tracking-uri / MLFLOW_TRACKING_URI: cannot reach the MLflow tracking server at {uri} ({type(err).__name__}: {reason}); "
+            f"{_TRACKING_OPTION}: cannot reach the MLflow tracking server at {shown(uri)} ({type(err).__name__}: {reason}); "
             f"start it, fix the URI, or leave it unset to use the embedded store under runs/"
         ) from None
 
@@ -94,6 +149,41 @@ def _store_lock(uri: str) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
+#: the columns of MLflow's SQL store that hold artifact locations (absolute file:// URIs)
+_ARTIFACT_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_uri"), ("logged_models", "artifact_location"),
+                     ("model_versions", "source"), ("model_versions", "storage_location"))
+
+
+def relocate_embedded_store(runs_dir: str | os.PathLike) -> None:
+    """Point the embedded store's artifact locations at this runs folder's ``mlartifacts/``.
+
+    MLflow records them as absolute ``file://`` URIs: in a runs folder copied or moved elsewhere they still
+    name the original folder, and whatever is logged from the copy (an export's model, a resumed search's
+    front) would land there. No MLflow API moves an experiment's artifact location; the embedded store is
+    autoprune's own SQLite file, so its rows are rewritten, under the store's lock. A store that cannot be
+    written (a read-only copy) is left as it is, with a warning.
+    """
+    db = mlflow_db(runs_dir)
+    if not db.is_file():
+        return
+    here = mlflow_artifacts(Path(runs_dir).resolve(), "-").parent.as_uri() + "/"
+    marker = "/mlartifacts/"
+    with _store_lock(default_tracking_uri(runs_dir)), contextlib.closing(sqlite3.connect(db)) as conn:
+        try:
+            rows = conn.execute("select artifact_location from experiments where artifact_location like 'file:%' and instr(artifact_location, ?) > 0", (marker,)).fetchall()
+            olds = {loc[: loc.rindex(marker) + len(marker)] for (loc,) in rows} - {here}
+            with conn:
+                for old in olds:
+                    for table, column in _ARTIFACT_COLUMNS:
+                        with contextlib.suppress(sqlite3.OperationalError):  # a table or column this MLflow version lacks
+                            conn.execute(f"update {table} set {column} = ? || substr({column}, ?) where substr({column}, 1, ?) = ?", (here, len(old) + 1, len(old), old))
+        except sqlite3.Error as err:
+            log.warning("the MLflow store %s names artifacts under another runs folder and cannot be updated (%s): artifacts logged now go there", db, err)
+            return
+    for old in olds:
+        log.info("the runs folder was copied or moved: the MLflow store's artifact locations now point at %s instead of %s", here, old)
+
+
 def _metric(key: str, value: float, step: int = 0, ts: Optional[int] = None) -> Metric:
     return Metric(key, float(value), ts or int(time.time() * 1000), step)
 
@@ -110,6 +200,8 @@ class Tracker:
     def __init__(self, uri: str, study: str, runs_dir: str | os.PathLike) -> None:
         self.uri = uri
         self.study = study
+        if uri == default_tracking_uri(runs_dir):
+            relocate_embedded_store(runs_dir)  # a runs folder copied elsewhere: log into the copy, never the original
         with _store_lock(uri):
             # the first use of a SQLite store creates its tables: two searches starting at once on a
             # fresh runs/ would race in MLflow's migrations without this lock
@@ -117,7 +209,9 @@ class Tracker:
             exp = self.client.get_experiment_by_name(study)
             if exp is None:
                 artifact_location = None
-                if uri.startswith("sqlite:") or uri.startswith("file:"):
+                if not uri.startswith(("http://", "https://")):
+                    # a database store (SQLite or a server's PostgreSQL) keeps no files: without a location MLflow
+                    # puts artifacts in ./mlruns of the current directory, outside the runs folder
                     artifact_location = mlflow_artifacts(Path(runs_dir).resolve(), study).as_uri()
                 self.experiment_id = self.client.create_experiment(study, artifact_location=artifact_location)
             else:

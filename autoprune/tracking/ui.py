@@ -33,6 +33,7 @@ from mlflow import MlflowClient
 from autoprune.errors import TrialError
 from autoprune.tracking.front_page import FRONT_PAGE
 from autoprune.tracking.tags import PARENT_TAG, PARETO_TAG
+from autoprune.urls import shown
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +242,7 @@ def study_link(study: str, tracking_uri: str, base_url: str) -> str:
     client = MlflowClient(tracking_uri=tracking_uri)
     exp = client.get_experiment_by_name(study)
     if exp is None:
-        raise TrialError(f"the MLflow store {tracking_uri} has no experiment '{study}'; run `autoprune search` for it first")
+        raise TrialError(f"the MLflow store {shown(tracking_uri)} has no experiment '{study}'; run `autoprune search` for it first")
     shared = True
     try:
         prepare_experiment(client, exp.experiment_id)

@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-import torch
 
-from autoprune.models.arch import ArchSpec
-from autoprune.models.checkpoints import load_checkpoint
+from autoprune.models.checkpoints import load_checkpoint, model_from, save_checkpoint
 from autoprune.models.rnn import RNNClassifier
 
 __all__ = ["TRIAL_FORMAT", "TrialOptions", "TrialResult", "save_trial", "load_trial_model"]
@@ -80,10 +77,7 @@ def save_trial(trial_dir: Path, model: RNNClassifier, policy: Any, result: Trial
         "policy": policy.to_dict(),
         "study": study,
     }
-    fd, tmp = tempfile.mkstemp(dir=trial_dir, prefix=".model.")
-    os.close(fd)
-    torch.save(payload, tmp)
-    os.replace(tmp, target)
+    save_checkpoint(payload, target)
     info = {**result.to_dict(), "checkpoint": str(target), "policy": policy.to_dict()}
     (trial_dir / "result.json").write_text(json.dumps(info, indent=2, default=str))
     return target
@@ -92,6 +86,4 @@ def save_trial(trial_dir: Path, model: RNNClassifier, policy: Any, result: Trial
 def load_trial_model(path: str | os.PathLike) -> tuple[RNNClassifier, Dict[str, Any]]:
     """Rebuild a trial's compacted model from its ``model.pt`` (no retraining)."""
     payload = load_checkpoint(path)
-    model = RNNClassifier(ArchSpec.from_dict(payload["arch"]))
-    model.load_state_dict(payload["state_dict"])
-    return model.eval(), payload
+    return model_from(payload, path), payload

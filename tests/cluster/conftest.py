@@ -65,44 +65,76 @@ def _as_postgres_user() -> list:
     return ["runuser", "-u", "nobody", "--"]
 
 
-@pytest.fixture(scope="session")
-def postgres(tmp_path_factory):
-    """A throwaway PostgreSQL server; yields ``make_url(dbname) -> postgresql+psycopg://...`` (creates the database)."""
-    import glob
+class PostgresServer:
+    """A throwaway PostgreSQL cluster on 127.0.0.1 and a free port (run as 'nobody' when we are root).
 
-    # Debian keeps the server binaries off PATH, under /usr/lib/postgresql/<version>/bin
-    path = os.pathsep.join([os.environ.get("PATH", ""), *sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)])
-    for tool in ("initdb", "pg_ctl"):
-        if not shutil.which(tool, path=path):
-            pytest.skip(f"PostgreSQL server binaries missing ({tool} neither on PATH nor in /usr/lib/postgresql/*/bin): apt-get install -y postgresql (CI's .ci/run does)")
-    initdb, pg_ctl = shutil.which("initdb", path=path), shutil.which("pg_ctl", path=path)
-    pytest.importorskip("psycopg", reason="psycopg missing: pip install -c constraints.txt -e '.[cluster]'")
-    import psycopg
+    Args:
+        password: when given, the cluster's user ``apuser`` has it and TCP connections must give it
+            (scram-sha-256, as on a shared server); else user ``postgres`` with trust authentication.
+    """
 
-    prefix = _as_postgres_user()
-    root = Path(tempfile.mkdtemp(prefix="autoprune-pg-"))  # under /tmp, not pytest's 0700 folders: 'nobody' must reach it
-    if prefix:
-        shutil.chown(root, "nobody")
-    data = root / "data"
-    subprocess.run(prefix + [initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"], check=True, capture_output=True)
-    port = free_port()
-    opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
-    subprocess.run(prefix + [pg_ctl, "-D", str(data), "-o", opts, "-l", str(root / "log"), "-w", "start"], check=True, capture_output=True)
-    made = set()
+    def __init__(self, password: str | None = None) -> None:
+        import glob
 
-    def make_url(db: str) -> str:
-        if db not in made:
-            with psycopg.connect(f"host=127.0.0.1 port={port} user=postgres dbname=postgres", autocommit=True) as conn:
+        # Debian keeps the server binaries off PATH, under /usr/lib/postgresql/<version>/bin
+        path = os.pathsep.join([os.environ.get("PATH", ""), *sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)])
+        for tool in ("initdb", "pg_ctl"):
+            if not shutil.which(tool, path=path):
+                pytest.skip(f"PostgreSQL server binaries missing ({tool} neither on PATH nor in /usr/lib/postgresql/*/bin): apt-get install -y postgresql (CI's .ci/run does)")
+        pytest.importorskip("psycopg", reason="psycopg missing: pip install -c constraints.txt -e '.[cluster]'")
+        self.pg_ctl = shutil.which("pg_ctl", path=path)
+        self.prefix = _as_postgres_user()
+        self.password = password
+        self.user = "apuser" if password else "postgres"
+        self.root = Path(tempfile.mkdtemp(prefix="autoprune-pg-"))  # under /tmp, not pytest's 0700 folders: 'nobody' must reach it
+        self.data = self.root / "data"
+        auth = ["--auth=trust"]
+        if password:
+            pwfile = self.root / "pw"
+            pwfile.write_text(password + "\n")
+            auth = [f"--pwfile={pwfile}", "--auth-host=scram-sha-256", "--auth-local=trust"]
+        if self.prefix:
+            for item in (self.root, *self.root.iterdir()):
+                shutil.chown(item, "nobody")
+        subprocess.run(self.prefix + [shutil.which("initdb", path=path), "-D", str(self.data), "-U", self.user, *auth, "-E", "UTF8"], check=True, capture_output=True)
+        if password:
+            (self.root / "pw").unlink()
+        self.port = free_port()
+        self.made: set = set()
+        self.start()
+
+    def start(self) -> None:
+        opts = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        subprocess.run(self.prefix + [self.pg_ctl, "-D", str(self.data), "-o", opts, "-l", str(self.root / "log"), "-w", "start"], check=True, capture_output=True)
+
+    def stop(self) -> None:
+        subprocess.run(self.prefix + [self.pg_ctl, "-D", str(self.data), "-m", "fast", "-w", "stop"], capture_output=True)
+
+    def url(self, db: str, password: bool = True) -> str:
+        """``postgresql+psycopg://...`` of database ``db`` (created on first use), with the password unless asked not to."""
+        import psycopg
+
+        auth = f"{self.user}:{self.password}" if self.password else self.user
+        if db not in self.made:
+            with psycopg.connect(f"postgresql://{auth}@127.0.0.1:{self.port}/postgres", autocommit=True) as conn:
                 conn.execute(f'CREATE DATABASE "{db}"')
-            made.add(db)
-        return f"postgresql+psycopg://postgres@127.0.0.1:{port}/{db}"
+            self.made.add(db)
+        return f"postgresql+psycopg://{auth if password else self.user}@127.0.0.1:{self.port}/{db}"
 
-    make_url.port = port
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL server; yields ``make_url(dbname) -> postgresql+psycopg://...`` (creates the database)."""
+    server = PostgresServer()
+    make_url = server.url
     try:
         yield make_url
     finally:
-        subprocess.run(prefix + [pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"], capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
+        server.close()
 
 
 @pytest.fixture(scope="session")
@@ -153,3 +185,18 @@ def ray_cluster():
         if ray.is_initialized():
             ray.shutdown()
         cluster.shutdown()
+
+
+#: the password of :func:`postgres_pw`'s user: every test that uses it greps for it in what autoprune wrote and printed
+PLANTED_PASSWORD = "Pl4nted_S3cret_Zq7"
+
+
+@pytest.fixture(scope="session")
+def postgres_pw():
+    """A throwaway PostgreSQL server that asks for a password over TCP (scram-sha-256), as a shared server does;
+    yields the :class:`PostgresServer` (``.url(db)``: ``postgresql+psycopg://apuser:PLANTED_PASSWORD@...``)."""
+    server = PostgresServer(password=PLANTED_PASSWORD)
+    try:
+        yield server
+    finally:
+        server.close()

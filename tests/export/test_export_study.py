@@ -281,9 +281,16 @@ def test_nonempty_out_dir_needs_force(study, tmp_path):
     with pytest.raises(ExportError, match=rf"output folder {out} exists and is not empty; choose another --out or pass --force to replace it"):
         export("tiny", str(study), pick="smallest", formats=["state_dict"], out_dir=str(out), log_mlflow=False)
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    # issue 22 (G5): --force replaced the user's folder whatever it held; it now replaces only a previous export
+    with pytest.raises(ExportError, match=rf"--out {out} --force: the folder holds what autoprune did not write \(keep.txt\)"):
+        export("tiny", str(study), pick="smallest", formats=["state_dict"], out_dir=str(out), force=True, log_mlflow=False)
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    (out / "keep.txt").unlink()
+    export("tiny", str(study), pick="smallest", formats=["state_dict", "onnx"], out_dir=str(out), log_mlflow=False)
     res = export("tiny", str(study), pick="smallest", formats=["state_dict"], out_dir=str(out), force=True, log_mlflow=False)
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "model_card.json", "model_state.pt", "test_set.npz"]
     assert res.verified
+    assert sorted(p.name for p in out.parent.iterdir()) == ["taken"]  # no staging or old folder left beside it
 
 
 def test_missing_onnx_extra(runs_dir, monkeypatch):

@@ -34,6 +34,7 @@ class SearchJob:
     dense_arch: Dict[str, Any]
     deadline: Optional[float]  # time.time() after which no trial starts
     dense_checkpoint: Optional[str] = None  # the dense model every trial starts from
+    sampler_salt: int = 0  # this run's own sampler stream (search.study.run_salt): workers seed with it too
 
 
 class Runner:

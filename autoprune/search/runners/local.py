@@ -56,7 +56,7 @@ def _worker_main(job: SearchJob, worker: int) -> None:
     # the trial stays RUNNING until the driver marks it failed (Lightning would otherwise finish it early)
     with SignalScope(ignore_sigint=True):
         try:
-            study = optuna.load_study(study_name=job.config.study, storage=Storage(job.storage).open(), sampler=make_sampler(job.config, worker))
+            study = optuna.load_study(study_name=job.config.study, storage=Storage(job.storage).open(), sampler=make_sampler(job.config, worker, job.sampler_salt))
             _optimize(study, job, [])
         except SearchInterrupted as stop:
             raise SystemExit(stop.exit_code) from None

@@ -46,6 +46,7 @@ from autoprune.search.runners import Runner, SearchJob
 from autoprune.search.space import SearchSpace
 from autoprune.search.tell import RecordedFailure, failure_attrs, record_result, run_and_tell, start_trial
 from autoprune.trial.run import run_trial
+from autoprune.urls import written
 
 __all__ = ["RayRunner", "StudySearcher"]
 
@@ -295,8 +296,9 @@ class RayRunner(Runner):
 
     def run(self, job: SearchJob, study: Any, update: Callable[[], Dict[str, Any]]) -> None:
         dense_checkpoint = str(Path(job.dense_checkpoint).resolve()) if job.dense_checkpoint else ""
-        # trials run elsewhere (another cwd, another node): every path they get is absolute
-        job = dataclasses.replace(job, runs_dir=str(Path(job.runs_dir).resolve()))
+        # trials run elsewhere (another cwd, another node): every path they get is absolute; Tune pickles the job
+        # (tuner.pkl, the object store) and the driver alone opens the study: no storage password goes with it
+        job = dataclasses.replace(job, runs_dir=str(Path(job.runs_dir).resolve()), storage=written(job.storage))
         self._started = self._init(job)
         SignalScope.take_back()  # ray.init installs handlers of its own
         try:
