@@ -216,3 +216,24 @@ def test_a_folder_not_ours_is_never_used(tmp_path, planted):
             predictable.unlink()
         else:
             shutil.rmtree(predictable, ignore_errors=True)
+
+
+def test_a_local_instance_runs_no_more_trials_at_once_than_the_machine_allows(monkeypatch):
+    """F7 for Ray: the local instance's concurrency is capped like --workers; a cluster's is its own."""
+    import optuna
+
+    from autoprune.config import config_from_dict
+    from autoprune.search import runners
+    from autoprune.search.runners import SearchJob
+    from autoprune.search.runners.ray import _capped
+
+    from .conftest import study_dict
+
+    monkeypatch.setattr(runners, "machine_cores", lambda: 2)
+    monkeypatch.setattr(runners, "_available_gib", lambda: 64.0)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    config = config_from_dict({**study_dict(), "search": {**study_dict()["search"], "backend": "ray", "ray": {"concurrency": 64}}})
+    job = SearchJob(config, "runs", "x.journal", 4, {}, None)
+    assert _capped(job, study).search.ray.concurrency == 2
+    joined = config.model_copy(update={"search": config.search.model_copy(update={"ray": config.search.ray.model_copy(update={"address": "10.0.0.5:6379"})})})
+    assert _capped(SearchJob(joined, "runs", "x.journal", 4, {}, None), study).search.ray.concurrency == 64

@@ -17,11 +17,11 @@ import optuna
 import torch
 
 from autoprune.layout import study_paths
-from autoprune.search.claim import TotalReached, claim
+from autoprune.search.claim import TotalReached, claim, counted
 from autoprune.search.faults import die_with_parent
 from autoprune.search.interrupts import SearchInterrupted, SignalScope
 from autoprune.search.objective import make_objective
-from autoprune.search.runners import Runner, SearchJob
+from autoprune.search.runners import Runner, SearchJob, capped_workers
 from autoprune.search.samplers import make_sampler
 from autoprune.search.storage import Storage
 from autoprune.search.tell import run_and_tell
@@ -69,15 +69,15 @@ class LocalRunner(Runner):
         self._procs: List[Any] = []
 
     def run(self, job: SearchJob, study: Any, update: Callable[[], Dict[str, Any]]) -> None:
-        if job.config.search.workers <= 1:
+        workers = job.config.search.workers
+        if workers > 1:
+            workers = capped_workers(workers, job.total - counted(study), "search.workers / --workers")
+        if workers <= 1:
             torch.set_num_threads(1)
             _optimize(study, job, [update])
             return
         ctx = mp.get_context("spawn")
-        self._procs = [
-            ctx.Process(target=_worker_main, args=(job, w), name=f"autoprune-worker-{w}", daemon=False)
-            for w in range(job.config.search.workers)
-        ]
+        self._procs = [ctx.Process(target=_worker_main, args=(job, w), name=f"autoprune-worker-{w}", daemon=False) for w in range(workers)]
         for p in self._procs:
             p.start()
         while any(p.is_alive() for p in self._procs):

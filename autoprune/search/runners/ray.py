@@ -46,7 +46,7 @@ from autoprune.search import attrs
 from autoprune.search.claim import counted
 from autoprune.search.interrupts import SignalScope, as_interrupt
 from autoprune.search.objective import trial_options
-from autoprune.search.runners import Runner, SearchJob
+from autoprune.search.runners import Runner, SearchJob, capped_workers
 from autoprune.search.runners.reaper import Reaper
 from autoprune.search.space import SearchSpace
 from autoprune.search.tell import RecordedFailure, failure_attrs, record_result, run_and_tell, start_trial
@@ -208,6 +208,17 @@ def _ahead(r: Any) -> int:
     return int(ray.cluster_resources().get("CPU", 0) < (r.concurrency + 1) * r.cpus_per_trial)
 
 
+def _capped(job: SearchJob, study: Any) -> Any:
+    """The config, with a local instance's concurrency capped at what this machine and the trials left allow (F7)."""
+    s = job.config.search
+    if s.ray.address:
+        return job.config  # a cluster: its own resources decide
+    n = capped_workers(s.ray.concurrency, job.total - counted(study), "search.ray.concurrency / --concurrency", s.ray.cpus_per_trial)
+    if n == s.ray.concurrency:
+        return job.config
+    return job.config.model_copy(update={"search": s.model_copy(update={"ray": s.ray.model_copy(update={"concurrency": n})})})
+
+
 def _fit(tuner: Any) -> None:
     """``tuner.fit()``, with the driver's Ctrl-C / SIGTERM kept as what it is: our handler raises
     ``SearchInterrupted`` wherever the driver's main thread is, and inside Ray's or Optuna's code it can
@@ -359,7 +370,7 @@ class RayRunner(Runner):
     def run(self, job: SearchJob, study: Any, update: Callable[[], Dict[str, Any]]) -> None:
         dense_checkpoint = str(Path(job.dense_checkpoint).resolve()) if job.dense_checkpoint else ""
         # trials run elsewhere (another cwd, another node): every path they get is absolute
-        job = dataclasses.replace(job, runs_dir=str(Path(job.runs_dir).resolve()))
+        job = dataclasses.replace(job, runs_dir=str(Path(job.runs_dir).resolve()), config=_capped(job, study))
         try:
             self._init(job)
             r = job.config.search.ray
