@@ -31,6 +31,7 @@ from autoprune.tracking.tags import (
     ERROR_TAG,
     HIDDEN_SIZES_TAG,
     HYPERVOLUME_TAG,
+    LATENCY_DEVICE_TAG,
     MLFLOW_PARENT_TAG,
     PARENT_TAG,
     PARETO_TAG,
@@ -198,6 +199,8 @@ class Tracker:
             if result.get("size_bytes") and dense.get("size_bytes"):
                 metrics.append(_metric("compression_ratio", dense["size_bytes"] / result["size_bytes"]))  # against dense float32
             self.client.set_tag(rid, PRECISION_TAG, result.get("precision") or "float32")
+            if result.get("latency_device"):
+                self.client.set_tag(rid, LATENCY_DEVICE_TAG, result["latency_device"])
             for key, value in (result.get("int8") or {}).items():
                 if key.startswith("float_") and value is not None:  # the same model before int8, beside the int8 numbers
                     metrics.append(_metric(key, value))

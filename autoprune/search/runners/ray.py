@@ -354,6 +354,7 @@ class RayRunner(Runner):
                 ray.init(
                     address="local",  # always a new instance: never silently join a cluster `ray start` left on this machine
                     num_cpus=max(1, math.ceil(r.concurrency * r.cpus_per_trial)),
+                    **({"num_gpus": math.ceil(r.concurrency * r.gpus_per_trial)} if r.gpus_per_trial else {}),
                     _node_ip_address=LOCALHOST,
                     _temp_dir=str(temp),
                     include_dashboard=False,
@@ -375,7 +376,8 @@ class RayRunner(Runner):
             self._init(job)
             r = job.config.search.ray
             searcher = StudySearcher(study, job, SearchSpace(job.config, ArchSpec.from_dict(job.dense_arch)), update)
-            trainable = tune.with_resources(tune.with_parameters(_trial_main, job=job, dense_checkpoint=dense_checkpoint), {"cpu": r.cpus_per_trial})
+            resources = {"cpu": r.cpus_per_trial, **({"gpu": r.gpus_per_trial} if r.gpus_per_trial else {})}
+            trainable = tune.with_resources(tune.with_parameters(_trial_main, job=job, dense_checkpoint=dense_checkpoint), resources)
             tuner = tune.Tuner(
                 trainable,
                 tune_config=tune.TuneConfig(
