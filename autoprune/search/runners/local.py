@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os
 import time
 from typing import Any, Callable, Dict, List, Sequence
 
@@ -27,6 +28,10 @@ from autoprune.search.storage import Storage
 from autoprune.search.tell import run_and_tell
 
 __all__ = ["LocalRunner"]
+
+#: the thread pools of the numerical libraries a worker loads, sized to the one core each worker's trial is given
+#: (torch's own pool is set with torch.set_num_threads; OpenBLAS, used by numpy, would start one spinning thread per core)
+ONE_CORE = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 
 def _optimize(study: Any, job: SearchJob, after_each: Sequence[Callable[[], Any]]) -> None:
@@ -78,8 +83,17 @@ class LocalRunner(Runner):
             return
         ctx = mp.get_context("spawn")
         self._procs = [ctx.Process(target=_worker_main, args=(job, w), name=f"autoprune-worker-{w}", daemon=False) for w in range(workers)]
-        for p in self._procs:
-            p.start()
+        saved = {k: os.environ.get(k) for k in ONE_CORE}
+        os.environ.update(ONE_CORE)  # what a spawned process starts with
+        try:
+            for p in self._procs:
+                p.start()
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
         while any(p.is_alive() for p in self._procs):
             time.sleep(2.0)
             update()
