@@ -33,7 +33,8 @@ def test_the_workers_are_capped_by_cores_trials_and_memory(machine, caplog):
     assert capped_workers(64, 1, "w") == 1  # one trial left: one worker
     assert capped_workers(2, 10, "w") == 2 and capped_workers(1, 0, "w") == 1
     assert capped_workers(8, 10, "c", cpus_each=0.25) == 8  # Ray: fractional CPUs per trial fit 8 on 2 cores
-    assert [r.getMessage() for r in caplog.records] == ["w 64: running 1 at once (2 CPU cores; 1 trials left to run; 8.0 GiB of memory available, about 1 per worker)"]
+    expected = "w 64: running 1 at once (2 CPU cores; 1 trials left to run; 8.0 GiB of memory available, about 1 per worker)"
+    assert [r.getMessage() for r in caplog.records] == [expected]
 
 
 def test_memory_caps_too(monkeypatch):

@@ -60,10 +60,11 @@ def test_every_trial_records_where_its_latency_was_measured(tiny_config, runs_di
     assert LatencySettings(settings, device="cuda").key().endswith("-cuda")
 
 
+NO_GPU = "no CUDA GPU visible to torch on this machine: the GPU path (train.accelerator gpu, measure.device cuda) is not exercised here"
+
+
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="no CUDA GPU visible to torch on this machine: the GPU path (train.accelerator gpu, measure.device cuda) is not exercised here"
-)
+@pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_GPU)
 def test_a_trial_trains_and_is_measured_on_a_gpu(tiny_study, runs_dir):
     tiny_study["train"] = {**tiny_study["train"], "accelerator": "gpu"}
     tiny_study["measure"] = {**tiny_study["measure"], "device": "cuda"}
