@@ -76,17 +76,21 @@ def run_search(
     runner.check(config, store)
 
     with SignalScope() as signals, StudyLock(paths.lock):
-        store.prepare()  # a journal left by a killed search: its lock cleared, a torn tail dropped
-        # ---- everything that can be refused is refused before training the dense model
-        config, space, settings, cache = prepare_space(config, runs_dir)
-        dense = ensure_dense(config, runs_dir)
-        check_search_start(config, runs_dir, dense)  # epoch budget, small-validation warning, fine-tune with nothing pruned
-        study = create_study(config, store, space)
-        update_meta(paths.meta, storage=store.text, tracking_uri=uri, config=config.to_dict(), dense_checkpoint=str(dense.checkpoint))
-        s = config.search
-        job = SearchJob(config, runs_dir, store.text, s.trials, dense.arch.to_dict(), started + s.timeout if s.timeout else None, str(dense.checkpoint))
-        dense_info = {**dense.metrics, **dense_numbers(dense, settings["seq_len"], cache.get(dense.arch, settings))}
-        ending, marked, recorder = _run(signals, runner, job, study, paths, uri, dense_info, started, progress)
+        runner.prepare(config)  # worker processes import torch while the driver sets up
+        try:
+            store.prepare()  # a journal left by a killed search: its lock cleared, a torn tail dropped
+            # ---- everything that can be refused is refused before training the dense model
+            config, space, settings, cache = prepare_space(config, runs_dir)
+            dense = ensure_dense(config, runs_dir)
+            check_search_start(config, runs_dir, dense)  # epoch budget, small-validation warning, fine-tune with nothing pruned
+            study = create_study(config, store, space)
+            update_meta(paths.meta, storage=store.text, tracking_uri=uri, config=config.to_dict(), dense_checkpoint=str(dense.checkpoint))
+            s = config.search
+            job = SearchJob(config, runs_dir, store.text, s.trials, dense.arch.to_dict(), started + s.timeout if s.timeout else None, str(dense.checkpoint))
+            dense_info = {**dense.metrics, **dense_numbers(dense, settings["seq_len"], cache.get(dense.arch, settings))}
+            ending, marked, recorder = _run(signals, runner, job, study, paths, uri, dense_info, started, progress)
+        finally:
+            runner.stop()  # whatever prepare() started and run() did not use (nothing to do after a clean run)
 
     summary = recorder.summary(store.text, started, recorder.artifacts, ending.interrupted)
     if ending.interrupted:

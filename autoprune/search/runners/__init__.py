@@ -52,6 +52,10 @@ class Runner:
     def check(self, job_config: Any, storage: Any) -> None:
         """Refuse bad settings before any training (for example an unreachable cluster). Default: nothing."""
 
+    def prepare(self, config: Any) -> None:
+        """Start what can start before the job is known (worker processes importing torch while the driver sets
+        up); :meth:`stop` ends it if the search never runs. Default: nothing."""
+
     def run(self, job: SearchJob, study: Any, update: Callable[[], Dict[str, Any]]) -> None:
         """Run trials until the study reaches ``job.total`` (or the deadline).
 
