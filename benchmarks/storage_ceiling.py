@@ -326,8 +326,8 @@ def run(ctx: Context) -> None:
     )
     lines += [
         "",
-        "The tracking server: N clients each logging one nested run per trial with autoprune's `Tracker.log_trial` (about 10 requests per run: "
-        "create, tags, one metrics batch with a 10-epoch curve, one parameters batch, end), to `mlflow server --workers W` on a PostgreSQL store.",
+        "The tracking server: N clients each logging one nested run per trial with autoprune's `Tracker.log_trial` (three requests per run: "
+        "the run with its tags, one batch of metrics with a 10-epoch curve and parameters, the end), to `mlflow server --workers W` on a PostgreSQL store.",
         "",
     ]
     lines += table(["server", "clients", "runs / s", "log p50 (ms)", "log p99 (ms)", "errors", "CPU %", "last error"], mlflow_rows)
