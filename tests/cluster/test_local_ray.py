@@ -237,3 +237,38 @@ def test_a_local_instance_runs_no_more_trials_at_once_than_the_machine_allows(mo
     assert _capped(job, study).search.ray.concurrency == 2
     joined = config.model_copy(update={"search": config.search.model_copy(update={"ray": config.search.ray.model_copy(update={"address": "10.0.0.5:6379"})})})
     assert _capped(SearchJob(joined, "runs", "x.journal", 4, {}, None), study).search.ray.concurrency == 64
+
+
+def test_a_sigterm_during_ray_init_is_held_until_it_returns(tmp_path, monkeypatch):
+    """D4, deterministically: ray.init first installs a SIGTERM handler of its own (sys.exit, lost when it
+    lands in an at-fork hook) and its C++ core a failure handler (abort); the driver's handler must stay,
+    hold the signal while ray.init runs, and raise it once ray.init has returned."""
+    from ray._private import ray_constants
+    from ray._private import utils as ray_utils
+
+    from autoprune.config import config_from_dict
+    from autoprune.search.interrupts import SearchInterrupted, SignalScope
+    from autoprune.search.runners import SearchJob
+    from autoprune.search.runners import ray as ray_runner
+
+    from .conftest import study_dict
+
+    done = []
+
+    def fake_init(**kwargs):
+        ray_utils.set_sigterm_handler(lambda *a: sys.exit(signal.SIGTERM))  # what ray.init does first
+        assert ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER and not ray_constants.ENABLE_RAY_CLUSTER
+        assert kwargs["_node_ip_address"] == "127.0.0.1"
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.2)  # the handler has run by now
+        done.append(kwargs["_temp_dir"])
+
+    monkeypatch.setattr(ray_runner.ray, "init", fake_init)
+    monkeypatch.setattr(ray_runner.Reaper, "start", lambda self, marker: None)
+    cluster = ray_constants.ENABLE_RAY_CLUSTER
+    job = SearchJob(config_from_dict(study_dict()), str(tmp_path / "runs"), "x.journal", 4, {}, None)
+    with SignalScope():
+        with pytest.raises(SearchInterrupted) as info:
+            ray_runner.RayRunner()._start_local(job)
+    assert info.value.signum == signal.SIGTERM and len(done) == 1  # raised after ray.init returned, not inside it
+    assert ray_constants.ENABLE_RAY_CLUSTER == cluster and ray_utils.set_sigterm_handler.__name__ == "set_sigterm_handler"

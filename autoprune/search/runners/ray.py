@@ -36,6 +36,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 import ray
 from ray import tune
 from ray._private import ray_constants
+from ray._private import utils as ray_utils
 from ray.tune.search import Searcher
 
 from autoprune.errors import ConfigError
@@ -253,17 +254,17 @@ def _check_address(address: str, timeout_s: float = 5.0) -> None:
 
 
 @contextlib.contextmanager
-def _ray_settings(**values: Any) -> Iterator[None]:
-    """Ray's module-level settings (``ray._private.ray_constants``, read from the environment when Ray is
-    imported) changed for one ``ray.init`` of this process, and restored after it."""
-    old = {name: getattr(ray_constants, name) for name in values}
+def _patched(module: Any, **values: Any) -> Iterator[None]:
+    """Attributes of one of Ray's modules changed for one ``ray.init`` of this process, and restored after it
+    (``ray._private.ray_constants`` is read from the environment when Ray is imported: too late to set it there)."""
+    old = {name: getattr(module, name) for name in values}
     for name, value in values.items():
-        setattr(ray_constants, name, value)
+        setattr(module, name, value)
     try:
         yield
     finally:
         for name, value in old.items():
-            setattr(ray_constants, name, value)
+            setattr(module, name, value)
 
 
 def _private_temp_dir(paths: StudyPaths) -> Path:
@@ -342,15 +343,19 @@ class RayRunner(Runner):
         temp = _private_temp_dir(study_paths(job.runs_dir, job.config.study))
         self._reaper.start(str(temp))
         self._started = True  # from here on stop() shuts down whatever ray.init got to start
+        scope = SignalScope.active
         try:
-            with _ray_settings(
-                # A23: Ray takes 127.0.0.1 for the node address (so every server binds to it) only when told that
-                # this machine is not part of a cluster; otherwise it swaps 127.0.0.1 for the host's address
-                ENABLE_RAY_CLUSTER=False,
-                # D4: Ray's C++ failure handler would catch a SIGTERM arriving while ray.init runs and abort the
-                # driver (exit 134, nothing cleaned up); the driver's own handler takes the signals back after it
-                RAY_DISABLE_FAILURE_SIGNAL_HANDLER=True,
-            ):
+            with contextlib.ExitStack() as stack:
+                # A23: Ray takes 127.0.0.1 for the node address (so every server binds to it) only when told that this
+                # machine is not part of a cluster; otherwise it swaps 127.0.0.1 for the host's address
+                stack.enter_context(_patched(ray_constants, ENABLE_RAY_CLUSTER=False))
+                # D4: a SIGTERM while ray.init runs met Ray's C++ failure handler (abort, exit 134) or its Python handler
+                # (sys.exit, which lands in an at-fork hook and is lost); neither is installed, and the driver's own
+                # handler holds a signal until ray.init is done, then raises it
+                stack.enter_context(_patched(ray_constants, RAY_DISABLE_FAILURE_SIGNAL_HANDLER=True))
+                stack.enter_context(_patched(ray_utils, set_sigterm_handler=lambda handler: None))
+                if scope is not None:
+                    stack.enter_context(scope.deferred())
                 ray.init(
                     address="local",  # always a new instance: never silently join a cluster `ray start` left on this machine
                     num_cpus=max(1, math.ceil(r.concurrency * r.cpus_per_trial)),
@@ -361,7 +366,7 @@ class RayRunner(Runner):
                     logging_level=logging.WARNING,
                     log_to_driver=False,
                 )
-        except SystemExit as err:  # ray.init's own SIGTERM handler: sys.exit(SIGTERM) in place of ours
+        except SystemExit as err:  # should Ray's own SIGTERM handler come back: sys.exit(SIGTERM) in place of ours
             if err.code == signal.SIGTERM:
                 SignalScope.relay(signal.SIGTERM)
             raise
