@@ -329,7 +329,8 @@ class RayRunner(Runner):
         try:
             ray.init(address=r.address, runtime_env={"env_vars": dict(_ENV)}, logging_level=logging.WARNING, log_to_driver=False)
         except Exception as err:  # ConnectionError, RuntimeError, ...: one line, not Ray's traceback
-            raise ConfigError(f"search.ray.address / --ray-address {r.address}: cannot join the Ray cluster ({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
+            reason = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+            raise ConfigError(f"search.ray.address / --ray-address {r.address}: cannot join the Ray cluster ({reason})") from None
         finally:
             SignalScope.take_back()  # ray.init installs handlers of its own
         self._started = True
