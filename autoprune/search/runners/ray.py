@@ -267,6 +267,31 @@ def _patched(module: Any, **values: Any) -> Iterator[None]:
             setattr(module, name, value)
 
 
+def _ray_init(local: bool, **kwargs: Any) -> None:
+    """``ray.init(**kwargs)`` with the driver's signals its own (D4), and for a ``local`` instance every server on 127.0.0.1 (A23).
+
+    A SIGTERM while ray.init runs met Ray's C++ failure handler (abort, exit 134) or its Python handler
+    (``sys.exit``, which can land in an at-fork hook and be lost): neither is installed, the driver's
+    :class:`SignalScope` holds a signal until ray.init is done and then raises it.
+    """
+    scope = SignalScope.active
+    try:
+        with contextlib.ExitStack() as stack:
+            if local:  # Ray keeps 127.0.0.1 as the node address (and binds every server to it) only off a cluster
+                stack.enter_context(_patched(ray_constants, ENABLE_RAY_CLUSTER=False))
+            stack.enter_context(_patched(ray_constants, RAY_DISABLE_FAILURE_SIGNAL_HANDLER=True))
+            stack.enter_context(_patched(ray_utils, set_sigterm_handler=lambda handler: None))
+            if scope is not None:
+                stack.enter_context(scope.deferred())
+            ray.init(**kwargs)
+    except SystemExit as err:  # should Ray's own SIGTERM handler come back: sys.exit(SIGTERM) in place of ours
+        if err.code == signal.SIGTERM:
+            SignalScope.relay(signal.SIGTERM)
+        raise
+    finally:
+        SignalScope.take_back()
+
+
 def _private_temp_dir(paths: StudyPaths) -> Path:
     """Ray's files for a local instance (A24): ``r/`` inside a folder that only this user can enter.
 
@@ -326,14 +351,12 @@ class RayRunner(Runner):
         if not r.address:
             self._start_local(job)
             return
+        self._started = True  # stop() disconnects (the cluster keeps running)
         try:
-            ray.init(address=r.address, runtime_env={"env_vars": dict(_ENV)}, logging_level=logging.WARNING, log_to_driver=False)
+            _ray_init(local=False, address=r.address, runtime_env={"env_vars": dict(_ENV)}, logging_level=logging.WARNING, log_to_driver=False)
         except Exception as err:  # ConnectionError, RuntimeError, ...: one line, not Ray's traceback
             reason = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
             raise ConfigError(f"search.ray.address / --ray-address {r.address}: cannot join the Ray cluster ({reason})") from None
-        finally:
-            SignalScope.take_back()  # ray.init installs handlers of its own
-        self._started = True
 
     def _start_local(self, job: SearchJob) -> None:
         """A Ray instance of this search alone: every server on 127.0.0.1 (A23: with token auth off, nothing
@@ -344,35 +367,17 @@ class RayRunner(Runner):
         temp = _private_temp_dir(study_paths(job.runs_dir, job.config.study))
         self._reaper.start(str(temp))
         self._started = True  # from here on stop() shuts down whatever ray.init got to start
-        scope = SignalScope.active
-        try:
-            with contextlib.ExitStack() as stack:
-                # A23: Ray takes 127.0.0.1 for the node address (so every server binds to it) only when told that this
-                # machine is not part of a cluster; otherwise it swaps 127.0.0.1 for the host's address
-                stack.enter_context(_patched(ray_constants, ENABLE_RAY_CLUSTER=False))
-                # D4: a SIGTERM while ray.init runs met Ray's C++ failure handler (abort, exit 134) or its Python handler
-                # (sys.exit, which lands in an at-fork hook and is lost); neither is installed, and the driver's own
-                # handler holds a signal until ray.init is done, then raises it
-                stack.enter_context(_patched(ray_constants, RAY_DISABLE_FAILURE_SIGNAL_HANDLER=True))
-                stack.enter_context(_patched(ray_utils, set_sigterm_handler=lambda handler: None))
-                if scope is not None:
-                    stack.enter_context(scope.deferred())
-                ray.init(
-                    address="local",  # always a new instance: never silently join a cluster `ray start` left on this machine
-                    num_cpus=max(1, math.ceil(r.concurrency * r.cpus_per_trial)),
-                    **({"num_gpus": math.ceil(r.concurrency * r.gpus_per_trial)} if r.gpus_per_trial else {}),
-                    _node_ip_address=LOCALHOST,
-                    _temp_dir=str(temp),
-                    include_dashboard=False,
-                    logging_level=logging.WARNING,
-                    log_to_driver=False,
-                )
-        except SystemExit as err:  # should Ray's own SIGTERM handler come back: sys.exit(SIGTERM) in place of ours
-            if err.code == signal.SIGTERM:
-                SignalScope.relay(signal.SIGTERM)
-            raise
-        finally:
-            SignalScope.take_back()
+        _ray_init(
+            local=True,
+            address="local",  # always a new instance: never silently join a cluster `ray start` left on this machine
+            num_cpus=max(1, math.ceil(r.concurrency * r.cpus_per_trial)),
+            **({"num_gpus": math.ceil(r.concurrency * r.gpus_per_trial)} if r.gpus_per_trial else {}),
+            _node_ip_address=LOCALHOST,
+            _temp_dir=str(temp),
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+            log_to_driver=False,
+        )
 
     def run(self, job: SearchJob, study: Any, update: Callable[[], Dict[str, Any]]) -> None:
         dense_checkpoint = str(Path(job.dense_checkpoint).resolve()) if job.dense_checkpoint else ""
