@@ -241,17 +241,18 @@ def _print_front(rows: list, dense: Optional[dict] = None) -> None:
 @click.option("--backend", default=None, help="Trial runner: local (processes on this machine) or ray (Ray Tune); default: the config's search.backend, else local.")
 @click.option("--ray-address", default=None, help="Ray cluster to join: auto or HOST:PORT (default: start a local Ray instance).")
 @click.option("--concurrency", type=int, default=None, help="Ray backend: trials running at once.")
-@click.option("--cpus-per-trial", type=float, default=None, help="Ray backend: CPUs reserved per trial.")
+@click.option("--cpus-per-trial", type=float, default=None, help="Ray backend: CPUs reserved per trial (its torch threads).")
+@click.option("--gpus-per-trial", type=float, default=None, help="Ray backend: GPUs reserved per trial (a fraction shares one); needs train.accelerator gpu.")
 @click.option("--max-latency-ms", type=float, default=None, help="Latency budget (measured as the config's 'measure' section says).")
 @click.option("--max-size-bytes", type=int, default=None, help="Size budget.")
 @click.option("--sampler", type=click.Choice(["nsga2", "tpe", "random"]), default=None, help="Optuna sampler.")
-@storage_option("Optuna storage URL (default: a journal file under runs/<study>/; a resumed study uses the one it recorded). A password here is never stored: on resume give it again, or use PGPASSWORD / ~/.pgpass.")
+@storage_option("Optuna storage: a database URL or grpc://HOST:PORT (Optuna's gRPC storage proxy; default: a journal file under runs/<study>/; a resumed study uses the one it recorded). A password here is never stored: on resume give it again, or use PGPASSWORD / ~/.pgpass.")
 @click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None, help="MLflow tracking URI (default: embedded store under runs/).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @quiet_option
 @click.pass_obj
 @_handle_errors
-def search(obj: _Ctx, config: str, study: Optional[str], trials: Optional[int], timeout: Optional[float], workers: Optional[int], backend: Optional[str], ray_address: Optional[str], concurrency: Optional[int], cpus_per_trial: Optional[float], max_latency_ms: Optional[float], max_size_bytes: Optional[int], sampler: Optional[str], storage: Optional[str], tracking_uri: Optional[str], as_json: bool) -> None:
+def search(obj: _Ctx, config: str, study: Optional[str], trials: Optional[int], timeout: Optional[float], workers: Optional[int], backend: Optional[str], ray_address: Optional[str], concurrency: Optional[int], cpus_per_trial: Optional[float], gpus_per_trial: Optional[float], max_latency_ms: Optional[float], max_size_bytes: Optional[int], sampler: Optional[str], storage: Optional[str], tracking_uri: Optional[str], as_json: bool) -> None:
     """Search pruning policies; record the Pareto front of accuracy vs size in MLflow."""
     from autoprune.config import load_config
     from autoprune.search.run import run_search
@@ -267,6 +268,7 @@ def search(obj: _Ctx, config: str, study: Optional[str], trials: Optional[int], 
             "search.ray.address": ray_address,
             "search.ray.concurrency": concurrency,
             "search.ray.cpus_per_trial": cpus_per_trial,
+            "search.ray.gpus_per_trial": gpus_per_trial,
             "search.constraints.max_latency_ms": max_latency_ms,
             "search.constraints.max_size_bytes": max_size_bytes,
             "search.sampler": sampler,

@@ -166,6 +166,10 @@ class TrainConfig(_Strict):
     max_seq_len: Optional[int] = Field(None, ge=1, description="random training windows of this length")
     lr_schedule: Literal["none", "cosine"] = "cosine"
     threads: int = Field(1, ge=1, le=256, description="torch threads while training (tiny RNNs run best on one)")
+    accelerator: Literal["cpu", "gpu", "auto"] = Field(
+        "cpu", description="where the dense model and every trial train (Lightning's accelerator): cpu | gpu | auto"
+    )
+    devices: int = Field(1, ge=1, le=1, description="devices per fit: one (more GPUs run more trials side by side: --gpus-per-trial with Ray)")
     select: Literal["last", "best_val"] = Field(
         "last", description="keep the last epoch's weights, or the epoch with the best validation accuracy"
     )
@@ -178,6 +182,7 @@ class MeasureConfig(_Strict):
     seq_len: Optional[int] = Field(None, ge=1, le=1_000_000, description="defaults to the task's longest sequence")
     threads: int = Field(1, ge=1, le=256)
     runtime: Literal["torch", "onnxruntime"] = "torch"
+    device: Literal["cpu", "cuda"] = Field("cpu", description="where latency is measured: cpu (the default deployment) | cuda (runtime torch only)")
     repeats: int = Field(30, ge=3)
     warmup: int = Field(5, ge=0)
 
@@ -279,6 +284,7 @@ class RayConfig(_Strict):
     )
     concurrency: int = Field(2, ge=1, le=1024, description="trials running at once")
     cpus_per_trial: float = Field(1.0, gt=0, le=256, description="CPUs Ray reserves per trial (torch threads: at least 1)")
+    gpus_per_trial: float = Field(0.0, ge=0, le=64, description="GPUs Ray reserves per trial (a fraction shares one GPU); needs train.accelerator gpu or auto")
 
     @field_validator("address")
     @classmethod
@@ -392,13 +398,28 @@ class StudyConfig(_Strict):
                 raise ValueError(str(err)) from None
         return v
 
+    @model_validator(mode="after")
+    def _devices(self) -> "StudyConfig":
+        if self.search.ray.gpus_per_trial > 0 and self.train.accelerator == "cpu":
+            raise ValueError(
+                f"search.ray.gpus_per_trial={self.search.ray.gpus_per_trial:g} reserves GPUs for trials that train on the CPU: "
+                "set train.accelerator: gpu (or auto)"
+            )
+        if self.measure.device == "cuda" and self.measure.runtime != "torch":
+            raise ValueError(
+                f"measure.device cuda measures latency with runtime torch; got runtime {self.measure.runtime} (ONNX Runtime is measured on the CPU)"
+            )
+        return self
+
     def dense_key(self) -> dict[str, Any]:
         """Everything that determines the dense checkpoint (the cache key's content)."""
+        # where it trains is left out while it is the default CPU: checkpoints cached before these keys existed keep their keys
+        on_cpu = {"accelerator", "devices"} if (self.train.accelerator, self.train.devices) == ("cpu", 1) else set()
         return {
             "task": self.task.model_dump(),
             # the user-model keys are all None for a trained-here model: left out, cached checkpoints keep their keys
             "model": self.model.described(),
-            "train": self.train.model_dump(),
+            "train": self.train.model_dump(exclude=on_cpu),
             "seed": self.seed,
         }
 

@@ -10,7 +10,7 @@
               latency_cache.json, recipe_check.json
               exports/trial-<n>/              ``autoprune export``
               prune/<policy key>/             ``autoprune prune``
-              ray/ (or a link to a short /tmp folder), ray_results/
+              ray/r/ (ray/: mode 0700, or a link to a short 0700 folder in /tmp), ray_results/
 ```
 """
 

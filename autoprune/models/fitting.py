@@ -41,6 +41,8 @@ class Recipe:
     max_seq_len: Optional[int] = None
     grad_clip_value: Optional[float] = None
     grad_clip_algorithm: str = "norm"
+    accelerator: str = "cpu"  # Lightning's accelerator: cpu | gpu | auto (train.accelerator)
+    devices: int = 1
 
     @classmethod
     def of_training(cls, train: Any, epochs: Optional[int] = None) -> "Recipe":
@@ -54,6 +56,8 @@ class Recipe:
             max_seq_len=train.max_seq_len,
             grad_clip_value=train.grad_clip.value,
             grad_clip_algorithm=train.grad_clip.algorithm,
+            accelerator=train.accelerator,
+            devices=train.devices,
         )
 
 
@@ -85,7 +89,9 @@ def fit(
         distill_weight=distillation.weight if distillation is not None and teacher is not None else 0.0,
         distill_temperature=distillation.temperature if distillation is not None else 2.0,
     )
-    trainer = make_trainer(recipe.epochs, callbacks, recipe.grad_clip_value, recipe.grad_clip_algorithm, progress=progress)
+    trainer = make_trainer(
+        recipe.epochs, callbacks, recipe.grad_clip_value, recipe.grad_clip_algorithm, progress=progress, accelerator=recipe.accelerator, devices=recipe.devices
+    )
     trainer.fit(module, datamodule=datamodule)
     return module
 
@@ -116,16 +122,18 @@ def make_trainer(
     grad_clip_algorithm: str = "norm",
     progress: bool = False,
     enable_checkpointing: bool = False,
+    accelerator: str = "cpu",
+    devices: int = 1,
     **kwargs: Any,
 ) -> pl.Trainer:
-    """A CPU Trainer without logger, checkpointing, summary or sanity check.
+    """A Trainer (on the CPU unless ``accelerator`` says otherwise) without logger, checkpointing, summary or sanity check.
 
     Inside trials these cost more than the tiny RNN's step itself (pitfalls.md).
     """
     quiet_lightning()
     return pl.Trainer(
-        accelerator="cpu",
-        devices=1,
+        accelerator=accelerator,
+        devices=devices,
         max_epochs=max_epochs,
         callbacks=list(callbacks),
         gradient_clip_val=grad_clip_value,
@@ -219,8 +227,9 @@ def random_windows(
     if x.size(1) <= max_len:
         return (x, lengths) if y is None else (x, lengths, y)
     slack = (lengths - max_len).clamp(min=0)
-    start = (torch.rand(lengths.shape, generator=generator) * (slack + 1).float()).floor().long()
-    steps = torch.arange(max_len).unsqueeze(0)
+    # drawn on the CPU (the generator's device: the same windows wherever the model trains), then moved
+    start = (torch.rand(lengths.shape, generator=generator).to(lengths.device) * (slack + 1).float()).floor().long()
+    steps = torch.arange(max_len, device=x.device).unsqueeze(0)
     idx = (start.unsqueeze(1) + steps).clamp(max=x.size(1) - 1)
     new_lengths = lengths.clamp(max=max_len)
     valid = steps < new_lengths.unsqueeze(1)
@@ -303,6 +312,8 @@ class RNNModule(pl.LightningModule):
         self._train_sum = self._train_sum + loss.detach() * len(y)
         self._train_n += len(y)
         if self._teacher:
+            if next(self._teacher[0].parameters()).device != x.device:  # kept out of the module's children: moved here on a GPU
+                self._teacher[0].to(x.device)
             # knowledge distillation from the dense model (Hinton et al. 2015): soft targets at temperature T
             t = self.distill_temperature
             with torch.no_grad():

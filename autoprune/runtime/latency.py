@@ -10,6 +10,7 @@ training: build an untrained model of the sampled shape, look up or measure it
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import statistics
@@ -47,10 +48,12 @@ def latency_ms(
     repeats: int = 30,
     warmup: int = 5,
     quantize: str = "none",
+    device: str = "cpu",
 ) -> float:
     """Median forward time in milliseconds after ``warmup`` untimed runs.
 
     ``quantize="int8"`` times the int8 form the runtime runs (see :mod:`autoprune.runtime.quantize`).
+    ``device="cuda"`` (torch, float32) times the model on the GPU, waiting for each forward to finish.
 
     Raises:
         ConfigError: unknown runtime, or ``onnxruntime`` requested but not installed.
@@ -63,12 +66,19 @@ def latency_ms(
         run = model
         if quantize == "int8":
             run = torch_int8(model)
+        if device != "cpu":
+            if quantize != "none" or not torch.cuda.is_available():
+                raise ConfigError(f"measure.device {device}: " + ("int8 runs on the CPU" if quantize != "none" else "no CUDA GPU is visible to torch here"))
+            run, x, lengths = copy.deepcopy(model).to(device), x.to(device), lengths.to(device)
+        sync = torch.cuda.synchronize if device != "cpu" else (lambda: None)
         with _threads(threads), torch.inference_mode():
             for _ in range(warmup):
                 run(x, lengths)
             for _ in range(repeats):
+                sync()
                 t0 = time.perf_counter()
                 run(x, lengths)
+                sync()
                 times.append(time.perf_counter() - t0)
         model.train(was_training)
     elif runtime == "onnxruntime":
@@ -90,7 +100,7 @@ def latency_ms(
 
 
 class LatencySettings(dict):
-    """``batch_size``, ``seq_len``, ``threads``, ``runtime``, ``repeats``, ``warmup`` and optionally ``quantize`` (kwargs of ``latency_ms``)."""
+    """``batch_size``, ``seq_len``, ``threads``, ``runtime``, ``repeats``, ``warmup``, ``device`` and optionally ``quantize`` (kwargs of ``latency_ms``)."""
 
     @classmethod
     def from_config(cls, measure_cfg, max_length: int) -> "LatencySettings":
@@ -101,11 +111,25 @@ class LatencySettings(dict):
             runtime=measure_cfg.runtime,
             repeats=measure_cfg.repeats,
             warmup=measure_cfg.warmup,
+            device=measure_cfg.device,
         )
 
     def key(self) -> str:
         precision = self.get("quantize", "none")
-        return f"b{self['batch_size']}-t{self['seq_len']}-th{self['threads']}-{self['runtime']}" + ("" if precision == "none" else f"-{precision}")
+        device = self.get("device", "cpu")  # left out on the CPU: keys cached before the device was a setting stay valid
+        return (
+            f"b{self['batch_size']}-t{self['seq_len']}-th{self['threads']}-{self['runtime']}"
+            + ("" if precision == "none" else f"-{precision}")
+            + ("" if device == "cpu" else f"-{device}")
+        )
+
+    def device_label(self) -> str:
+        """Where latency is measured, as every record states it: ``cpu, 1 thread, torch`` or ``cuda (NAME), torch``."""
+        device = self.get("device", "cpu")
+        if device == "cpu":
+            return f"cpu, {self['threads']} thread{'s' if self['threads'] != 1 else ''}, {self['runtime']}"
+        name = torch.cuda.get_device_name() if torch.cuda.is_available() else "not visible"
+        return f"{device} ({name}), {self['runtime']}"
 
     def with_precision(self, quantize: str) -> "LatencySettings":
         """The same settings for a model quantized as ``quantize`` (``none`` | ``int8``)."""

@@ -121,6 +121,19 @@ class SignalScope:
             if scope.ignore_sigint:
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
 
+    @classmethod
+    def relay(cls, signum: int) -> None:
+        """Raise, as the active scope's own, a signal a library's handler caught in its place (``ray.init``
+        briefly installs one that exits with the signal's number).
+
+        Raises:
+            SearchInterrupted: always.
+        """
+        scope = cls.active
+        if scope is not None and scope.received is None:
+            scope.received = signum
+        raise SearchInterrupted(signum)
+
     def __exit__(self, exc_type: Any, exc: Optional[BaseException], tb: Any) -> bool:
         if self._active:
             for s, h in self._previous.items():

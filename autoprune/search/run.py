@@ -77,20 +77,24 @@ def run_search(
     runner.check(config, store)
 
     with SignalScope() as signals, StudyLock(paths.lock):
-        store.prepare()  # a journal left by a killed search: its lock cleared, a torn tail dropped
-        # ---- everything that can be refused is refused before training the dense model
-        config, space, settings, cache = prepare_space(config, runs_dir)
-        check_same_reference(config, store, reference_key(config), read_meta(paths.meta))  # G2: before training another dense model
-        dense = ensure_dense(config, runs_dir)
-        check_search_start(config, runs_dir, dense)  # epoch budget, small-validation warning, fine-tune with nothing pruned
-        study, salt = create_study(config, store, space, dense.key)
-        update_meta(paths.meta, storage=store.recorded, tracking_uri=written(uri), tracking_embedded=uri == default_tracking_uri(runs_dir),
-                    config=config.to_dict(), dense_checkpoint=str(dense.checkpoint))
-        s = config.search
-        job = SearchJob(config, runs_dir, store.text, s.trials, dense.arch.to_dict(), started + s.timeout if s.timeout else None, str(dense.checkpoint),
-                        sampler_salt=salt)
-        dense_info = {**dense.metrics, **dense_numbers(dense, settings["seq_len"], cache.get(dense.arch, settings))}
-        ending, marked, recorder = _run(signals, runner, job, study, paths, uri, dense_info, started, progress)
+        runner.prepare(config)  # worker processes import torch while the driver sets up
+        try:
+            store.prepare()  # a journal left by a killed search: its lock cleared, a torn tail dropped
+            # ---- everything that can be refused is refused before training the dense model
+            config, space, settings, cache = prepare_space(config, runs_dir)
+            check_same_reference(config, store, reference_key(config), read_meta(paths.meta))  # G2: before training another dense model
+            dense = ensure_dense(config, runs_dir)
+            check_search_start(config, runs_dir, dense)  # epoch budget, small-validation warning, fine-tune with nothing pruned
+            study, salt = create_study(config, store, space, dense.key)
+            update_meta(paths.meta, storage=store.recorded, tracking_uri=written(uri), tracking_embedded=uri == default_tracking_uri(runs_dir),
+                        config=config.to_dict(), dense_checkpoint=str(dense.checkpoint))
+            s = config.search
+            job = SearchJob(config, runs_dir, store.text, s.trials, dense.arch.to_dict(), started + s.timeout if s.timeout else None, str(dense.checkpoint),
+                            sampler_salt=salt)
+            dense_info = {**dense.metrics, **dense_numbers(dense, settings["seq_len"], cache.get(dense.arch, settings))}
+            ending, marked, recorder = _run(signals, runner, job, study, paths, uri, dense_info, started, progress)
+        finally:
+            runner.stop()  # whatever prepare() started and run() did not use (nothing to do after a clean run)
 
     summary = recorder.summary(store.display(), started, recorder.artifacts, ending.interrupted)
     if ending.interrupted:

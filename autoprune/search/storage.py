@@ -1,8 +1,10 @@
 """Where a study lives, parsed once: a journal file (the default) or a database URL.
 
 Optuna takes a URL string for a relational database (``sqlite:///PATH``,
-``postgresql://USER:PASSWORD@HOST/DB``, ``mysql://...``) and a ``JournalStorage`` object for a
-journal file. :class:`Storage` is the one value the rest of the search passes around: it
+``postgresql://USER:PASSWORD@HOST/DB``, ``mysql://...``), a ``JournalStorage`` object for a
+journal file, and a ``GrpcStorageProxy`` for Optuna's gRPC storage proxy (``grpc://HOST:PORT``: one
+``optuna.storages.run_grpc_proxy_server`` in front of a database, for many workers; README
+"Scaling out"). :class:`Storage` is the one value the rest of the search passes around: it
 knows which kind it is, whether searches on other machines may share it (a database
 server), how to open it, how to show it without its password, and how to make a journal
 safe to append to after a killed writer (:mod:`autoprune.search.journal`).
@@ -13,11 +15,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from optuna.storages import JournalStorage, RDBStorage
+from optuna.exceptions import ExperimentalWarning
+from optuna.storages import GrpcStorageProxy, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 
 from autoprune.databases import check_connects, check_url, server_lock
@@ -32,8 +37,10 @@ log = logging.getLogger(__name__)
 #: what ``--storage`` accepts, for messages
 ACCEPTED = (
     "a journal file path (the default: runs/<study>/optuna.journal), "
-    "sqlite:///PATH, postgresql://USER:PASSWORD@HOST/DB or mysql://USER:PASSWORD@HOST/DB"
+    "sqlite:///PATH, postgresql://USER:PASSWORD@HOST/DB, mysql://USER:PASSWORD@HOST/DB "
+    "or grpc://HOST:PORT (Optuna's gRPC storage proxy)"
 )
+GRPC = "grpc://"
 
 
 @dataclass(frozen=True)
@@ -59,12 +66,31 @@ class Storage:
             if text.strip() == "" or text.endswith(os.sep) or Path(text).is_dir():
                 raise ConfigError(f"--storage {text!r}: a journal file path is needed, not a folder; accepted: {ACCEPTED}")
             return storage
+        if storage.is_grpc:
+            storage.grpc_address()
+            return storage
         check_url(text, "--storage", ACCEPTED)
         return storage
 
     @property
     def is_journal(self) -> bool:
         return "://" not in self.text
+
+    @property
+    def is_grpc(self) -> bool:
+        return self.text.startswith(GRPC)
+
+    def grpc_address(self) -> tuple[str, int]:
+        """``(host, port)`` of a ``grpc://HOST:PORT`` storage.
+
+        Raises:
+            ConfigError: not HOST:PORT.
+        """
+        host, _, port = self.text[len(GRPC):].rstrip("/").rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536 or "/" in host or "@" in host:
+            shown = self.text if "@" not in self.text else GRPC + "***"  # never echo what may be a password
+            raise ConfigError(f"--storage {shown}: Optuna's gRPC storage proxy is given as grpc://HOST:PORT (e.g. grpc://10.0.0.5:13000); accepted: {ACCEPTED}")
+        return host.strip("[]"), int(port)
 
     @property
     def is_sqlite(self) -> bool:
@@ -101,6 +127,14 @@ class Storage:
         database at once made one fail with an IntegrityError), or the URL (SQLite)."""
         if self.is_journal:
             return JournalStorage(JournalFileBackend(self.text))
+        if self.is_grpc:
+            host, port = self.grpc_address()
+            try:
+                with warnings.catch_warnings():  # "experimental" since Optuna 4.2: the README says so once, not every open
+                    warnings.simplefilter("ignore", ExperimentalWarning)
+                    return GrpcStorageProxy(host=host, port=port)
+            except ImportError as err:  # grpcio: the 'cluster' extra
+                raise ConfigError(f"--storage {self.text}: {err}; install it: pip install -c constraints.txt -e '.[cluster]'") from None
         if self.shared:
             with server_lock(self.text, "optuna-schema"):
                 return RDBStorage(self.text)
@@ -125,6 +159,16 @@ class Storage:
         Raises:
             ConfigError: naming the URL (password hidden) and what went wrong.
         """
+        if self.is_grpc:
+            host, port = self.grpc_address()
+            try:
+                socket.create_connection((host, port), timeout=timeout_s).close()
+            except OSError as err:
+                raise ConfigError(
+                    f"--storage {self.text}: no gRPC storage proxy answers there ({type(err).__name__}: {err}); start one "
+                    f"(optuna.storages.run_grpc_proxy_server, README \"Scaling out\") or fix the address"
+                ) from None
+            return
         if self.shared:
             check_connects(self.text, "--storage", timeout_s)
 
@@ -155,6 +199,8 @@ def storage_of(study: Any) -> Optional[Storage]:
 
 
 def is_shared_storage(study: Any) -> bool:
-    """True when an opened study lives in a database server (see :attr:`Storage.shared`)."""
+    """True when an opened study lives in a database server, directly or through a gRPC proxy (see :attr:`Storage.shared`)."""
+    if isinstance(study._storage, GrpcStorageProxy):
+        return True
     store = storage_of(study)
     return store is not None and store.shared

@@ -18,6 +18,7 @@ __all__ = [
     "REASON_TAG",
     "ERROR_TAG",
     "HYPERVOLUME_TAG",
+    "LATENCY_DEVICE_TAG",
     "MLFLOW_PARENT_TAG",
 ]
 
@@ -30,5 +31,7 @@ HIDDEN_SIZES_TAG = "autoprune.hidden_sizes"
 REASON_TAG = "autoprune.reason"
 ERROR_TAG = "autoprune.error"
 HYPERVOLUME_TAG = "autoprune.hypervolume"
+#: where the trial's latency was measured ("cpu, 1 thread, torch"): latency is a property of a device
+LATENCY_DEVICE_TAG = "autoprune.latency_device"
 #: MLflow's own tag that nests a run under its parent
 MLFLOW_PARENT_TAG = "mlflow.parentRunId"

@@ -33,6 +33,7 @@ from autoprune.tracking.tags import (
     ERROR_TAG,
     HIDDEN_SIZES_TAG,
     HYPERVOLUME_TAG,
+    LATENCY_DEVICE_TAG,
     MLFLOW_PARENT_TAG,
     PARENT_TAG,
     PARETO_TAG,
@@ -184,6 +185,27 @@ def relocate_embedded_store(runs_dir: str | os.PathLike) -> None:
         log.info("the runs folder was copied or moved: the MLflow store's artifact locations now point at %s instead of %s", here, old)
 
 
+def _trial_metrics(result: Dict[str, Any]) -> List[Metric]:
+    """A trial result's numbers as MLflow metrics: the headline, sizes against dense, float32 twins of int8 numbers, sparsity, curves."""
+    metrics = [_metric(key, result[key]) for key in ("val_accuracy", "test_accuracy", "size_bytes", "nonzero_params", "params", "macs", "latency_ms", "duration_s")
+               if result.get(key) is not None]
+    dense = result.get("dense") or {}
+    if result.get("size_bytes") and dense.get("size_bytes"):
+        metrics.append(_metric("compression_ratio", dense["size_bytes"] / result["size_bytes"]))  # against dense float32
+    for key, value in (result.get("int8") or {}).items():
+        if key.startswith("float_") and value is not None:  # the same model before int8, beside the int8 numbers
+            metrics.append(_metric(key, value))
+    sp = result.get("sparsity") or {}
+    metrics += [_metric(f"sparsity.{key}", sp[key]) for key in ("overall", "rnn") if key in sp]
+    metrics += [_metric(f"sparsity.{group}", value) for group, value in (sp.get("per_group") or {}).items()]
+    metrics += [_metric(f"units_removed.{layer}", value) for layer, value in (sp.get("hidden_units") or {}).items()]
+    for row in result.get("history") or []:
+        for key in ("val_accuracy", "val_loss", "train_loss"):
+            if row.get(key) is not None and row[key] == row[key]:
+                metrics.append(_metric(f"curve.{key}", row[key], step=int(row["epoch"])))
+    return metrics
+
+
 def _metric(key: str, value: float, step: int = 0, ts: Optional[int] = None) -> Metric:
     return Metric(key, float(value), ts or int(time.time() * 1000), step)
 
@@ -272,53 +294,34 @@ class Tracker:
 
     # ------------------------------------------------------------------ trials
     def log_trial(self, number: int, state: str, policy: Optional[Dict[str, Any]], result: Optional[Dict[str, Any]], error: Optional[str], start_ms: Optional[int], end_ms: Optional[int]) -> str:
-        """One nested run for a finished trial (idempotent: a trial already logged is skipped)."""
+        """One nested run for a finished trial (idempotent: a trial already logged is skipped).
+
+        Three requests to a tracking server, not one per tag: the run with all its tags, one batch of
+        metrics and parameters (more only past MLflow's batch limits), the end.
+        """
         if number in self._trial_runs:
             return self._trial_runs[number]
         tags = {MLFLOW_PARENT_TAG: self.parent_run_id, TRIAL_TAG: str(number), STATE_TAG: state, PARETO_TAG: "false", "mlflow.runName": f"trial-{number}"}
+        params = [Param(k, str(v)[:6000]) for k, v in policy_from_dict(policy).flat_params().items() if v is not None] if policy else []
+        metrics: List[Metric] = []
+        if result:
+            metrics = _trial_metrics(result)
+            tags[PRECISION_TAG] = result.get("precision") or "float32"
+            if result.get("latency_device"):
+                tags[LATENCY_DEVICE_TAG] = result["latency_device"]
+            if result.get("hidden_sizes") is not None:
+                tags[HIDDEN_SIZES_TAG] = json.dumps(result["hidden_sizes"])
+            if result.get("reason"):
+                tags[REASON_TAG] = str(result["reason"])[:5000]
+        if error:
+            tags[ERROR_TAG] = error[:5000]
         run = self.client.create_run(self.experiment_id, start_time=start_ms, tags=tags, run_name=f"trial-{number}")
         rid = run.info.run_id
-        params = []
-        if policy:
-            for k, v in policy_from_dict(policy).flat_params().items():
-                if v is not None:
-                    params.append(Param(k, str(v)[:6000]))
-        metrics = []
-        if result:
-            for key in ("val_accuracy", "test_accuracy", "size_bytes", "nonzero_params", "params", "macs", "latency_ms", "duration_s"):
-                if result.get(key) is not None:
-                    metrics.append(_metric(key, result[key]))
-            dense = result.get("dense") or {}
-            if result.get("size_bytes") and dense.get("size_bytes"):
-                metrics.append(_metric("compression_ratio", dense["size_bytes"] / result["size_bytes"]))  # against dense float32
-            self.client.set_tag(rid, PRECISION_TAG, result.get("precision") or "float32")
-            for key, value in (result.get("int8") or {}).items():
-                if key.startswith("float_") and value is not None:  # the same model before int8, beside the int8 numbers
-                    metrics.append(_metric(key, value))
-            sp = result.get("sparsity") or {}
-            for key in ("overall", "rnn"):
-                if key in sp:
-                    metrics.append(_metric(f"sparsity.{key}", sp[key]))
-            for group, value in (sp.get("per_group") or {}).items():
-                metrics.append(_metric(f"sparsity.{group}", value))
-            for layer, value in (sp.get("hidden_units") or {}).items():
-                metrics.append(_metric(f"units_removed.{layer}", value))
-            for row in result.get("history") or []:
-                for key in ("val_accuracy", "val_loss", "train_loss"):
-                    if row.get(key) is not None and row[key] == row[key]:
-                        metrics.append(_metric(f"curve.{key}", row[key], step=int(row["epoch"])))
-            if result.get("hidden_sizes") is not None:
-                tags_extra = {HIDDEN_SIZES_TAG: json.dumps(result["hidden_sizes"])}
-                for k, v in tags_extra.items():
-                    self.client.set_tag(rid, k, v)
-            if result.get("reason"):
-                self.client.set_tag(rid, REASON_TAG, str(result["reason"])[:5000])
-        if error:
-            self.client.set_tag(rid, ERROR_TAG, error[:5000])
-        for i in range(0, len(metrics), 900):
-            self.client.log_batch(rid, metrics=metrics[i : i + 900])
-        for i in range(0, len(params), 90):
-            self.client.log_batch(rid, params=params[i : i + 90])
+        # MLflow's batch limits: 1000 metrics, 100 params, 1000 entries in all
+        while metrics or params:
+            p, params = params[:100], params[100:]
+            m, metrics = metrics[: 1000 - len(p)], metrics[1000 - len(p):]
+            self.client.log_batch(rid, metrics=m, params=p)
         status = {"complete": "FINISHED", "infeasible": "FINISHED", "stopped_early": "KILLED", "failed": "FAILED"}.get(state, "FINISHED")
         self.client.set_terminated(rid, status=status, end_time=end_ms)
         self._trial_runs[number] = rid

@@ -51,6 +51,7 @@ class TrialResult:
     params: Optional[int] = None
     macs: Optional[int] = None
     latency_ms: Optional[float] = None
+    latency_device: Optional[str] = None  # where latency_ms was measured: "cpu, 1 thread, torch", "cuda (NAME), torch"
     hidden_sizes: Optional[List[List[int]]] = None
     sparsity: Dict[str, Any] = field(default_factory=dict)
     dense: Dict[str, Any] = field(default_factory=dict)

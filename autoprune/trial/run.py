@@ -17,6 +17,7 @@ The sampler only ever sees validation accuracy; test accuracy is recorded beside
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -93,6 +94,7 @@ def run_trial(config: StudyConfig, policy: PruningPolicy, options: Optional[Tria
         return TrialResult(
             "infeasible",
             latency_ms=planned_latency,
+            latency_device=settings.device_label(),
             hidden_sizes=arch.hidden_sizes,
             dense=dense_info,
             reason=f"latency {planned_latency:.3f} ms of structure {arch.hidden_sizes} exceeds max_latency_ms={options.max_latency_ms}",
@@ -199,7 +201,7 @@ def _prune_while_finetuning(
     """
     model, _ = load_dense_model(dense.checkpoint)
     model.train()
-    recipe = finetune_recipe(policy)
+    recipe = dataclasses.replace(finetune_recipe(policy), accelerator=config.train.accelerator, devices=config.train.devices)  # where the study trains
     callbacks: List[pl.Callback] = [pruner, BestValidation(ready=pruner.reached_target)]
     if options.early_stop_after and policy.recovery == "finetune":  # rewind / scratch retrain anyway: no early verdict
         callbacks.append(HopelessStop(options.early_stop_after, dense.metrics["val_accuracy"] - options.early_stop_max_drop))
@@ -245,6 +247,7 @@ def _measure_and_evaluate(
         params=m.params,
         macs=m.macs,
         latency_ms=m.latency_ms,
+        latency_device=settings.device_label() if m.latency_ms is not None else None,
         hidden_sizes=small.hidden_sizes,
         sparsity={"hidden_units": units},
         precision=precision_name(policy.quantize if int8 else "none"),

@@ -18,31 +18,37 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import math
 import os
+import signal
 import socket
+import stat
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import ray
 from ray import tune
+from ray._private import ray_constants
+from ray._private import utils as ray_utils
 from ray.tune.search import Searcher
 
 from autoprune.errors import ConfigError
-from autoprune.layout import study_paths
+from autoprune.layout import StudyPaths, study_paths
 from autoprune.models.arch import ArchSpec
 from autoprune.pruning.policy import policy_from_dict
 from autoprune.search import attrs
 from autoprune.search.claim import counted
 from autoprune.search.interrupts import SignalScope, as_interrupt
 from autoprune.search.objective import trial_options
-from autoprune.search.runners import Runner, SearchJob
+from autoprune.search.runners import Runner, SearchJob, capped_workers
+from autoprune.search.runners.reaper import Reaper
 from autoprune.search.space import SearchSpace
 from autoprune.search.tell import RecordedFailure, failure_attrs, record_result, run_and_tell, start_trial
 from autoprune.trial.run import run_trial
@@ -61,6 +67,7 @@ _ENV = {
     "TUNE_DISABLE_AUTO_INIT": "1",
     "RAY_AIR_NEW_OUTPUT": "0",  # with verbose=0: no experiment tables on the console (the driver shows progress)
 }
+LOCALHOST = "127.0.0.1"
 _DIED = "the Ray worker running this trial stopped before reporting (its process or node died)"
 
 
@@ -203,6 +210,17 @@ def _ahead(r: Any) -> int:
     return int(ray.cluster_resources().get("CPU", 0) < (r.concurrency + 1) * r.cpus_per_trial)
 
 
+def _capped(job: SearchJob, study: Any) -> Any:
+    """The config, with a local instance's concurrency capped at what this machine and the trials left allow (F7)."""
+    s = job.config.search
+    if s.ray.address:
+        return job.config  # a cluster: its own resources decide
+    n = capped_workers(s.ray.concurrency, job.total - counted(study), "search.ray.concurrency / --concurrency", s.ray.cpus_per_trial)
+    if n == s.ray.concurrency:
+        return job.config
+    return job.config.model_copy(update={"search": s.model_copy(update={"ray": s.ray.model_copy(update={"concurrency": n})})})
+
+
 def _fit(tuner: Any) -> None:
     """``tuner.fit()``, with the driver's Ctrl-C / SIGTERM kept as what it is: our handler raises
     ``SearchInterrupted`` wherever the driver's main thread is, and inside Ray's or Optuna's code it can
@@ -236,23 +254,80 @@ def _check_address(address: str, timeout_s: float = 5.0) -> None:
         ) from None
 
 
-def _short_temp_dir(root: Path) -> Path:
-    """Ray's files for a local instance, under runs/<study>/ray. Unix socket paths are limited to
-    107 bytes, so when that path is too long the files go to a short folder in /tmp and
-    runs/<study>/ray links to it."""
-    wanted = root / "ray"
-    if len(str(wanted.resolve())) <= 40:
-        wanted.mkdir(parents=True, exist_ok=True)
-        return wanted.resolve()
-    short = Path(tempfile.gettempdir()) / ("ap-ray-" + hashlib.sha1(str(wanted.resolve()).encode()).hexdigest()[:10])
-    short.mkdir(parents=True, exist_ok=True)
-    if wanted.is_symlink() or not wanted.exists():
-        if wanted.is_symlink() and os.readlink(wanted) != str(short):
-            wanted.unlink()
-        if not wanted.exists():
-            wanted.parent.mkdir(parents=True, exist_ok=True)
-            wanted.symlink_to(short, target_is_directory=True)
-    return short
+@contextlib.contextmanager
+def _patched(module: Any, **values: Any) -> Iterator[None]:
+    """Attributes of one of Ray's modules changed for one ``ray.init`` of this process, and restored after it
+    (``ray._private.ray_constants`` is read from the environment when Ray is imported: too late to set it there)."""
+    old = {name: getattr(module, name) for name in values}
+    for name, value in values.items():
+        setattr(module, name, value)
+    try:
+        yield
+    finally:
+        for name, value in old.items():
+            setattr(module, name, value)
+
+
+def _ray_init(local: bool, **kwargs: Any) -> None:
+    """``ray.init(**kwargs)`` with the driver's signals its own (D4), and for a ``local`` instance every server on 127.0.0.1 (A23).
+
+    A SIGTERM while ray.init runs met Ray's C++ failure handler (abort, exit 134) or its Python handler
+    (``sys.exit``, which can land in an at-fork hook and be lost): neither is installed, the driver's
+    :class:`SignalScope` holds a signal until ray.init is done and then raises it.
+    """
+    scope = SignalScope.active
+    try:
+        with contextlib.ExitStack() as stack:
+            if local:  # Ray keeps 127.0.0.1 as the node address (and binds every server to it) only off a cluster
+                stack.enter_context(_patched(ray_constants, ENABLE_RAY_CLUSTER=False))
+            stack.enter_context(_patched(ray_constants, RAY_DISABLE_FAILURE_SIGNAL_HANDLER=True))
+            stack.enter_context(_patched(ray_utils, set_sigterm_handler=lambda handler: None))
+            if scope is not None:
+                stack.enter_context(scope.deferred())
+            ray.init(**kwargs)
+    except SystemExit as err:  # should Ray's own SIGTERM handler come back: sys.exit(SIGTERM) in place of ours
+        if err.code == signal.SIGTERM:
+            SignalScope.relay(signal.SIGTERM)
+        raise
+    finally:
+        SignalScope.take_back()
+
+
+def _private_temp_dir(paths: StudyPaths) -> Path:
+    """Ray's files for a local instance (A24): ``r/`` inside a folder that only this user can enter.
+
+    Ray makes its temp folder world-writable (0777: one Ray shared by several users), so it gets a
+    folder one level down, under a parent of mode 0700 owned by this user: ``runs/<study>/ray`` when
+    that path is short enough for Ray's Unix sockets (107 bytes with the session's own names), else
+    ``/tmp/ap-ray-<hash of that path>`` with ``runs/<study>/ray`` linking to it. A parent that already
+    exists is used only when it is a folder of this user's with mode 0700; anything else (another
+    user's, a link, open to others, one an earlier version let Ray open) is left as it is, and a
+    fresh folder is made with ``mkdtemp`` (a new name, mode 0700).
+    """
+    wanted = paths.ray.parent.resolve() / paths.ray.name  # not through the link this function may have made
+    if len(str(wanted)) <= 38 and not wanted.is_symlink():
+        wanted.parent.mkdir(parents=True, exist_ok=True)
+        if _private_folder(wanted):
+            return wanted / "r"
+    short = Path(tempfile.gettempdir()) / ("ap-ray-" + hashlib.sha1(str(wanted).encode()).hexdigest()[:10])
+    if not _private_folder(short):
+        short = Path(tempfile.mkdtemp(prefix="ap-ray-"))
+    if wanted.is_symlink() and os.readlink(wanted) != str(short):
+        wanted.unlink()  # the link autoprune made to an earlier folder (the folder itself stays)
+    if not wanted.exists():
+        wanted.parent.mkdir(parents=True, exist_ok=True)
+        wanted.symlink_to(short, target_is_directory=True)
+    return short / "r"
+
+
+def _private_folder(path: Path) -> bool:
+    """Make ``path`` (mode 0700) unless it exists; True when it is now a folder only this user can enter."""
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    st = path.lstat()
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not stat.S_IMODE(st.st_mode) & 0o077
 
 
 class RayRunner(Runner):
@@ -260,51 +335,62 @@ class RayRunner(Runner):
 
     def __init__(self) -> None:
         self._started = False  # this process started a local Ray instance (and so must stop it)
+        self._reaper = Reaper()
 
     def check(self, config: Any, storage: str) -> None:
         r = config.search.ray
         if r.address:
             _check_address(r.address)
 
-    def _init(self, job: SearchJob) -> bool:
-        """Start or join Ray; True when this process started (and so must stop) it."""
+    def _init(self, job: SearchJob) -> None:
+        """Start a local Ray instance or join the cluster at ``search.ray.address``."""
         r = job.config.search.ray
         for key, value in _ENV.items():
             os.environ.setdefault(key, value)
         if ray.is_initialized():
-            return False
-        runtime_env = {"env_vars": dict(_ENV)}
-        if r.address:
-            try:
-                ray.init(address=r.address, runtime_env=runtime_env, logging_level=logging.WARNING, log_to_driver=False)
-            except Exception as err:  # ConnectionError, RuntimeError, ...: one line, not Ray's traceback
-                raise ConfigError(f"search.ray.address / --ray-address {r.address}: cannot join the Ray cluster ({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
-            return True
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+            return
+        if not r.address:
+            self._start_local(job)
+            return
+        self._started = True  # stop() disconnects (the cluster keeps running)
+        try:
+            _ray_init(local=False, address=r.address, runtime_env={"env_vars": dict(_ENV)}, logging_level=logging.WARNING, log_to_driver=False)
+        except Exception as err:  # ConnectionError, RuntimeError, ...: one line, not Ray's traceback
+            reason = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+            raise ConfigError(f"search.ray.address / --ray-address {r.address}: cannot join the Ray cluster ({reason})") from None
 
-        temp = _short_temp_dir(study_paths(job.runs_dir, job.config.study).root)
-        ray.init(
+    def _start_local(self, job: SearchJob) -> None:
+        """A Ray instance of this search alone: every server on 127.0.0.1 (A23: with token auth off, nothing
+        may listen beyond this machine), its files in a folder only this user can enter (A24), a watchdog
+        that stops its processes however this driver ends (A23), and this driver's signals its own (D4)."""
+        r = job.config.search.ray
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        temp = _private_temp_dir(study_paths(job.runs_dir, job.config.study))
+        self._reaper.start(str(temp))
+        self._started = True  # from here on stop() shuts down whatever ray.init got to start
+        _ray_init(
+            local=True,
             address="local",  # always a new instance: never silently join a cluster `ray start` left on this machine
             num_cpus=max(1, math.ceil(r.concurrency * r.cpus_per_trial)),
+            **({"num_gpus": math.ceil(r.concurrency * r.gpus_per_trial)} if r.gpus_per_trial else {}),
+            _node_ip_address=LOCALHOST,
             _temp_dir=str(temp),
             include_dashboard=False,
-            runtime_env=runtime_env,
             logging_level=logging.WARNING,
             log_to_driver=False,
         )
-        return True
 
     def run(self, job: SearchJob, study: Any, update: Callable[[], Dict[str, Any]]) -> None:
         dense_checkpoint = str(Path(job.dense_checkpoint).resolve()) if job.dense_checkpoint else ""
         # trials run elsewhere (another cwd, another node): every path they get is absolute; Tune pickles the job
         # (tuner.pkl, the object store) and the driver alone opens the study: no storage password goes with it
-        job = dataclasses.replace(job, runs_dir=str(Path(job.runs_dir).resolve()), storage=written(job.storage))
-        self._started = self._init(job)
-        SignalScope.take_back()  # ray.init installs handlers of its own
+        job = dataclasses.replace(job, runs_dir=str(Path(job.runs_dir).resolve()), storage=written(job.storage), config=_capped(job, study))
         try:
+            self._init(job)
             r = job.config.search.ray
             searcher = StudySearcher(study, job, SearchSpace(job.config, ArchSpec.from_dict(job.dense_arch)), update)
-            trainable = tune.with_resources(tune.with_parameters(_trial_main, job=job, dense_checkpoint=dense_checkpoint), {"cpu": r.cpus_per_trial})
+            resources = {"cpu": r.cpus_per_trial, **({"gpu": r.gpus_per_trial} if r.gpus_per_trial else {})}
+            trainable = tune.with_resources(tune.with_parameters(_trial_main, job=job, dense_checkpoint=dense_checkpoint), resources)
             tuner = tune.Tuner(
                 trainable,
                 tune_config=tune.TuneConfig(
@@ -331,7 +417,9 @@ class RayRunner(Runner):
             self.stop()
 
     def stop(self) -> None:
-        """Shut down the local Ray instance this runner started (its trials' processes go with it); leave a joined cluster running."""
+        """Disconnect from Ray: shut down the local instance this runner started (its trials' processes go
+        with it; the watchdog kills what is left a few seconds later); leave a joined cluster running."""
         if self._started:
             self._started = False
             ray.shutdown()
+        self._reaper.close()
