@@ -118,7 +118,9 @@ class ModelGroups:
     def valid_names(self, granularity: str) -> List[str]:
         if granularity == "hidden_unit":
             return list(self.layers) + [f"rnn.{l}" for l in range(len(self.model.rnn))] if self.bidirectional else list(self.layers)
-        return list(self.matrices) + list(self.gate_blocks) + [f"rnn.{l}" for l in range(len(self.model.rnn))] + (list(self.layers) if self.bidirectional else [])
+        layers = range(len(self.model.rnn))
+        both_directions = [f"rnn.{l}.{kind}" for l in layers for kind in ("ih", "hh")] if self.bidirectional else []
+        return list(self.matrices) + list(self.gate_blocks) + [f"rnn.{l}" for l in layers] + (list(self.layers) if self.bidirectional else []) + both_directions
 
     def resolve_sparsity(self, sparsity: float | Dict[str, float], granularity: str) -> Dict[str, float]:
         """Turn a policy's sparsity (one number or a mapping of group names) into per-target values.
@@ -126,7 +128,8 @@ class ModelGroups:
         Targets are hidden-unit layers for ``hidden_unit`` and matrices or gate blocks for
         ``unstructured``. A single number applies to every RNN matrix (or layer); the head
         is pruned only when named. In a mapping the most specific name wins
-        (``rnn.0.hh.f`` over ``rnn.0.hh`` over ``rnn.0``).
+        (``rnn.0.hh.f`` over ``rnn.0.hh`` over ``rnn.0``); in a bidirectional model ``rnn.0.hh``
+        names that matrix of both directions (``rnn.0.fwd.hh`` is one of them).
 
         Raises:
             ConfigError: unknown group name (lists the valid ones) or value outside [0, 1).
@@ -164,16 +167,17 @@ class ModelGroups:
                 if v:
                     out["head"] = v
                 continue
-            layer_name = mname.rsplit(".", 1)[0]
+            layer_name, kind = mname.rsplit(".", 1)
             layer_idx = layer_name.split(".")[1]
+            both = [f"rnn.{layer_idx}.{kind}"] if self.bidirectional else []  # the matrix of both directions
             gates = [f"{mname}.{g}" for g in self.gate_names]
             if any(g in mapping for g in gates):
                 for g in gates:
-                    v = lookup([g, mname, layer_name, f"rnn.{layer_idx}", "*"])
+                    v = lookup([g, mname, *both, layer_name, f"rnn.{layer_idx}", "*"])
                     if v:
                         out[g] = v
             else:
-                v = lookup([mname, layer_name, f"rnn.{layer_idx}", "*"])
+                v = lookup([mname, *both, layer_name, f"rnn.{layer_idx}", "*"])
                 if v:
                     out[mname] = v
         return out
