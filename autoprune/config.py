@@ -162,14 +162,30 @@ Fractions = Annotated[Range, _in_range(0.0, 1.0, hi_open=True)]
 
 
 class SparsitySpace(_Strict):
-    """Which groups get their own sparsity, and the ranges searched."""
+    """How a sampled size may be spent (search/sizing.py): what varies per layer and matrix, and the limits.
+
+    ``groups``: ``global`` (one keep ratio and one weight density for the whole model), ``per_layer`` (each
+    recurrent layer its own multiplier), ``per_matrix`` (also the input-to-hidden vs hidden-to-hidden
+    density balance). ``range`` / ``ih`` / ``hh`` / ``head`` limit single-weight sparsity (once a matrix is
+    pruned at all, at least the low end), ``units`` the fraction of a layer's hidden units removed.
+    """
 
     groups: Literal["global", "per_layer", "per_matrix", "per_gate"] = "per_matrix"
     range: Fractions = (0.5, 0.98)
     ih: Optional[Fractions] = None
     hh: Optional[Fractions] = None
-    head: Optional[Fractions] = Field(None, description="search the head's sparsity too (unpruned when absent)")
+    head: Optional[Fractions] = Field(None, description="prune the head's weights too (unpruned when absent)")
     units: Fractions = Field((0.1, 0.75), description="fraction of hidden units removed per layer (hidden_unit)")
+
+    @field_validator("groups")
+    @classmethod
+    def _groups(cls, v: str) -> str:
+        if v == "per_gate":
+            raise ValueError(
+                "per_gate is not searched by the size-first space (each trial samples its size, then per layer and ih vs hh how "
+                "to spend it); use per_matrix, or give a per-gate policy to `autoprune prune --policy`"
+            )
+        return v
 
 
 class ScheduleSpace(_Strict):
@@ -246,6 +262,11 @@ class RayConfig(_Strict):
 class SearchConfig(_Strict):
     """The pruning search space, objectives, constraints and sampler."""
 
+    size: Optional[Fractions] = Field(
+        None,
+        description="range of the model size a trial targets, as a fraction of the dense model's float32 bytes, sampled on a log "
+        "scale (size first: then how to spend it); null: from what the limits reach (at least 0.004) up to 0.5",
+    )
     sparsity: SparsitySpace = Field(default_factory=SparsitySpace)
     methods: Annotated[list[str], one_of("pruning method", METHODS)] = Field(default_factory=lambda: ["magnitude", "taylor"], min_length=1)
     granularities: list[Literal["unstructured", "hidden_unit"]] = Field(default_factory=lambda: ["unstructured", "hidden_unit"], min_length=1)

@@ -24,11 +24,15 @@ from autoprune.errors import ConfigError, TrialError
 from autoprune.layout import study_paths
 from autoprune.search import attrs
 from autoprune.search.samplers import make_sampler
+from autoprune.search.space import SPACE_VERSION
 from autoprune.search.storage import Storage, is_shared_storage
 
 __all__ = ["OBJECTIVE_DIRECTIONS", "open_study", "StudyLock", "mark_stale", "create_study", "update_meta", "driver_id"]
 
 log = logging.getLogger(__name__)
+
+#: the study attribute naming the search space whose parameters its trials have
+SPACE_ATTR = "autoprune.space"
 
 OBJECTIVE_DIRECTIONS = {"val_accuracy": "maximize", "size_bytes": "minimize", "latency_ms": "minimize"}
 
@@ -156,6 +160,13 @@ def create_study(config: StudyConfig, storage: Storage, space: Any) -> optuna.St
             f"study '{config.study}' was searched with objectives {[d.name.lower() for d in study.directions]}, "
             f"this config asks for {s.objectives}; use another --study name"
         )
+    space_version = study.user_attrs.get(SPACE_ATTR)
+    if study.get_trials(deepcopy=False) and space_version != SPACE_VERSION:
+        raise ConfigError(
+            f"study '{config.study}' was searched with an earlier search space of autoprune ({space_version or 'per-group sparsities'}); "
+            f"this one ({SPACE_VERSION}: size first) cannot resume its trials; search it under another --study name"
+        )
+    study.set_user_attr(SPACE_ATTR, SPACE_VERSION)
     stale = mark_stale(study)
     if stale:
         log.info("marked %d trial(s) left running by an interrupted search as failed", stale)

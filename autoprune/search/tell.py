@@ -24,7 +24,6 @@ from autoprune.runtime.preflight import param_count
 from autoprune.search import attrs
 from autoprune.search.study import driver_id
 from autoprune.trial.run import budget_excess
-from autoprune.trial.validation import score_of
 
 __all__ = ["start_trial", "record_result", "run_and_tell", "failure_attrs", "RecordedFailure"]
 
@@ -62,7 +61,7 @@ def record_result(trial: Any, config: StudyConfig, dense_arch_dict: Dict[str, An
         size = dense_size_bytes(param_count(ArchSpec(**{**dense_arch_dict, "hidden_sizes": data["hidden_sizes"]})))
     for name, excess in budget_excess(s.constraints, latency_ms=data.get("latency_ms"), size_bytes=size).items():
         trial.set_constraint(name, excess)
-    values = [score_of(data) or 0.0, float(size)]  # val_score: accuracy, ties broken by validation loss
+    values = [float(data.get("val_accuracy") or 0.0), float(size)]  # accuracy; the loss tie-break (val_score) only where a model is picked
     if "latency_ms" in s.objectives:
         values.append(float(data.get("latency_ms") or 0.0))
     return values
