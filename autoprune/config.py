@@ -240,6 +240,16 @@ class RecipeCheckConfig(_Strict):
     max_drop: float = Field(0.05, ge=0.0, le=1.0, description="allowed validation-accuracy drop (at least one validation sequence)")
 
 
+class FidelityConfig(_Strict):
+    """Multi-fidelity (search/fidelity.py): sampled trials prune and fine-tune only; the best of each size tier
+    are promoted to the space's retraining (``search.recovery``: scratch, else rewind), as new trials that start
+    from the promoted trial's pruned weights."""
+
+    enabled: bool = Field(False, description="needs a retraining (rewind or scratch) among search.recovery")
+    share: float = Field(0.3, gt=0.0, lt=1.0, description="share of search.trials spent on promotions")
+    eta: int = Field(3, ge=2, le=100, description="promote a trial in the top 1/eta of its size tier as soon as it is there")
+
+
 class RayConfig(_Strict):
     """The Ray Tune runner (``search.backend: ray``; search/runners/ray.py)."""
 
@@ -283,6 +293,7 @@ class SearchConfig(_Strict):
         min_length=1,
         description="recoveries after pruning to choose from: finetune | rewind (dense schedule from the pruned weights) | scratch (found architecture, fresh init)",
     )
+    fidelity: FidelityConfig = Field(default_factory=FidelityConfig)
     recovery_epochs: Optional[int] = Field(
         None,
         ge=1,
@@ -336,6 +347,8 @@ class SearchConfig(_Strict):
             )
         if not any(g in METHODS[m].granularities for m in self.methods for g in self.granularities):
             raise ValueError(f"no method in {self.methods} supports any granularity in {self.granularities}")
+        if self.fidelity.enabled and set(self.recovery) <= {"finetune"}:
+            raise ValueError("fidelity.enabled promotes the best trials to a retraining: offer rewind or scratch in search.recovery")
         if self.backend != "local" and self.workers > 1:
             raise ValueError(
                 f"workers={self.workers} starts local worker processes; with backend {self.backend} set ray.concurrency (--concurrency) instead"

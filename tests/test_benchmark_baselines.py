@@ -63,14 +63,14 @@ def test_warm_start_unit_trials_are_the_uniform_baselines(task):
     arch = Arch.from_config(config.model, inputs, classes)
     assert max(max(h) for h in arch.hidden_sizes) == width
     space = SearchSpace(config, arch)
-    warm = [p for p in space.warm_start_params() if p.get("method") == "taylor/hidden_unit" and "quantize" not in p]
+    warm = [p for p in space.warm_start_params() if p.get("structure") == 1.0 and p.get("quantize", "none") == "none"]
     assert len(warm) >= 4
     study = optuna.create_study(directions=["maximize", "minimize"])
     for params in warm:
         study.enqueue_trial(params)
-    for params in warm:
+    for params, level in zip(warm, sq.LEVELS_WARM):
         policy = space.suggest(study.ask())
-        baseline = sq.uniform_unit_policy("taylor", params["units.rnn.0"], config, recovery=sq.uniform_recovery(config))
+        baseline = sq.uniform_unit_policy("taylor", sq.fraction_for_level(arch, level), config, recovery=sq.uniform_recovery(config))
         for field in ("method", "granularity", "recovery", "finetune", "grad_clip", "schedule", "distillation", "quantize"):
             assert getattr(policy, field) == getattr(baseline, field), field
         assert set(policy.sparsity.values()) == {baseline.sparsity}  # per layer here, one number there

@@ -7,7 +7,7 @@ whichever runner ran it.
 
 from __future__ import annotations
 
-__all__ = ["POLICY", "RESULT", "STATE", "ERROR", "TRACEBACK", "BACKEND", "DRIVER", "NODE", "HOST"]
+__all__ = ["POLICY", "RESULT", "STATE", "ERROR", "TRACEBACK", "BACKEND", "DRIVER", "NODE", "HOST", "ORIGIN", "PROMOTED_FROM", "WARM_START", "PROMOTED", "RECOVERY"]
 
 #: the pruning policy the trial ran (``PruningPolicy.to_dict()``)
 POLICY = "autoprune.policy"
@@ -26,3 +26,11 @@ DRIVER = "autoprune.driver"
 #: Ray: the node id and ``host:pid`` where the trial ran
 NODE = "autoprune.node"
 HOST = "autoprune.host"
+#: where a trial's parameters came from: the sampler (no attribute), the warm start, or a promotion
+ORIGIN = "autoprune.origin"
+WARM_START = "warm_start"
+PROMOTED = "promoted"
+#: a promoted trial: the number of the trial whose pruned weights it retrains
+PROMOTED_FROM = "autoprune.promoted_from"
+#: an enqueued trial's recovery when the space does not sample it (multi-fidelity: warm start and promotions retrain)
+RECOVERY = "autoprune.recovery"

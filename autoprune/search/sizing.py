@@ -4,7 +4,8 @@ A trial of the search first samples how big the model will be, its fraction of t
 model's float32 bytes (log-uniform), then how to spend that budget:
 
 * ``structure`` (0..1): where on the line of models of that size the trial lies, from 1 (only
-  hidden units removed: the narrowest dense model that fits, fastest) to 0 (the widest model
+  hidden units removed: the narrowest dense model that fits, fastest; if the units range cannot
+  reach the size, as small as it gets) to 0 (the widest model
   the single-weight sparsity range can bring to that size); the keep ratio of the units is
   interpolated geometrically between the two, and the weight density solved for the rest;
 * per layer, a log2 multiplier of the units it keeps (``units.rnn.<l>``) and so of its
@@ -98,7 +99,7 @@ def _layer_log2(alloc: Allocation, layer: int) -> float:
     return alloc.layer_log2[layer] if layer < len(alloc.layer_log2) else 0.0
 
 
-def _matrix_of(name: str, bidirectional: bool) -> Optional[str]:
+def _matrix_of(name: str) -> Optional[str]:
     """``rnn.<l>.dirs.<d>.weight_<ih|hh>_l0`` -> ``rnn.<l>.<ih|hh>``; ``head.weight`` -> ``head``; else None."""
     parts = name.split(".")
     if parts[0] == "rnn" and parts[-1].startswith("weight_"):
@@ -108,18 +109,27 @@ def _matrix_of(name: str, bidirectional: bool) -> Optional[str]:
     return None
 
 
+_SHAPES: Dict[str, List[Tuple[Optional[str], int, int, int]]] = {}
+
+
+def _shapes(arch: ArchSpec) -> List[Tuple[Optional[str], int, int, int]]:
+    """(matrix name or None, numel, rows, dims) of each parameter of ``arch``, from a model on the meta device (cached)."""
+    key = arch.signature()
+    if key not in _SHAPES:
+        with torch.device("meta"):
+            model = RNNClassifier(arch)
+        _SHAPES[key] = [(_matrix_of(name), p.numel(), p.shape[0] if p.dim() > 1 else 1, p.dim()) for name, p in model.named_parameters()]
+    return _SHAPES[key]
+
+
 def planned_bytes(arch: ArchSpec, hidden_sizes: Sequence[Sequence[int]], densities: Dict[str, float], precision: str, runtime: str) -> int:
     """Bytes of ``arch`` with ``hidden_sizes`` and these weight densities (as pruning leaves them), at ``precision``,
     by the rule every reported size follows: what a trial of this plan will measure."""
-    with torch.device("meta"):
-        model = RNNClassifier(arch.with_hidden_sizes([list(h) for h in hidden_sizes]))
     total = 0
-    for name, p in model.named_parameters():
-        numel = p.numel()
-        density = densities.get(_matrix_of(name, arch.bidirectional) or "", 1.0)
+    for matrix, numel, rows, dims in _shapes(arch.with_hidden_sizes([list(h) for h in hidden_sizes])):
+        density = densities.get(matrix or "", 1.0)
         nnz = numel - int(round((1.0 - density) * numel))
-        rows = p.shape[0] if p.dim() > 1 else 1
-        if precision == "int8" and p.dim() == 2:
+        if precision == "int8" and dims == 2:
             total += int8_matrix_bytes(numel, nnz, rows, runtime)
         else:
             total += encoded_bytes(numel, nnz, rows)
@@ -160,7 +170,7 @@ def solve(arch: ArchSpec, alloc: Allocation, limits: Limits) -> Plan:
     limits allow (:func:`smallest_fraction` tells the space's lowest reachable size).
     """
     dense = arch.hidden_sizes
-    target = int(alloc.size * dense_size_bytes(_params(arch)))
+    target = int(math.floor(alloc.size * dense_size_bytes(_params(arch)) + 1e-6))  # a size given as bytes / total lands on those bytes
 
     def bytes_of(widths: List[List[int]], densities: Dict[str, float]) -> int:
         return planned_bytes(arch, widths, densities, alloc.precision, limits.runtime)
@@ -181,18 +191,31 @@ def solve(arch: ArchSpec, alloc: Allocation, limits: Limits) -> Plan:
     else:
         widths = [list(s) for s in dense]
     densities: Dict[str, float] = {}
-    if limits.prune_weights and bytes_of(widths, {}) > target:
+    units_only = limits.prune_units and (alloc.structure >= 1.0 or not limits.prune_weights)  # 1: the narrowest dense model, however close it gets
+    if limits.prune_weights and not units_only and bytes_of(widths, {}) > target:
         d = _largest(lambda x: bytes_of(widths, _densities(arch, x, alloc, limits)) <= target, 0.0, 1.0)
         densities = _densities(arch, d, alloc, limits)
-    size = bytes_of(widths, densities)
+    if limits.prune_units and not units_only and bytes_of(widths, densities) > target:
+        widths = _widths(arch, keep_for(lambda k: densities), alloc, limits)  # the weights cannot go further: more units go
     fractions = {}
     names = arch.layer_names()
     for name, (l, d_) in names.items():
         h, w = dense[l][d_], widths[l][d_]
         if w < h:
             fractions[name] = 1.0 - w / h
-    sparsity = {m: round(1.0 - v, 6) for m, v in densities.items() if v < 1.0}
-    return Plan(widths, fractions, {m: s for m, s in sparsity.items() if s > 0}, size, target)
+    sparsity = _readable({m: 1.0 - v for m, v in densities.items() if v < 1.0}, lambda sp: bytes_of(widths, {m: 1.0 - v for m, v in sp.items()}) <= target)
+    return Plan(widths, fractions, {m: s for m, s in sparsity.items() if s > 0}, bytes_of(widths, {m: 1.0 - v for m, v in sparsity.items()}), target)
+
+
+def _readable(sparsity: Dict[str, float], fits: Callable[[Dict[str, float]], bool]) -> Dict[str, float]:
+    """The sparsities with the fewest decimals that still fit the size: a search for 0.8 shows 0.8, not 0.7995
+    (rounded, or rounded up: a little sparser); the exact values when no rounding fits."""
+    for digits in (3, 4, 5, 6):
+        scale = 10**digits
+        for candidate in ({m: round(v, digits) for m, v in sparsity.items()}, {m: math.ceil(v * scale - 1e-6) / scale for m, v in sparsity.items()}):
+            if all(0.0 <= c < 1.0 for c in candidate.values()) and fits(candidate):
+                return candidate
+    return sparsity
 
 
 def _params(arch: ArchSpec) -> int:

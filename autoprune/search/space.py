@@ -19,8 +19,8 @@ from autoprune.models.arch import ArchSpec, units_kept
 from autoprune.models.rnn import RNNClassifier
 from autoprune.pruning.methods import METHODS
 from autoprune.pruning.policy import FinetuneConfig, PruningPolicy, policy_from_dict
-from autoprune.search.sizing import Allocation, Limits, planned_bytes, smallest_fraction, solve
 from autoprune.runtime.measure import dense_size_bytes
+from autoprune.search.sizing import Allocation, Limits, planned_bytes, smallest_fraction, solve
 
 __all__ = ["SearchSpace", "SPACE_VERSION", "UNIT_SIZE_TARGETS", "unit_fractions_for_sizes", "warm_start_recovery", "with_units_removed"]
 
@@ -190,7 +190,9 @@ class SearchSpace:
             d_lo, d_hi = sp.distillation
             out["distillation"] = {"weight": trial.suggest_float("distillation.weight", d_lo, d_hi) if d_hi > d_lo else d_lo}
         recoveries = list(dict.fromkeys(sp.recovery))
-        if recoveries != ["finetune"]:
+        if sp.fidelity.enabled:  # sampled trials fine-tune; the promoted ones retrain (search/fidelity.py)
+            out["recovery"] = "finetune"
+        elif recoveries != ["finetune"]:
             out["recovery"] = trial.suggest_categorical("recovery", recoveries) if len(recoveries) > 1 else recoveries[0]
         if sp.max_seq_len:
             choices = list(sp.max_seq_len)
@@ -227,8 +229,9 @@ class SearchSpace:
                 params["ih_vs_hh"] = 0.0
             if len(self.space.quantize) > 1:
                 params["quantize"] = precision
-            key = tuple(sorted(params.items()))
-            if key in seen:
+            plan = solve(self.arch, Allocation(params["size"], structure, (), 0.0, precision), self.limits(method))
+            key = (method, precision, str(plan.hidden_sizes), tuple(sorted(plan.weight_sparsity.items())))
+            if key in seen:  # a level the limits clip onto another one's model
                 return
             seen.add(key)
             if "agp" in self.space.schedule.kinds and len(self.space.schedule.kinds) > 1:
@@ -242,7 +245,9 @@ class SearchSpace:
         if weight_method is not None:
             dense = [list(s) for s in self.arch.hidden_sizes]
             total = dense_size_bytes(sum(p.numel() for p in RNNClassifier(self.arch).parameters()))
+            w_lo, w_hi = self.space.sparsity.range
             for level in UNSTRUCTURED_LEVELS:
+                level = min(max(level, w_lo), w_hi)
                 densities = {f"rnn.{l}.{k}": 1.0 - level for l in range(self.arch.num_layers) for k in ("ih", "hh")}
                 add(weight_method, planned_bytes(self.arch, dense, densities, "none", self.config.measure.runtime) / total, 0.0, "none", None)
         if unit_method is not None:

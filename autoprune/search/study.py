@@ -172,5 +172,8 @@ def create_study(config: StudyConfig, storage: Storage, space: Any) -> optuna.St
         log.info("marked %d trial(s) left running by an interrupted search as failed", stale)
     if s.warm_start and not study.get_trials(deepcopy=False):
         for params in space.warm_start_params()[: max(0, s.trials - 1)]:
-            study.enqueue_trial(params, skip_if_exists=True)
+            user_attrs = {attrs.ORIGIN: attrs.WARM_START}
+            if s.fidelity.enabled and "recovery" in params:  # the space does not sample recovery then: the trial carries it
+                user_attrs[attrs.RECOVERY] = params.pop("recovery")
+            study.enqueue_trial(params, user_attrs=user_attrs, skip_if_exists=True)
     return study

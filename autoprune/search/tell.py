@@ -11,34 +11,54 @@ reported. Either way the study is the one record that ``pareto``, ``export`` and
 from __future__ import annotations
 
 import traceback
-from typing import Any, Callable, Dict, List, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import optuna
 from optuna.trial import TrialState
 
 from autoprune.config import StudyConfig
 from autoprune.models.arch import ArchSpec
-from autoprune.pruning.policy import PruningPolicy
+from autoprune.pruning.policy import PruningPolicy, policy_from_dict
 from autoprune.runtime.measure import dense_size_bytes
 from autoprune.runtime.preflight import param_count
 from autoprune.search import attrs
 from autoprune.search.study import driver_id
 from autoprune.trial.run import budget_excess
 
-__all__ = ["start_trial", "record_result", "run_and_tell", "failure_attrs", "RecordedFailure"]
+__all__ = ["start_trial", "promotion_recovery", "resume_from", "record_result", "run_and_tell", "failure_attrs", "RecordedFailure"]
 
 
 def start_trial(trial: Any, space: Any, backend: str) -> PruningPolicy:
     """Suggest the trial's policy from the search space and record it, the runner and this driver on the trial.
+    An enqueued trial may carry its recovery (multi-fidelity: the warm start's and promoted trials retrain).
 
     Raises:
         Exception: whatever the space raises for a policy it cannot build (the caller tells it as a failure).
     """
     policy = space.suggest(trial)
+    recovery = trial.user_attrs.get(attrs.RECOVERY)
+    if recovery is None and attrs.PROMOTED_FROM in trial.user_attrs:
+        recovery = promotion_recovery(space.space.recovery)
+    if recovery is not None:
+        policy = policy_from_dict({**policy.to_dict(), "recovery": recovery}, source=f"trial {trial.number}")
     trial.set_user_attr(attrs.POLICY, policy.to_dict())
     trial.set_user_attr(attrs.BACKEND, backend)
     trial.set_user_attr(attrs.DRIVER, driver_id())
     return policy
+
+
+def promotion_recovery(offered: Sequence[str]) -> str:
+    """What a promoted trial retrains with: scratch where the space offers it, else rewind."""
+    return next(r for r in ("scratch", "rewind") if r in offered)
+
+
+def resume_from(study: Any, trial: Any) -> Optional[str]:
+    """A promoted trial's starting point: the promoted trial's saved, pruned weights."""
+    number = trial.user_attrs.get(attrs.PROMOTED_FROM)
+    if number is None:
+        return None
+    source = next(t for t in study.get_trials(deepcopy=False) if t.number == int(number))
+    return (source.user_attrs.get(attrs.RESULT) or {}).get("checkpoint")
 
 
 def record_result(trial: Any, config: StudyConfig, dense_arch_dict: Dict[str, Any], data: Dict[str, Any]) -> List[float]:

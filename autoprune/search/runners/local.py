@@ -17,8 +17,9 @@ import optuna
 import torch
 
 from autoprune.layout import study_paths
-from autoprune.search.claim import TotalReached, claim
+from autoprune.search.claim import NotYet, TotalReached, claim
 from autoprune.search.faults import die_with_parent
+from autoprune.search.fidelity import promoter_of
 from autoprune.search.interrupts import SearchInterrupted, SignalScope
 from autoprune.search.objective import make_objective
 from autoprune.search.runners import Runner, SearchJob
@@ -36,11 +37,15 @@ def _optimize(study: Any, job: SearchJob, after_each: Sequence[Callable[[], Any]
     """
     objective = make_objective(job.config, job.runs_dir, job.dense_arch)
     lock = study_paths(job.runs_dir, job.config.study).ask_lock
+    promoter = promoter_of(job.config)
     while job.deadline is None or time.time() < job.deadline:
         try:
-            trial = claim(study, job.total, lock)
+            trial = claim(study, job.total, lock, promoter)
         except TotalReached:  # the other workers' running trials complete the total
             return
+        except NotYet:  # only promotions are left, and the trials that may earn one are still running
+            time.sleep(1.0)
+            continue
         run_and_tell(study, trial, lambda: objective(trial))
         for callback in after_each:
             callback()

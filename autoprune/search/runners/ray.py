@@ -39,12 +39,13 @@ from autoprune.layout import study_paths
 from autoprune.models.arch import ArchSpec
 from autoprune.pruning.policy import policy_from_dict
 from autoprune.search import attrs
-from autoprune.search.claim import counted
+from autoprune.search.claim import NotYet, counted, next_trial
+from autoprune.search.fidelity import promoter_of
 from autoprune.search.interrupts import SignalScope, as_interrupt
 from autoprune.search.objective import trial_options
 from autoprune.search.runners import Runner, SearchJob
 from autoprune.search.space import SearchSpace
-from autoprune.search.tell import RecordedFailure, failure_attrs, record_result, run_and_tell, start_trial
+from autoprune.search.tell import RecordedFailure, failure_attrs, record_result, resume_from, run_and_tell, start_trial
 from autoprune.trial.run import run_trial
 
 __all__ = ["RayRunner", "StudySearcher"]
@@ -78,6 +79,7 @@ def _trial_main(params: Dict[str, Any], job: SearchJob, dense_checkpoint: str) -
                 f"on a cluster, --runs-dir must be one shared path (the same on every node)"
             )
         options = trial_options(job.config, job.runs_dir, params["number"])
+        options.resume_from = params.get("resume_from")
         options.threads = max(1, int(job.config.search.ray.cpus_per_trial))
         # where the trial runs, written as it starts: a person (or a test) can see which node holds a running trial
         Path(options.trial_dir).mkdir(parents=True, exist_ok=True)
@@ -117,6 +119,7 @@ class StudySearcher(Searcher):
         self._update = update
         self._running: Dict[str, Any] = {}  # Tune trial id -> the Optuna trial it runs
         self._counted = (0, -math.inf)  # (count, when read)
+        self._promoter = promoter_of(job.config)
         self.error: Optional[Exception] = None  # raised by the recorder (e.g. too many failures): re-raised after Tune stops
 
     def set_search_properties(self, metric: Optional[str], mode: Optional[str], config: Dict, **spec: Any) -> bool:
@@ -138,7 +141,10 @@ class StudySearcher(Searcher):
             return Searcher.FINISHED
         if done + len(self._running) >= job.total:
             return None  # enough in flight; ask again if one of them fails
-        ot_trial = self._study.ask()
+        try:
+            ot_trial = next_trial(self._study, self._promoter)
+        except NotYet:  # only promotions are left; a running trial may earn one
+            return None
         try:
             policy = start_trial(ot_trial, self._space, backend="ray")
         except Exception as err:  # as the local runner: the trial is recorded failed
@@ -146,7 +152,7 @@ class StudySearcher(Searcher):
             self._recorded()
             return None
         self._running[trial_id] = ot_trial
-        return {"number": ot_trial.number, "policy": policy.to_dict()}
+        return {"number": ot_trial.number, "policy": policy.to_dict(), "resume_from": resume_from(self._study, ot_trial)}
 
     def __getstate__(self) -> Dict[str, Any]:
         # Tune pickles its searcher with the experiment (for a restore we never use: the Optuna study is
