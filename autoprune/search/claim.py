@@ -61,12 +61,13 @@ def claim(study: Any, total: int, lock_path: Path, promoter: Optional[Promoter] 
 
 
 def next_trial(study: Any, promoter: Optional[Promoter] = None) -> Any:
-    """The next trial to run (the caller holds the claim): a due promotion, an enqueued trial, or a sampled one.
+    """The next trial to run (the caller holds the claim): an enqueued trial (the warm start, a promotion), a
+    promotion now due, or a sampled trial.
 
     Raises:
         NotYet: only promotions are left to run, none is due, and running trials may still make one due.
     """
-    if promoter is not None:
+    if promoter is not None and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):  # the queue first
         number = promoter.next_promotion(study)
         if number is not None:
             promoter.promote(study, number)

@@ -26,6 +26,7 @@ from autoprune.config import StudyConfig
 from autoprune.layout import StudyPaths, study_paths
 from autoprune.reference.dense import ensure_dense
 from autoprune.search.faults import FailureWatch
+from autoprune.search.fidelity import promoter_of
 from autoprune.search.interrupts import Ending, SearchStopped, SignalScope
 from autoprune.search.objective import prepare_space
 from autoprune.search.recipe_check import check_search_start
@@ -84,7 +85,8 @@ def run_search(
         study = create_study(config, store, space)
         update_meta(paths.meta, storage=store.text, tracking_uri=uri, config=config.to_dict(), dense_checkpoint=str(dense.checkpoint))
         s = config.search
-        job = SearchJob(config, runs_dir, store.text, s.trials, dense.arch.to_dict(), started + s.timeout if s.timeout else None, str(dense.checkpoint))
+        job = SearchJob(config, runs_dir, store.text, s.trials, dense.arch.to_dict(), started + s.timeout if s.timeout else None, str(dense.checkpoint),
+                        promoter_of(config))
         dense_info = {**dense.metrics, **dense_numbers(dense, settings["seq_len"], cache.get(dense.arch, settings))}
         ending, marked, recorder = _run(signals, runner, job, study, paths, uri, dense_info, started, progress)
 

@@ -24,10 +24,10 @@ from autoprune.errors import ConfigError, TrialError
 from autoprune.layout import study_paths
 from autoprune.search import attrs
 from autoprune.search.samplers import make_sampler
-from autoprune.search.space import SPACE_VERSION
+from autoprune.search.space import SPACE_VERSION, SearchSpace
 from autoprune.search.storage import Storage, is_shared_storage
 
-__all__ = ["OBJECTIVE_DIRECTIONS", "open_study", "StudyLock", "mark_stale", "create_study", "update_meta", "driver_id"]
+__all__ = ["OBJECTIVE_DIRECTIONS", "open_study", "StudyLock", "mark_stale", "create_study", "enqueue_warm_start", "update_meta", "driver_id"]
 
 log = logging.getLogger(__name__)
 
@@ -171,9 +171,15 @@ def create_study(config: StudyConfig, storage: Storage, space: Any) -> optuna.St
     if stale:
         log.info("marked %d trial(s) left running by an interrupted search as failed", stale)
     if s.warm_start and not study.get_trials(deepcopy=False):
-        for params in space.warm_start_params()[: max(0, s.trials - 1)]:
-            user_attrs = {attrs.ORIGIN: attrs.WARM_START}
-            if s.fidelity.enabled and "recovery" in params:  # the space does not sample recovery then: the trial carries it
-                user_attrs[attrs.RECOVERY] = params.pop("recovery")
-            study.enqueue_trial(params, user_attrs=user_attrs, skip_if_exists=True)
+        enqueue_warm_start(study, space, s.trials - 1)
     return study
+
+
+def enqueue_warm_start(study: optuna.Study, space: SearchSpace, limit: int) -> None:
+    """Enqueue the space's warm-start trials (at most ``limit``), marked as such; under multi-fidelity each
+    carries its retraining as an attribute (the space does not sample recovery then)."""
+    for params in space.warm_start_params()[: max(0, limit)]:
+        user_attrs = {attrs.ORIGIN: attrs.WARM_START}
+        if space.space.fidelity.enabled and "recovery" in params:
+            user_attrs[attrs.RECOVERY] = params.pop("recovery")
+        study.enqueue_trial(params, user_attrs=user_attrs, skip_if_exists=True)

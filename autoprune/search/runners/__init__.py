@@ -34,6 +34,7 @@ class SearchJob:
     dense_arch: Dict[str, Any]
     deadline: Optional[float]  # time.time() after which no trial starts
     dense_checkpoint: Optional[str] = None  # the dense model every trial starts from
+    promoter: Optional[Any] = None  # multi-fidelity: the search.fidelity.Promoter deciding promotions at each claim
 
 
 class Runner:

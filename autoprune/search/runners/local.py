@@ -19,7 +19,6 @@ import torch
 from autoprune.layout import study_paths
 from autoprune.search.claim import NotYet, TotalReached, claim
 from autoprune.search.faults import die_with_parent
-from autoprune.search.fidelity import promoter_of
 from autoprune.search.interrupts import SearchInterrupted, SignalScope
 from autoprune.search.objective import make_objective
 from autoprune.search.runners import Runner, SearchJob
@@ -37,10 +36,9 @@ def _optimize(study: Any, job: SearchJob, after_each: Sequence[Callable[[], Any]
     """
     objective = make_objective(job.config, job.runs_dir, job.dense_arch)
     lock = study_paths(job.runs_dir, job.config.study).ask_lock
-    promoter = promoter_of(job.config)
     while job.deadline is None or time.time() < job.deadline:
         try:
-            trial = claim(study, job.total, lock, promoter)
+            trial = claim(study, job.total, lock, job.promoter)
         except TotalReached:  # the other workers' running trials complete the total
             return
         except NotYet:  # only promotions are left, and the trials that may earn one are still running

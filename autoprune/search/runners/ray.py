@@ -40,7 +40,6 @@ from autoprune.models.arch import ArchSpec
 from autoprune.pruning.policy import policy_from_dict
 from autoprune.search import attrs
 from autoprune.search.claim import NotYet, counted, next_trial
-from autoprune.search.fidelity import promoter_of
 from autoprune.search.interrupts import SignalScope, as_interrupt
 from autoprune.search.objective import trial_options
 from autoprune.search.runners import Runner, SearchJob
@@ -119,7 +118,6 @@ class StudySearcher(Searcher):
         self._update = update
         self._running: Dict[str, Any] = {}  # Tune trial id -> the Optuna trial it runs
         self._counted = (0, -math.inf)  # (count, when read)
-        self._promoter = promoter_of(job.config)
         self.error: Optional[Exception] = None  # raised by the recorder (e.g. too many failures): re-raised after Tune stops
 
     def set_search_properties(self, metric: Optional[str], mode: Optional[str], config: Dict, **spec: Any) -> bool:
@@ -142,7 +140,7 @@ class StudySearcher(Searcher):
         if done + len(self._running) >= job.total:
             return None  # enough in flight; ask again if one of them fails
         try:
-            ot_trial = next_trial(self._study, self._promoter)
+            ot_trial = next_trial(self._study, self._job.promoter)
         except NotYet:  # only promotions are left; a running trial may earn one
             return None
         try:
