@@ -10,7 +10,8 @@ model's float32 bytes (log-uniform), then how to spend that budget:
   interpolated geometrically between the two, and the weight density solved for the rest;
 * per layer, a log2 multiplier of the units it keeps (``units.rnn.<l>``) and so of its
   weight density: layers are not all equally prunable;
-* ``ih_vs_hh``: the log2 ratio of input-to-hidden to hidden-to-hidden weight density;
+* ``ih_vs_hh``: the log2 ratio of input-to-hidden to hidden-to-hidden weight density, on top of
+  each matrix's Erdős–Rényi scale (RigL's ERK: a matrix with few inputs or outputs stays denser);
 * the precision (float32 or int8).
 
 :func:`solve` turns these into hidden sizes and per-matrix weight sparsities that land on the
@@ -84,15 +85,41 @@ def _clamped_density(density: float, limits: Tuple[float, float]) -> float:
 
 
 def _densities(arch: ArchSpec, d: float, alloc: Allocation, limits: Limits) -> Dict[str, float]:
-    """Per matrix (both directions of a layer share one), its weight density for the global density ``d``."""
+    """Per matrix (both directions of a layer share one), its weight density for the global density ``d``:
+    ``d`` scaled by the matrix's Erdős–Rényi factor (:func:`_erk`), its layer's multiplier and the ih / hh balance."""
     out: Dict[str, float] = {}
+    erk = _erk(arch)
     for l in range(arch.num_layers):
         layer_mult = 2.0 ** _layer_log2(alloc, l)
         for kind, sign in (("ih", 0.5), ("hh", -0.5)):
-            out[f"rnn.{l}.{kind}"] = _clamped_density(d * layer_mult * 2.0 ** (sign * alloc.ih_vs_hh), getattr(limits, kind) or limits.weights)
+            name = f"rnn.{l}.{kind}"
+            out[name] = _clamped_density(d * erk[name] * layer_mult * 2.0 ** (sign * alloc.ih_vs_hh), getattr(limits, kind) or limits.weights)
     if limits.head is not None:
         out["head"] = _clamped_density(d, limits.head)
     return out
+
+
+_ERK: Dict[str, Dict[str, float]] = {}
+
+
+def _erk(arch: ArchSpec) -> Dict[str, float]:
+    """Per recurrent matrix, the Erdős–Rényi density scale ``(rows + cols) / (rows * cols)`` of RigL (Evci et al.,
+    2020), relative to its mean over the weights (cached per architecture). A matrix with few inputs keeps more of
+    them: pruning layer 0's input weights of a one-feature series to the density of a 64 x 192 recurrent matrix cut
+    most units off the input (MNIST-1D at 2 % of dense bytes, a quarter of the compression from single weights:
+    test accuracy 0.09, every trial of that shape collapsed), while those weights are under 1 % of the bytes."""
+    key = arch.signature()
+    if key not in _ERK:
+        scale: Dict[str, float] = {}
+        numel: Dict[str, int] = {}
+        for matrix, n, rows, dims in _shapes(arch):
+            if matrix is None or not matrix.startswith("rnn.") or dims != 2:
+                continue
+            scale[matrix] = (rows + n // rows) / n
+            numel[matrix] = numel.get(matrix, 0) + n
+        mean = sum(scale[m] * numel[m] for m in scale) / sum(numel.values())
+        _ERK[key] = {m: v / mean for m, v in scale.items()}
+    return _ERK[key]
 
 
 def _layer_log2(alloc: Allocation, layer: int) -> float:

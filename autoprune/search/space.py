@@ -207,8 +207,9 @@ class SearchSpace:
         Hidden units: one width for every layer, the largest whose model fits 25, 10, 5, 2 and 1 % of the
         dense bytes (``UNIT_SIZE_TARGETS``, clipped into the size range and ``units``): the uniform model a
         user would train at each size, retrained as the space's best offered recovery; when int8 is searched,
-        int8 copies at 5, 2 and 1 % (wider models, quantized). Single weights: one sparsity for every
-        matrix at 0.8, 0.9, 0.95. Each runs with the fine-tune and clipping a user would use by hand
+        int8 copies at 5, 2 and 1 % (wider models, quantized). Single weights: the bytes of one sparsity
+        for every matrix at 0.8, 0.9, 0.95, spent as the space spends single weights (each matrix's
+        Erdős–Rényi share, :mod:`autoprune.search.sizing`). Each runs with the fine-tune and clipping a user would use by hand
         (``_by_hand_params``). Starting from these makes the front at least as good as the usual
         hand-tuned baselines.
         """

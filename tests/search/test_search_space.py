@@ -15,7 +15,7 @@ from autoprune.models.rnn import RNNClassifier
 from autoprune.pruning.groups import ModelGroups
 from autoprune.runtime.measure import dense_size_bytes
 from autoprune.search.sizing import Allocation, Limits, planned_bytes, solve
-from autoprune.search.space import INT8_SIZE_TARGETS, UNIT_SIZE_TARGETS, SearchSpace, unit_fractions_for_sizes, with_units_removed
+from autoprune.search.space import UNIT_SIZE_TARGETS, SearchSpace, unit_fractions_for_sizes, with_units_removed
 from autoprune.trial.run import planned_arch
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -55,7 +55,8 @@ def _params(arch: ArchSpec) -> int:
 @pytest.mark.parametrize("precision", ["none", "int8"])
 def test_solved_plans_land_on_the_sampled_size(arch, precision):
     """Wherever the limits allow it, a plan's bytes are at most the target, over the whole range of structure shares
-    and balances; once single weights may fill what one unit of width leaves, within 15 % of it."""
+    and balances; once single weights may fill what one unit of width leaves, within 20 % of it (a matrix's
+    encoding changes in steps: dense, bitmask, CSR)."""
     limits = Limits(units=(0.0, 0.95), weights=(0.0, 0.99))
     total = dense_size_bytes(_params(arch))
     for size in (0.3, 0.1, 0.03, 0.01):
@@ -66,7 +67,7 @@ def test_solved_plans_land_on_the_sampled_size(arch, precision):
                     continue  # below what any plan reaches
                 assert plan.bytes <= plan.target_bytes == int(size * total)
                 if structure < 1.0:
-                    assert plan.bytes >= 0.85 * plan.target_bytes, (size, structure, ih_vs_hh, plan)
+                    assert plan.bytes >= 0.8 * plan.target_bytes, (size, structure, ih_vs_hh, plan)
 
 
 def test_structure_runs_from_units_only_to_the_widest_sparse_model():
@@ -77,8 +78,23 @@ def test_structure_runs_from_units_only_to_the_widest_sparse_model():
     assert solve(arch, Allocation(0.02, 1.0), limits).weight_sparsity == {}
     sparse = solve(arch, Allocation(0.02, 0.0), limits).weight_sparsity
     assert sparse and all(0.5 <= v <= 0.99 for v in sparse.values())
+    even = solve(arch, Allocation(0.02, 0.3, (), 0.0), limits).weight_sparsity
     balanced = solve(arch, Allocation(0.02, 0.3, (), 1.0), limits).weight_sparsity
-    assert balanced["rnn.0.ih"] < balanced["rnn.0.hh"]  # ih denser when ih_vs_hh > 0
+    assert balanced["rnn.1.ih"] < even["rnn.1.ih"] and balanced["rnn.1.hh"] > even["rnn.1.hh"]  # ih denser when ih_vs_hh > 0
+
+
+def test_weight_densities_follow_each_matrix_shape():
+    """Erdős–Rényi scaling: a matrix's density goes with (rows + cols) / (rows * cols). The one-feature input layer of
+    MNIST-1D keeps all its input weights (a few hundred, under 1 % of the bytes) where uniform densities cut most
+    units off the input; between two matrices of the model, the ratio of densities is the ratio of the scales."""
+    arch = ArchSpec("gru", 1, [[64, 64], [64, 64]], 10, "attention", 32)
+    limits = Limits(units=(0.2, 0.9), weights=(0.0, 0.99))
+    plan = solve(arch, Allocation(0.02, 0.5), limits)
+    assert "rnn.0.ih" not in plan.weight_sparsity  # dense
+    density = {m: 1.0 - v for m, v in plan.weight_sparsity.items()}
+    hh, ih1 = (192 + 64) / (192 * 64), (192 + 128) / (192 * 128)  # layer 1 reads both directions of layer 0
+    assert density["rnn.1.ih"] / density["rnn.1.hh"] == pytest.approx(ih1 / hh, rel=0.02)
+    assert density["rnn.0.hh"] == pytest.approx(density["rnn.1.hh"], abs=1e-3)
 
 
 # ---------------------------------------------------------------- suggest
@@ -137,7 +153,6 @@ def test_size_is_sampled_on_a_log_scale_and_reaches_small_models(tiny_study):
     space = SearchSpace(cfg, arch)
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=0))
     sizes = []
-    total = dense_size_bytes(_params(arch))
     for _ in range(200):
         trial = study.ask()
         space.suggest(trial)
@@ -203,7 +218,12 @@ def test_warm_start_params_enqueue_and_validate(tiny_study, bidirectional):
         policies.append(policy)
         study.tell(trial, [0.5, 1.0])
     unstructured = [q for q in policies if q.granularity == "unstructured"]
-    assert [sorted(set(q.sparsity.values())) for q in unstructured] == [[0.8], [0.9]]  # 0.95 clips to the range's 0.9
+    assert len(unstructured) == 2  # 0.95 clips to the range's 0.9
+    for q, level in zip(unstructured, (0.8, 0.9)):  # the bytes of one sparsity for every matrix, spent as the space spends them
+        uniform = {f"rnn.{l}.{k}": 1.0 - level for l in range(arch.num_layers) for k in ("ih", "hh")}
+        target = planned_bytes(arch, arch.hidden_sizes, uniform, "none", "torch")
+        spent = planned_bytes(arch, arch.hidden_sizes, {m: 1.0 - v for m, v in q.sparsity.items()}, "none", "torch")
+        assert 0.8 * target <= spent <= target
     units = [q for q in policies if q.granularity == "hidden_unit"]
     assert all(not q.hybrid and q.method == "taylor" for q in units)
     assert {q.quantize for q in units} == {"none", "int8"}
