@@ -309,7 +309,7 @@ class SearchConfig(_Strict):
     warm_start: bool = Field(
         True, description="begin a new study with uniform hand-style policies (a few global sparsities and unit fractions)"
     )
-    sampler: str = Field("nsga2", description="Optuna sampler: a name in autoprune.search.samplers.SAMPLERS")
+    sampler: str = Field("tpe", description="Optuna sampler: a name in autoprune.search.samplers.SAMPLERS (tpe: benchmarks/results/sampler_choice.md)")
     population_size: int = Field(10, ge=2, description="NSGA-II generation size")
     trials: int = Field(30, ge=1)
     timeout: Optional[float] = Field(None, gt=0, description="seconds")
