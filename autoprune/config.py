@@ -246,7 +246,7 @@ class FidelityConfig(_Strict):
     from the promoted trial's pruned weights."""
 
     enabled: bool = Field(False, description="needs a retraining (rewind or scratch) among search.recovery")
-    share: float = Field(0.3, gt=0.0, lt=1.0, description="share of search.trials spent on promotions")
+    share: float = Field(0.25, gt=0.0, lt=1.0, description="share of search.trials spent on promotions")
     eta: int = Field(3, ge=2, le=100, description="promote a trial in the top 1/eta of its size tier as soon as it is there")
 
 
