@@ -17,6 +17,7 @@ import click
 from autoprune.errors import AutopruneError
 from autoprune.search.faults import environment_failure
 from autoprune.search.interrupts import SearchStopped, SignalScope, as_interrupt, exit_code, signal_name
+from autoprune.search.samplers import SAMPLERS  # the one table of sampler names (optuna's import is light)
 
 __all__ = ["main", "cli"]
 
@@ -245,7 +246,7 @@ def _print_front(rows: list, dense: Optional[dict] = None) -> None:
 @click.option("--gpus-per-trial", type=float, default=None, help="Ray backend: GPUs reserved per trial (a fraction shares one); needs train.accelerator gpu.")
 @click.option("--max-latency-ms", type=float, default=None, help="Latency budget (measured as the config's 'measure' section says).")
 @click.option("--max-size-bytes", type=int, default=None, help="Size budget.")
-@click.option("--sampler", type=click.Choice(["nsga2", "tpe", "random"]), default=None, help="Optuna sampler.")
+@click.option("--sampler", type=click.Choice(list(SAMPLERS)), default=None, help="Optuna sampler (default: the config's search.sampler).")
 @storage_option("Optuna storage: a database URL or grpc://HOST:PORT (Optuna's gRPC storage proxy; default: a journal file under runs/<study>/; a resumed study uses the one it recorded). A password here is never stored: on resume give it again, or use PGPASSWORD / ~/.pgpass.")
 @click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None, help="MLflow tracking URI (default: embedded store under runs/).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")

@@ -214,14 +214,30 @@ Fractions = Annotated[Range, _in_range(0.0, 1.0, hi_open=True)]
 
 
 class SparsitySpace(_Strict):
-    """Which groups get their own sparsity, and the ranges searched."""
+    """How a sampled size may be spent (search/sizing.py): what varies per layer and matrix, and the limits.
+
+    ``groups``: ``global`` (one keep ratio and one weight density for the whole model), ``per_layer`` (each
+    recurrent layer its own multiplier), ``per_matrix`` (also the input-to-hidden vs hidden-to-hidden
+    density balance). ``range`` / ``ih`` / ``hh`` / ``head`` limit single-weight sparsity (once a matrix is
+    pruned at all, at least the low end), ``units`` the fraction of a layer's hidden units removed.
+    """
 
     groups: Literal["global", "per_layer", "per_matrix", "per_gate"] = "per_matrix"
     range: Fractions = (0.5, 0.98)
     ih: Optional[Fractions] = None
     hh: Optional[Fractions] = None
-    head: Optional[Fractions] = Field(None, description="search the head's sparsity too (unpruned when absent)")
+    head: Optional[Fractions] = Field(None, description="prune the head's weights too (unpruned when absent)")
     units: Fractions = Field((0.1, 0.75), description="fraction of hidden units removed per layer (hidden_unit)")
+
+    @field_validator("groups")
+    @classmethod
+    def _groups(cls, v: str) -> str:
+        if v == "per_gate":
+            raise ValueError(
+                "per_gate is not searched by the size-first space (each trial samples its size, then per layer and ih vs hh how "
+                "to spend it); use per_matrix, or give a per-gate policy to `autoprune prune --policy`"
+            )
+        return v
 
 
 class ScheduleSpace(_Strict):
@@ -276,6 +292,16 @@ class RecipeCheckConfig(_Strict):
     max_drop: float = Field(0.05, ge=0.0, le=1.0, description="allowed validation-accuracy drop (at least one validation sequence)")
 
 
+class FidelityConfig(_Strict):
+    """Multi-fidelity (search/fidelity.py): sampled trials prune and fine-tune only; the best of each size tier
+    are promoted to the space's retraining (``search.recovery``: scratch, else rewind), as new trials that start
+    from the promoted trial's pruned weights."""
+
+    enabled: bool = Field(False, description="needs a retraining (rewind or scratch) among search.recovery")
+    share: float = Field(0.25, gt=0.0, lt=1.0, description="share of search.trials spent on promotions")
+    eta: int = Field(3, ge=2, le=100, description="promote a trial in the top 1/eta of its size tier as soon as it is there")
+
+
 class RayConfig(_Strict):
     """The Ray Tune runner (``search.backend: ray``; search/runners/ray.py)."""
 
@@ -299,6 +325,11 @@ class RayConfig(_Strict):
 class SearchConfig(_Strict):
     """The pruning search space, objectives, constraints and sampler."""
 
+    size: Optional[Fractions] = Field(
+        None,
+        description="range of the model size a trial targets, as a fraction of the dense model's float32 bytes, sampled on a log "
+        "scale (size first: then how to spend it); null: from what the limits reach (at least 0.004) up to 0.5",
+    )
     sparsity: SparsitySpace = Field(default_factory=SparsitySpace)
     methods: Annotated[list[str], one_of("pruning method", METHODS)] = Field(default_factory=lambda: ["magnitude", "taylor"], min_length=1)
     granularities: list[Literal["unstructured", "hidden_unit"]] = Field(default_factory=lambda: ["unstructured", "hidden_unit"], min_length=1)
@@ -315,6 +346,7 @@ class SearchConfig(_Strict):
         min_length=1,
         description="recoveries after pruning to choose from: finetune | rewind (dense schedule from the pruned weights) | scratch (found architecture, fresh init)",
     )
+    fidelity: FidelityConfig = Field(default_factory=FidelityConfig)
     recovery_epochs: Optional[int] = Field(
         None,
         ge=1,
@@ -330,7 +362,7 @@ class SearchConfig(_Strict):
     warm_start: bool = Field(
         True, description="begin a new study with uniform hand-style policies (a few global sparsities and unit fractions)"
     )
-    sampler: str = Field("nsga2", description="Optuna sampler: a name in autoprune.search.samplers.SAMPLERS")
+    sampler: str = Field("tpe", description="Optuna sampler: a name in autoprune.search.samplers.SAMPLERS (tpe: benchmarks/results/sampler_choice.md)")
     population_size: int = Field(10, ge=2, description="NSGA-II generation size")
     trials: int = Field(30, ge=1)
     timeout: Optional[float] = Field(None, gt=0, description="seconds")
@@ -368,6 +400,8 @@ class SearchConfig(_Strict):
             )
         if not any(g in METHODS[m].granularities for m in self.methods for g in self.granularities):
             raise ValueError(f"no method in {self.methods} supports any granularity in {self.granularities}")
+        if self.fidelity.enabled and set(self.recovery) <= {"finetune"}:
+            raise ValueError("fidelity.enabled promotes the best trials to a retraining: offer rewind or scratch in search.recovery")
         if self.backend != "local" and self.workers > 1:
             raise ValueError(
                 f"workers={self.workers} starts local worker processes; with backend {self.backend} set ray.concurrency (--concurrency) instead"

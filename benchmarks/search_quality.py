@@ -4,12 +4,13 @@ Per task and seed (the dense model, the sampler and the trials seeded together: 
 ``search.seed`` are the seed), every contender starts from the same data and the same dense
 recipe, is chosen by validation accuracy and is reported on test:
 
-* ``autoprune``: ``run_search`` with the study's space and defaults, N trials, fine-tune epochs
-  fixed to ``FINETUNE_EPOCHS``;
+* ``autoprune``: ``run_search`` with the study's space and defaults (its sampler, warm start,
+  multi-fidelity), N trials, fine-tune epochs fixed to ``FINETUNE_EPOCHS``;
 * ``random``: the same space and N with ``search.sampler: random`` and no warm start;
 * ``scratch``: a small dense model from scratch: same cell and depth, one width for every
-  layer (the largest whose size fits each level), trained with the study's dense recipe
-  (``ensure_dense`` with ``model.hidden_sizes`` overridden);
+  layer (the largest whose size fits each level; with int8 searched, also the largest whose
+  int8 size fits it), trained with the study's dense recipe (``ensure_dense`` with
+  ``model.hidden_sizes`` overridden);
 * ``uniform_magnitude`` / ``uniform_taylor``: the same fraction of hidden units removed from
   every layer (landing on those same widths), AGP, ``FINETUNE_EPOCHS`` fine-tune epochs, then
   the recovery the study's warm start gives uniform units (``uniform_recovery``: rewind where
@@ -26,10 +27,11 @@ When the study's space offers int8 (``search.quantize``), every baseline point a
 same post-training int8 variant (``autoprune.runtime.quantize``), so the comparison stays fair.
 
 Reported per task: mean and standard deviation over the seeds of the test accuracy at
-≤ 10 / 5 / 2 % of the dense size (the point chosen by validation accuracy among a contender's
+≤ 10 / 5 / 2 / 1 % of the dense size (the point chosen by validation accuracy among a contender's
 points that small) and of the hypervolume (``autoprune.search.pareto.hypervolume``: reference
 accuracy dense - 0.10, size on a log scale down to 1 % of dense), the per-seed values, the
-chosen points, wall time, and a plot of every contender's points.
+chosen points (and, for autoprune, whether each came from a sampled or a warm-start trial),
+wall time, and a plot of every contender's points.
 
 Jobs (one contender, one task, one seed) run in ``AUTOPRUNE_BENCH_JOBS`` processes (default 2,
 one torch thread each); every search writes its own MLflow SQLite file so they do not contend.
@@ -64,7 +66,9 @@ from benchmarks._common import (
 )
 
 NAME = "search_quality"
-LEVELS = [0.10, 0.05, 0.02]
+LEVELS = [0.10, 0.05, 0.02, 0.01]
+#: the levels where the picked model should come from a sampled trial, not the warm start
+SMALL_LEVELS = [0.05, 0.02, 0.01]
 SPARSITIES = [0.5, 0.8, 0.9, 0.95, 0.98]
 FINETUNE_EPOCHS = 8
 BASELINE_LR = 1e-3  # PruningPolicy's default fine-tune learning rate (as the warm start's trials); clipping as the study trains
@@ -86,9 +90,12 @@ TASKS: Dict[str, Dict[str, Any]] = {
     },
 }
 
+#: the warm start's uniform levels (``autoprune.search.space.UNIT_SIZE_TARGETS``), in order
+LEVELS_WARM = (0.25, 0.10, 0.05, 0.02, 0.01)
+
 #: key → label, in table order (autoprune first: the targets compare it with the others)
 CONTENDERS = [
-    ("autoprune", "autoprune (NSGA-II)"),
+    ("autoprune", "autoprune"),
     ("random", "random search"),
     ("scratch", "small dense from scratch"),
     ("uniform_magnitude", "uniform hidden units, magnitude (AGP)"),
@@ -100,7 +107,8 @@ LABELS = dict(CONTENDERS)
 
 
 def trials_for(ctx: Context, task: str) -> int:
-    return 12 if ctx.quick else 30
+    """The shipped study's own trial count (every search contender gets the same); quick: 12."""
+    return 12 if ctx.quick else base_config(task).search.trials
 
 
 def seeds_for(ctx: Context) -> List[int]:
@@ -161,6 +169,31 @@ def width_for_level(arch: Any, level: float) -> int:
     return max(max(layer) for layer in with_units_removed(arch, fraction).hidden_sizes)
 
 
+def fraction_for_level(arch: Any, level: float) -> float:
+    """The uniform fraction of hidden units removed that lands on ``width_for_level``."""
+    top = max(max(layer) for layer in arch.hidden_sizes)
+    return 1.0 - width_for_level(arch, level) / top
+
+
+def int8_width_for_level(arch: Any, level: float, runtime: str) -> int:
+    """The largest uniform width whose int8 model (as ``runtime`` quantizes it) has at most ``level`` of the dense float32 bytes."""
+    from autoprune.runtime.measure import dense_size_bytes
+    from autoprune.search.sizing import planned_bytes
+
+    total = dense_size_bytes(n_params(arch))
+    top = max(max(layer) for layer in arch.hidden_sizes)
+    fits = [w for w in range(1, top + 1) if planned_bytes(arch, arch_with_width(arch, w).hidden_sizes, {}, "int8", runtime) <= level * total]
+    return max(fits) if fits else 1
+
+
+def baseline_widths(arch: Any, config: Any) -> List[int]:
+    """The uniform widths the baselines train: the largest fitting each level, in float32 and (with int8 searched) in int8."""
+    widths = {width_for_level(arch, lv) for lv in LEVELS}
+    if wants_int8(config):
+        widths |= {int8_width_for_level(arch, lv, config.measure.runtime) for lv in LEVELS}
+    return sorted(widths, reverse=True)
+
+
 def _finetune(config: Any) -> Dict[str, Any]:
     """The baselines' fine-tune budget: the search's epochs and lr, and its minimum steps per epoch where it has one."""
     out: Dict[str, Any] = {"epochs": FINETUNE_EPOCHS, "lr": BASELINE_LR}
@@ -201,11 +234,14 @@ def uniform_unit_policy(method: str, fraction: float, config: Any, recovery: str
     return policy_from_dict(policy)
 
 
-def _row(label: Any, val: float, test: float, size_ratio: float, dense: Any, **info: Any) -> Dict[str, Any]:
+def _row(label: Any, val: float, test: float, size_ratio: float, dense: Any, val_loss: Optional[float] = None, n_val: int = 0, **info: Any) -> Dict[str, Any]:
+    from autoprune.trial.validation import val_score
+
     return {
         "trial": label,
         "state": "complete",
         "val_accuracy": val,
+        "val_score": val_score(val, val_loss, n_val) if val_loss is not None else None,
         "test_accuracy": test,
         "size_ratio": size_ratio,
         "dense_val_accuracy": dense.metrics["val_accuracy"],
@@ -229,46 +265,77 @@ def int8_variant(model: Any, dm: Any, config: Any, dense: Any, row: Dict[str, An
     q = quantized_result(model, dm, "int8", config.measure.runtime)
     val = q["val"]["accuracy"] if "val" in q else q["val_accuracy"]
     test = q["test"]["accuracy"] if "test" in q else q["test_accuracy"]
+    from autoprune.trial.validation import val_score
+
     return {**row, "trial": f"{row['trial']} int8", "val_accuracy": val, "test_accuracy": test,
+            "val_score": val_score(val, q["val"]["loss"], dense.metrics.get("n_val", 0)),
             "size_ratio": q["size_bytes"] / (dense.metrics["params"] * 4), "precision": "int8"}
 
 
 # --------------------------------------------------------------------------- contenders (one job each)
 
 
-def search_config(ctx: Context, task: str, sampler: str, seed: int = 0):
-    contender = "autoprune" if sampler == "nsga2" else sampler
+def search_config(ctx: Context, task: str, sampler: Optional[str] = None, seed: int = 0, name: Optional[str] = None, **extra: Any):
+    """The search of a contender: the study's own sampler (``None``: contender ``autoprune``), ``random`` (no warm
+    start), or another sampler (``sampler_choice``); ``extra`` dotted-key overrides (e.g. multi-fidelity off)."""
+    contender = name or ("autoprune" if sampler is None else sampler)
     overrides: Dict[str, Any] = {
         "study": study_name(task, contender, seed),
         "search.trials": trials_for(ctx, task),
-        "search.sampler": sampler,
         "search.workers": 1,
         "search.seed": seed,
         "search.finetune.epochs": [FINETUNE_EPOCHS, FINETUNE_EPOCHS],
+        **extra,
     }
+    if sampler is not None:
+        overrides["search.sampler"] = sampler
     if sampler == "random" and search_key_supported("warm_start"):
         overrides["search.warm_start"] = False  # plain random search: no hand-picked first trials
     return base_config(task, seed, **overrides)
 
 
-def run_search_contender(ctx: Context, task: str, sampler: str, seed: int = 0) -> Dict[str, Any]:
-    """One search: its complete-trial rows, counts and wall time (its own MLflow SQLite file)."""
+def origin_of(trial: Any, by_number: Dict[int, Any]) -> str:
+    """``warm_start`` or ``sampled``: where a trial's parameters came from (a promotion: its source's origin)."""
+    from autoprune.search import attrs
+
+    seen = set()
+    while attrs.PROMOTED_FROM in trial.user_attrs and trial.number not in seen:
+        seen.add(trial.number)
+        trial = by_number[int(trial.user_attrs[attrs.PROMOTED_FROM])]
+    return "warm_start" if trial.user_attrs.get(attrs.ORIGIN) == attrs.WARM_START else "sampled"
+
+
+def run_search_contender(ctx: Context, task: str, sampler: Optional[str], seed: int = 0, name: Optional[str] = None, **extra: Any) -> Dict[str, Any]:
+    """One search: its complete-trial rows (with where each came from), counts, wall time and the hypervolume over
+    time (its own MLflow SQLite file)."""
+    from autoprune.search.pareto import hypervolume, trial_row
     from autoprune.search.run import run_search
     from autoprune.search.study import open_study
-    from autoprune.search.pareto import trial_row
 
-    config = search_config(ctx, task, sampler, seed)
+    config = search_config(ctx, task, sampler, seed, name, **extra)
     rd = runs_dir(ctx)
     dense = dense_for(ctx, task, seed, [config.study])
-    log(f"{NAME}: {task} s{seed}: search {config.study} ({sampler}, {config.search.trials} trials)")
+    log(f"{NAME}: {task} s{seed}: search {config.study} ({config.search.sampler}, {config.search.trials} trials)")
     t0 = time.perf_counter()
     summary = run_search(config, str(rd), tracking_uri=f"sqlite:///{(rd / config.study / 'mlflow.db').resolve()}")
     wall = time.perf_counter() - t0
     study, _ = open_study(config.study, str(rd))
-    rows = [trial_row(t) for t in study.get_trials(deepcopy=False)]
-    for r in rows:
+    trials = study.get_trials(deepcopy=False)
+    by_number = {t.number: t for t in trials}
+    rows = []
+    for t in trials:
+        r = trial_row(t)
         r["recovery"] = (r.get("policy") or {}).get("recovery", "finetune")
+        r["origin"] = origin_of(t, by_number)
+        r["hybrid"] = bool((r.get("policy") or {}).get("weight_sparsity"))
+        r["completed_s"] = (t.datetime_complete.timestamp() - t0_wall(trials)) if t.datetime_complete else None
         r.pop("policy", None)
+        rows.append(r)
+    complete = [r for r in rows if r["state"] == "complete" and r.get("completed_s") is not None]
+    curve, done = [], []
+    for r in sorted(complete, key=lambda r: r["completed_s"]):  # the hypervolume as the search went on
+        done.append(r)
+        curve.append((round(r["completed_s"], 1), hypervolume(done, "val_accuracy")))
     return {
         "rows": [r for r in rows if r["state"] == "complete"],
         "n_complete": summary.n_complete,
@@ -276,11 +343,20 @@ def run_search_contender(ctx: Context, task: str, sampler: str, seed: int = 0) -
         "n_failed": summary.n_failed,
         "counted": summary.n_complete + summary.n_stopped_early,
         "wall_s": wall,
+        "hv_curve": curve,
         "errors": sorted({(r["error"] or "")[:160] for r in rows if r["state"] == "failed"}),
         "study": config.study,
+        "sampler": config.search.sampler,
+        "fidelity": config.search.fidelity.enabled,
         "dense": summary.dense,
         "dense_key": dense.key,
     }
+
+
+def t0_wall(trials: List[Any]) -> float:
+    """When the search's first trial started (the origin of its hypervolume-over-time curve)."""
+    starts = [t.datetime_start.timestamp() for t in trials if t.datetime_start is not None]
+    return min(starts) if starts else 0.0
 
 
 def run_scratch(ctx: Context, task: str, seed: int) -> Dict[str, Any]:
@@ -290,7 +366,7 @@ def run_scratch(ctx: Context, task: str, seed: int) -> Dict[str, Any]:
     dense = dense_for(ctx, task, seed, [])
     total = n_params(dense.arch)
     rows, wall = [], 0.0
-    for width in sorted({width_for_level(dense.arch, lv) for lv in LEVELS}, reverse=True):
+    for width in baseline_widths(dense.arch, base_config(task, seed)):
         hidden = [width] * len(dense.arch.hidden_sizes)
         config = base_config(task, seed, study=study_name(task, f"scratch_w{width}", seed), **{"model.hidden_sizes": hidden})
         log(f"{NAME}: {task} s{seed}: small dense from scratch, width {width}")
@@ -298,7 +374,7 @@ def run_scratch(ctx: Context, task: str, seed: int) -> Dict[str, Any]:
         small = ensure_dense(config, dense_cache(ctx))
         wall += time.perf_counter() - t0 if not small.cached else float(small.metrics.get("train_time_s", 0.0))
         rows.append(_row(f"width {width}", small.metrics["val_accuracy"], small.metrics["test_accuracy"], small.metrics["params"] / total, dense,
-                         method="—", granularity="dense", schedule="—", recovery="scratch"))
+                         small.metrics.get("val_loss"), small.metrics.get("n_val", 0), method="—", granularity="dense", schedule="—", recovery="scratch"))
         if wants_int8(config):
             from autoprune.tasks import build_datamodule
             from autoprune.reference.cache import load_dense_model
@@ -316,7 +392,7 @@ def run_uniform(ctx: Context, task: str, seed: int, method: str) -> Dict[str, An
     dense = dense_for(ctx, task, seed, [config.study])
     top = max(max(h) for h in dense.arch.hidden_sizes)
     rows, wall = [], 0.0
-    for width in sorted({width_for_level(dense.arch, lv) for lv in LEVELS}, reverse=True):
+    for width in baseline_widths(dense.arch, config):
         policy = uniform_unit_policy(method, 1.0 - width / top, config, recovery=uniform_recovery(config))
         log(f"{NAME}: {task} s{seed}: uniform {method}, width {width}")
         t0 = time.perf_counter()
@@ -324,7 +400,7 @@ def run_uniform(ctx: Context, task: str, seed: int, method: str) -> Dict[str, An
         r = run_trial(config, policy, TrialOptions(runs_dir=str(runs_dir(ctx)), trial_dir=str(trial_dir), threads=1, measure_latency=False))
         wall += time.perf_counter() - t0
         rows.append(_row(f"width {width}", r.val_accuracy, r.test_accuracy, r.size_bytes / (dense.metrics["params"] * 4), dense,
-                         method=method, granularity="hidden_unit", schedule="agp", recovery=policy.recovery))
+                         r.val_loss, dense.metrics.get("n_val", 0), method=method, granularity="hidden_unit", schedule="agp", recovery=policy.recovery))
         if wants_int8(config):
             from autoprune.tasks import build_datamodule
             from autoprune.trial.result import load_trial_model
@@ -393,7 +469,7 @@ def run_peer(ctx: Context, task: str, seed: int, kind: str) -> Dict[str, Any]:
         val, test = evaluate(small, *dm.tensors("val")), evaluate(small, *dm.tensors("test"))
         wall += time.perf_counter() - t0
         rows.append(_row(f"{s:.0%}", val["accuracy"], test["accuracy"], size / (dense.metrics["params"] * 4), dense,
-                         method="l1", granularity="unstructured", schedule="one_shot"))
+                         val["loss"], dense.metrics.get("n_val", 0), method="l1", granularity="unstructured", schedule="one_shot"))
         if wants_int8(config):
             rows.append(int8_variant(small, dm, config, dense, rows[-1]))
     return {"rows": rows, "counted": len(rows), "n_complete": len(rows), "n_stopped_early": 0, "n_failed": 0, "wall_s": wall, "errors": [], "dense_key": dense.key}
@@ -409,7 +485,7 @@ def run_job(ctx: Context, task: str, seed: int, contender: str) -> Dict[str, Any
         d = dense_for(ctx, task, seed, [])
         return {"key": d.key, "metrics": d.metrics}
     if contender in ("autoprune", "random"):
-        return run_search_contender(ctx, task, "nsga2" if contender == "autoprune" else "random", seed)
+        return run_search_contender(ctx, task, None if contender == "autoprune" else "random", seed)
     if contender == "scratch":
         return run_scratch(ctx, task, seed)
     if contender.startswith("uniform_"):
@@ -451,9 +527,10 @@ def _guarded(ctx: Context, job: Tuple[str, int, str]) -> Dict[str, Any]:
 
 
 def at_level(rows: List[Dict[str, Any]], level: float) -> Optional[Dict[str, Any]]:
-    """The point chosen by validation accuracy among points no larger than ``level`` (ties: smaller)."""
+    """The point chosen by validation accuracy among points no larger than ``level``: ties broken by the validation
+    loss (``val_score``, as ``autoprune export`` picks) where a point records it, then by size (smaller)."""
     ok = [r for r in rows if r.get("size_ratio") is not None and r["size_ratio"] <= level and r.get("val_accuracy") is not None]
-    return max(ok, key=lambda r: (r["val_accuracy"], -r["size_ratio"])) if ok else None
+    return max(ok, key=lambda r: (r["val_accuracy"], r.get("val_score") or r["val_accuracy"], -r["size_ratio"])) if ok else None
 
 
 def mean_std(xs: List[Optional[float]]) -> Tuple[Optional[float], Optional[float], int]:
@@ -498,38 +575,76 @@ def analyse(task: str, seeds: List[int], res: Dict[Tuple[str, int, str], Dict[st
     return {"acc": acc, "hv": hv, "picks": picks}
 
 
-def targets(task: str, a: Dict[str, Any], dense_test: float) -> Tuple[Dict[str, Any], List[str]]:
+#: the baselines (everything but the searches)
+BASELINES = ["scratch", "uniform_magnitude", "uniform_taylor", "lightning", "torch_global"]
+#: per task: the least margin (points of mean test accuracy) over the best baseline, per level
+MARGINS = {"mnist1d": {0.05: 0.0, 0.02: 1.0, 0.01: 1.0}, "jv": {0.10: 0.0, 0.05: 0.0, 0.02: 0.0, 0.01: 0.5}}
+
+
+def best_baseline(acc: Dict[str, List[List[Optional[float]]]], i: int) -> Tuple[float, str]:
+    """The best baseline's mean test accuracy at level ``i`` (a seed without a point counts 0) and its label."""
+    value, key = max((target_mean(acc[k][i]), k) for k in BASELINES)
+    return value, LABELS[key]
+
+
+def origin_cells(a: Dict[str, Any], seeds: List[int]) -> Tuple[int, int, List[List[str]]]:
+    """(cells at ≤ 5 / 2 / 1 % picked from a sampled trial, cells with a pick, a table row per cell)."""
+    sampled = total = 0
+    rows = []
+    for lv in SMALL_LEVELS:
+        i = LEVELS.index(lv)
+        for j, seed in enumerate(seeds):
+            p = a["picks"]["autoprune"][i][j]
+            if p is None:
+                rows.append([f"≤ {lv:.0%}", seed, "—", None, None, None])
+                continue
+            total += 1
+            sampled += p.get("origin") == "sampled"
+            rows.append([f"≤ {lv:.0%}", seed, p["trial"], p.get("origin"), "hybrid" if p.get("hybrid") else p.get("granularity"), p.get("precision")])
+    return sampled, total, rows
+
+
+def targets(task: str, a: Dict[str, Any], dense_test: float, seeds: List[int], walls: Dict[str, float]) -> Tuple[Dict[str, Any], List[str]]:
     acc, hv = a["acc"], a["hv"]
     auto = [target_mean(acc["autoprune"][i]) for i in range(len(LEVELS))]
-    lines, worse = [], []
-    for i, lv in enumerate(LEVELS):
-        for key, label in CONTENDERS[1:]:
-            other = target_mean(acc[key][i])
-            if other > auto[i]:
-                worse.append(f"at ≤ {lv:.0%} {label} {other:.4f} > autoprune {auto[i]:.4f} ({100 * (other - auto[i]):.1f} points)")
-    ge_all = not worse
-    margin_miss = []
-    for i, lv in enumerate(LEVELS):
-        if lv in (0.05, 0.02):
-            sd = target_mean(acc["scratch"][i])
-            if auto[i] < sd + 0.01:
-                margin_miss.append(f"at ≤ {lv:.0%} autoprune {auto[i]:.4f} vs small dense {sd:.4f} ({100 * (auto[i] - sd):+.1f} points)")
+    lines: List[str] = []
+    margins = {}
+    for lv, need in MARGINS.get(task, {}).items():
+        i = LEVELS.index(lv)
+        best, label = best_baseline(acc, i)
+        got = 100 * (auto[i] - best)
+        margins[f"{lv:.0%}"] = {"autoprune": auto[i], "best_baseline": best, "baseline": label, "points": got, "needed": need, "met": got >= need - 1e-9}
+        lines.append(f"- at ≤ {lv:.0%}: autoprune {auto[i]:.4f} vs the best baseline, {label}, {best:.4f}: {got:+.2f} points "
+                     f"(needed {'≥ ' + format(need, '+.1f') if need else '≥ 0'}) → {verdict(got >= need - 1e-9)}.")
+    sampled, cells, _ = origin_cells(a, seeds)
+    lines.append(f"- picks at ≤ 5 / 2 / 1 % from a sampled (not a warm-start) trial: {sampled} of {cells} cells of this task "
+                 f"(the target counts both tasks together: at least half).")
     hv_a, hv_r = statistics.fmean(hv["autoprune"]["val"]), statistics.fmean(hv["random"]["val"])
     ratio = hv_a / hv_r if hv_r else float("inf")
-    lines.append(f"- autoprune ≥ every baseline at ≤ 10 / 5 / 2 % (mean test accuracy over seeds; a seed without a point counts 0): {verdict(ge_all)}.")
-    if worse:
-        lines.append("  Where not: " + "; ".join(worse) + ".")
-    lines.append(f"- at least 1 point above small dense from scratch at ≤ 5 % and ≤ 2 %: {verdict(not margin_miss)}.")
-    if margin_miss:
-        lines.append("  Where not: " + "; ".join(margin_miss) + ".")
-    lines.append(f"- hypervolume (validation, mean over seeds) ≥ 1.05x random search's: {hv_a:.4f} / {hv_r:.4f} = {ratio:.3f}x → {verdict(ratio >= 1.05)}.")
-    within = None
-    if task == "jv":
-        i5 = LEVELS.index(0.05)
-        within = dense_test - auto[i5] <= 0.01
-        lines.append(f"- at ≤ 5 % of dense size, test accuracy within 1 point of dense ({dense_test:.4f}): "
-                     f"autoprune {auto[i5]:.4f}, {100 * (auto[i5] - dense_test):+.2f} points from dense → {verdict(within)}.")
-    return {"ge_all": ge_all, "one_point_over_scratch": not margin_miss, "hv_ratio": ratio, "within_1pt_at_5": within}, lines
+    lines.append(f"- hypervolume (validation, mean over seeds) ≥ 1.15x random search's: {hv_a:.4f} / {hv_r:.4f} = {ratio:.3f}x → {verdict(ratio >= 1.15)}.")
+    before = walls.get("before")
+    if before:
+        w = walls["now"] / before
+        lines.append(f"- search wall time within 10 % of the previous 30-trial searches ({before:,.0f} s for {len(seeds)} seed(s) in the committed "
+                     f"results of {walls['commit']}): {walls['now']:,.0f} s = {w:.2f}x → {verdict(w <= 1.10)}.")
+    return {"margins": margins, "sampled_cells": sampled, "cells": cells, "hv_ratio": ratio, "wall_ratio": (walls["now"] / before) if before else None}, lines
+
+
+def previous_wall(task: str, n_seeds: int) -> Dict[str, Any]:
+    """The autoprune search wall time of the results committed before the size-first space (``git show``), per seed count."""
+    import re
+    import subprocess
+
+    from benchmarks._common import REPO
+
+    commit = "b6391b7"  # the last results of the per-group space (acec950's run, committed at b6391b7)
+    try:
+        text = subprocess.run(["git", "show", f"{commit}:benchmarks/results/search_quality.md"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return {}
+    section = text.split("## mnist1d")[1] if task == "mnist1d" else text.split("## mnist1d")[0]
+    m = re.search(r"^\| autoprune \(NSGA-II\) \|.*\| ([\d,.]+) \|$", section, re.M)
+    return {"before": float(m.group(1).replace(",", "")) / 3 * n_seeds, "commit": commit} if m else {}
 
 
 def run_task_report(ctx: Context, task: str, seeds: List[int], res: Dict[Tuple[str, int, str], Dict[str, Any]]) -> Tuple[List[str], Dict[str, Any]]:
@@ -545,16 +660,21 @@ def run_task_report(ctx: Context, task: str, seeds: List[int], res: Dict[Tuple[s
         f"{pm([d['metrics']['val_accuracy'] for d in dense.values()], n, 4)}, test {pm([d['metrics']['test_accuracy'] for d in dense.values()], n, 4)}, "
         f"{next(iter(dense.values()))['metrics']['params']:,} parameters. Seeds {seeds}: `seed` and `search.seed` both set to the seed. "
         f"Searches: {trials_for(ctx, task)} trials each (complete + stopped early), fine-tune epochs fixed to {FINETUNE_EPOCHS}. Baselines: "
-        f"{FINETUNE_EPOCHS} fine-tune epochs at lr {BASELINE_LR}, clipping as the study trains; widths per level from `width_for_level`; "
+        f"{FINETUNE_EPOCHS} fine-tune epochs at lr {BASELINE_LR}, clipping as the study trains; widths per level from `width_for_level` "
+        f"({'and, int8 being searched, `int8_width_for_level`; every baseline point also in int8' if wants_int8(base_config(task)) else 'float32'}); "
         f"uniform hidden units then recover by `{uniform_recovery(base_config(task))}` (as the search's warm start does); "
         f"peers at {', '.join(f'{s:.0%}' for s in SPARSITIES)} sparsity."
     )
-    space_cfg = search_config(ctx, task, "nsga2").search
+    space_cfg = search_config(ctx, task).search
     raw = yaml.safe_load((SEARCH_SPACES / f"{TASKS[task]['study']}.yaml").read_text())
+    f = space_cfg.fidelity
     lines.append(
-        f"Search space{'' if 'search' in raw else ' (package defaults)'}: methods {space_cfg.methods}, granularities {space_cfg.granularities}, "
+        f"Search space{'' if 'search' in raw else ' (package defaults)'}: size first (sizes {list(space_cfg.size) if space_cfg.size else 'from the limits to 0.5'}), "
+        f"sampler `{space_cfg.sampler}`, methods {space_cfg.methods}, granularities {space_cfg.granularities} (hybrid when both), "
         f"sparsity groups `{space_cfg.sparsity.groups}`, weight sparsity {list(space_cfg.sparsity.range)}, units removed {list(space_cfg.sparsity.units)}, "
-        f"schedules {space_cfg.schedule.kinds}, recovery {getattr(space_cfg, 'recovery', ['finetune'])} (retraining {getattr(space_cfg, 'recovery_epochs', None) or 'the dense'} epochs), distillation {space_cfg.distillation}."
+        f"precisions {space_cfg.quantize}, schedules {space_cfg.schedule.kinds}, recovery {space_cfg.recovery} (retraining {space_cfg.recovery_epochs or 'the dense'} epochs"
+        + (f"; multi-fidelity: sampled trials fine-tune, {f.share:.0%} of the trials are promotions to retraining, eta {f.eta}" if f.enabled else "")
+        + f"), distillation {space_cfg.distillation}."
     )
     lines += ["", f"Mean ± standard deviation over {n} seed{'s' if n > 1 else ''}:", ""]
     rows = []
@@ -573,10 +693,14 @@ def run_task_report(ctx: Context, task: str, seeds: List[int], res: Dict[Tuple[s
         errs = sorted({e for s in seeds for e in res[(task, s, key)].get("errors", [])} | {res[(task, s, key)]["error"] for s in seeds if res[(task, s, key)].get("error")})
         if errs:
             lines.append(f"- {label}: errors: " + "; ".join(f"`{e}`" for e in errs))
-    t, tlines = targets(task, a, dense_test)
+    walls = {"now": sum(res[(task, s, "autoprune")]["wall_s"] for s in seeds), **previous_wall(task, n)}
+    t, tlines = targets(task, a, dense_test, seeds, walls)
     lines += ["", "**Targets**", ""] + tlines
+    _, _, orow = origin_cells(a, seeds)
+    lines += ["", "Where autoprune's picks at ≤ 5 / 2 / 1 % came from, per seed (`sampled`: the sampler proposed it, or a promotion of a trial it proposed):", ""]
+    lines += table(["level", "seed", "trial", "origin", "granularity", "precision"], orow, align="lrllll")
     if n > 1:
-        lines += ["", "Per seed (test accuracy at ≤ 10 / 5 / 2 %, hypervolume on validation):", ""]
+        lines += ["", "Per seed (test accuracy at ≤ 10 / 5 / 2 / 1 %, hypervolume on validation):", ""]
         prow = []
         for key, label in CONTENDERS:
             for j, s in enumerate(seeds):
@@ -587,8 +711,10 @@ def run_task_report(ctx: Context, task: str, seeds: List[int], res: Dict[Tuple[s
     for key, label in CONTENDERS:
         for i, lv in enumerate(LEVELS):
             p = a["picks"][key][i][0]
-            crow.append([label, f"≤ {lv:.0%}"] + ([p["trial"], f"{100 * p['size_ratio']:.2f} %", p["val_accuracy"], p["test_accuracy"], p.get("method"), p.get("granularity"), p.get("schedule"), p.get("recovery")] if p else [None] * 8))
-    lines += table(["contender", "level", "trial / setting", "size", "val acc", "test acc", "method", "granularity", "schedule", "recovery"], crow, align="llllrrllll")
+            crow.append([label, f"≤ {lv:.0%}"] + ([p["trial"], f"{100 * p['size_ratio']:.2f} %", p["val_accuracy"], p["test_accuracy"], p.get("method"),
+                         "hybrid" if p.get("hybrid") else p.get("granularity"), p.get("precision") or "float32", p.get("schedule"), p.get("recovery")] if p else [None] * 9))
+    lines += table(["contender", "level", "trial / setting", "size", "val acc", "test acc", "method", "granularity", "precision", "schedule", "recovery"], crow,
+                   align="llllrrlllll")
     png = f"{NAME}_{task}.png"
     _plot(task, seeds, res, dense_test, ctx.results_dir / png)
     lines += ["", f"![{task}: every contender's points]({png})", ""]
@@ -650,6 +776,10 @@ def run(ctx: Context) -> None:
     for task in tasks:
         lines, summary[task] = run_task_report(ctx, task, seeds, res)
         body += lines
+    sampled = sum(summary[t]["targets"]["sampled_cells"] for t in tasks)
+    cells = sum(summary[t]["targets"]["cells"] for t in tasks)
+    body = [f"**Picks from sampled trials** (target: at least half of the (task, seed, level) cells at ≤ 5 / 2 / 1 %): {sampled} of {cells} "
+            f"→ {verdict(cells > 0 and sampled >= cells / 2)}.", ""] + body
     (runs_dir(ctx) / "summary.json").write_text(json.dumps({"summary": summary, "results": {"|".join(map(str, k)): v for k, v in res.items()}}, indent=1, default=str))
     notes = [
         f"Every contender of a task and seed starts from the same data and the same dense model (trained once per seed into the cache and copied "

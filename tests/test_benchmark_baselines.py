@@ -54,7 +54,17 @@ def test_warm_start_unit_trials_are_the_uniform_baselines(task):
     from autoprune.models.arch import ArchSpec as Arch
     from autoprune.pruning.policy import FinetuneConfig
     from autoprune.search.space import SearchSpace
+    from autoprune.search.study import enqueue_warm_start
+    from autoprune.search.tell import start_trial
     from autoprune.trial.run import planned_arch
+
+    def next_unit_policy(study, space):  # as a search starts them (multi-fidelity's recovery attribute applied); skip the others
+        while True:
+            trial = study.ask()
+            policy = start_trial(trial, space, "local")
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            if trial.params.get("structure") == 1.0 and trial.params.get("quantize", "none") == "none":
+                return policy
 
     assert sq.BASELINE_LR == FinetuneConfig().lr
     config = sq.search_config(SimpleNamespace(quick=False), task, "nsga2")
@@ -63,14 +73,13 @@ def test_warm_start_unit_trials_are_the_uniform_baselines(task):
     arch = Arch.from_config(config.model, inputs, classes)
     assert max(max(h) for h in arch.hidden_sizes) == width
     space = SearchSpace(config, arch)
-    warm = [p for p in space.warm_start_params() if p.get("method") == "taylor/hidden_unit" and "quantize" not in p]
+    warm = [p for p in space.warm_start_params() if p.get("structure") == 1.0 and p.get("quantize", "none") == "none"]
     assert len(warm) >= 4
     study = optuna.create_study(directions=["maximize", "minimize"])
-    for params in warm:
-        study.enqueue_trial(params)
-    for params in warm:
-        policy = space.suggest(study.ask())
-        baseline = sq.uniform_unit_policy("taylor", params["units.rnn.0"], config, recovery=sq.uniform_recovery(config))
+    enqueue_warm_start(study, space, 100)
+    for _, level in zip(warm, sq.LEVELS_WARM):
+        policy = next_unit_policy(study, space)
+        baseline = sq.uniform_unit_policy("taylor", sq.fraction_for_level(arch, level), config, recovery=sq.uniform_recovery(config))
         for field in ("method", "granularity", "recovery", "finetune", "grad_clip", "schedule", "distillation", "quantize"):
             assert getattr(policy, field) == getattr(baseline, field), field
         assert set(policy.sparsity.values()) == {baseline.sparsity}  # per layer here, one number there

@@ -81,6 +81,7 @@ class PruningCallback(pl.Callback):
         self.history: List[Dict[str, Any]] = []
         self.groups: Optional[ModelGroups] = None
         self.targets: Dict[str, float] = {}
+        self.weight_targets: Dict[str, float] = {}  # hybrid: matrices / gate blocks pruned unstructured after the units
         self.masks: Dict[str, Tensor] = {}
         self._params: Dict[str, torch.nn.Parameter] = {}
         self._reg: Any = None  # the method's regularizer this callback added to pl_module.regularizers
@@ -91,8 +92,10 @@ class PruningCallback(pl.Callback):
         groups = ModelGroups(model)
         self.groups = groups
         self.targets = groups.targets(self.policy.sparsity, self.policy.granularity)
+        if self.policy.hybrid:
+            self.weight_targets = groups.targets(self.policy.weight_sparsity, "unstructured")
         if self.policy.granularity == "hidden_unit":
-            names = sorted({p for t in self.targets for p in groups.layers[t].params})
+            names = sorted({p for t in self.targets for p in groups.layers[t].params} | {groups.target_ref(t).param for t in self.weight_targets})
         else:
             names = sorted({groups.target_ref(t).param for t in self.targets})
         for pname in names:
@@ -163,7 +166,11 @@ class PruningCallback(pl.Callback):
             flat_mask[idx] = False
 
     def prune_to(self, model: torch.nn.Module, ramp: float, batches: List) -> None:
-        """Update the masks so every target reaches ``s_i + (s_f - s_i) * ramp``, then apply them."""
+        """Update the masks so every target reaches ``s_i + (s_f - s_i) * ramp``, then apply them.
+
+        Hidden-unit targets first; a hybrid policy then prunes, in each weight target, that level
+        of the weights the removed units left (units and weights ramp together).
+        """
         groups = self.groups
         assert groups is not None, "setup() must run first"
         s_i = self.policy.schedule.initial_sparsity
@@ -172,38 +179,65 @@ class PruningCallback(pl.Callback):
             return s_i + (target - s_i) * ramp if target > s_i else target * ramp
 
         if self.policy.granularity == "hidden_unit":
-            scores = self.method.unit_scores(model, groups, batches)
-            for lname, final in self.targets.items():
-                layer = groups.layers[lname]
-                k = units_removed(layer.hidden, level(final))
-                keep = self.masks[layer.row_params[0]].reshape(layer.gates, layer.hidden, -1).any(dim=2).any(dim=0)
-                s = scores[lname].clone()
-                s[~keep] = -math.inf
-                if k > 0:
-                    keep = keep.clone()
-                    keep[torch.topk(s, k, largest=False).indices] = False
-                groups.apply_unit_mask(layer, keep, self.masks)
+            self._prune_units(model, groups, level, batches)
+            if self.weight_targets:
+                self._prune_weights(model, groups, self.weight_targets, level, batches, self._unit_alive(groups))
         else:
-            params = sorted({groups.target_ref(t).param for t in self.targets})
-            scores = self.method.element_scores(model, groups, params, batches)
-            if self.policy.scope == "global":
-                refs = [groups.target_ref(t) for t in self.targets]
-                flat_scores = torch.cat([ref.view(scores[ref.param]).reshape(-1) for ref in refs])
-                flat_masks = torch.cat([ref.view(self.masks[ref.param]).reshape(-1) for ref in refs])
-                k = int(round(level(next(iter(self.targets.values()))) * flat_scores.numel()))
-                self._keep_smallest_out(flat_scores, flat_masks, k)
-                offset = 0
-                for ref in refs:
-                    view = ref.view(self.masks[ref.param])
-                    n = view.numel()
-                    view.copy_(flat_masks[offset : offset + n].view_as(view))
-                    offset += n
-            else:
-                for t, final in self.targets.items():
-                    ref = groups.target_ref(t)
-                    mask = ref.view(self.masks[ref.param])
-                    self._keep_smallest_out(ref.view(scores[ref.param]), mask, int(round(level(final) * mask.numel())))
+            self._prune_weights(model, groups, self.targets, level, batches, None)
         self.apply_masks()
+
+    def _prune_units(self, model: torch.nn.Module, groups: ModelGroups, level: Any, batches: List) -> None:
+        scores = self.method.unit_scores(model, groups, batches)
+        for lname, final in self.targets.items():
+            layer = groups.layers[lname]
+            k = units_removed(layer.hidden, level(final))
+            keep = self._kept_units(layer)
+            s = scores[lname].clone()
+            s[~keep] = -math.inf
+            if k > 0:
+                keep = keep.clone()
+                keep[torch.topk(s, k, largest=False).indices] = False
+            groups.apply_unit_mask(layer, keep, self.masks)
+
+    def _kept_units(self, layer: Any) -> Tensor:
+        return self.masks[layer.row_params[0]].reshape(layer.gates, layer.hidden, -1).any(dim=2).any(dim=0)
+
+    def _unit_alive(self, groups: ModelGroups) -> Dict[str, Tensor]:
+        """Per masked parameter, the entries the hidden-unit masks alone leave (what a weight target's sparsity is a fraction of)."""
+        alive = {name: torch.ones_like(mask) for name, mask in self.masks.items()}
+        for lname in self.targets:
+            layer = groups.layers[lname]
+            groups.apply_unit_mask(layer, self._kept_units(layer), alive)
+        return alive
+
+    def _prune_weights(self, model: torch.nn.Module, groups: ModelGroups, targets: Dict[str, float], level: Any, batches: List,
+                       alive: Optional[Dict[str, Tensor]]) -> None:
+        """Single weights: each target (a matrix or gate block) keeps ``1 - level`` of its entries, or of those
+        ``alive`` (the hidden-unit masks) leaves; ``scope: global`` ranks all targets' weights together."""
+        params = sorted({groups.target_ref(t).param for t in targets})
+        scores = self.method.element_scores(model, groups, params, batches)
+        if self.policy.scope == "global":
+            refs = [groups.target_ref(t) for t in targets]
+            flat_scores = torch.cat([ref.view(scores[ref.param]).reshape(-1) for ref in refs])
+            flat_masks = torch.cat([ref.view(self.masks[ref.param]).reshape(-1) for ref in refs])
+            k = int(round(level(next(iter(targets.values()))) * flat_scores.numel()))
+            self._keep_smallest_out(flat_scores, flat_masks, k)
+            offset = 0
+            for ref in refs:
+                view = ref.view(self.masks[ref.param])
+                n = view.numel()
+                view.copy_(flat_masks[offset : offset + n].view_as(view))
+                offset += n
+            return
+        for t, final in targets.items():
+            ref = groups.target_ref(t)
+            mask = ref.view(self.masks[ref.param])
+            if alive is None:
+                k = int(round(level(final) * mask.numel()))
+            else:  # the units' removed entries first (already masked: they rank lowest), then a share of what is left
+                n_alive = int(ref.view(alive[ref.param]).sum())
+                k = (mask.numel() - n_alive) + int(round(level(final) * n_alive))
+            self._keep_smallest_out(ref.view(scores[ref.param]), mask, k)
 
     # -------------------------------------------------------------- state
     def state_dict(self) -> Dict[str, Any]:

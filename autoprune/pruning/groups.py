@@ -165,7 +165,8 @@ class ModelGroups:
             heads = [n for n, layer in self.layers.items() if layer.kind == "head" and layer.prunable]
             return rnn + (layers if self.bidirectional else []) + heads
         front = ["front"] if any(n.startswith("front.") for n in self.matrices) else []
-        return list(self.matrices) + list(self.gate_blocks) + layers + (self.rnn_layers() if self.bidirectional else []) + front
+        both_directions = [f"rnn.{l}.{kind}" for l in range(len(self.model.rnn)) for kind in ("ih", "hh")] if self.bidirectional else []
+        return list(self.matrices) + list(self.gate_blocks) + layers + (self.rnn_layers() if self.bidirectional else []) + front + both_directions
 
     def rnn_layers(self) -> List[str]:
         """The recurrent layers' hidden-unit groups (the head's come after them in :attr:`layers`)."""
@@ -178,7 +179,8 @@ class ModelGroups:
         ``unstructured``. A single number applies to every RNN matrix (or layer); the head's and
         the front-end's matrices and the head's hidden units are pruned only when named. In a
         mapping the most specific name wins (``rnn.0.hh.f`` over ``rnn.0.hh`` over ``rnn.0``;
-        ``front.0`` over ``front``).
+        ``front.0`` over ``front``); in a bidirectional model ``rnn.0.hh`` names that matrix of
+        both directions (``rnn.0.fwd.hh`` is one of them).
 
         Raises:
             ConfigError: unknown group name (lists the valid ones) or value outside [0, 1).
@@ -224,16 +226,17 @@ class ModelGroups:
                 if v:
                     out[mname] = v
                 continue
-            layer_name = mname.rsplit(".", 1)[0]
+            layer_name, kind = mname.rsplit(".", 1)
             layer_idx = layer_name.split(".")[1]
+            both = [f"rnn.{layer_idx}.{kind}"] if self.bidirectional else []  # the matrix of both directions
             gates = [f"{mname}.{g}" for g in self.gate_names]
             if any(g in mapping for g in gates):
                 for g in gates:
-                    v = lookup([g, mname, layer_name, f"rnn.{layer_idx}", "*"])
+                    v = lookup([g, mname, *both, layer_name, f"rnn.{layer_idx}", "*"])
                     if v:
                         out[g] = v
             else:
-                v = lookup([mname, layer_name, f"rnn.{layer_idx}", "*"])
+                v = lookup([mname, *both, layer_name, f"rnn.{layer_idx}", "*"])
                 if v:
                     out[mname] = v
         return out

@@ -4,6 +4,7 @@
 method: magnitude            # magnitude | taylor | confidence | l1 | group_lasso | random
 granularity: unstructured    # unstructured | hidden_unit
 sparsity: 0.9                # or a mapping {rnn.0.ih: 0.8, rnn.0.hh: 0.95, head: 0.5, ...}
+weight_sparsity: null        # hybrid (hidden_unit only): then prune this fraction of the remaining weights, e.g. {rnn.0.hh: 0.6}
 schedule: {kind: agp, start_epoch: 0, end_epoch: 6, frequency: 1}
 grad_clip: {value: 1.0, algorithm: norm}
 finetune: {epochs: 8, lr: 0.001}
@@ -95,6 +96,11 @@ class PruningPolicy(_Strict):
     method: Annotated[str, one_of("pruning method", METHODS)] = "magnitude"
     granularity: Annotated[str, one_of("granularity", GRANULARITIES)] = "unstructured"
     sparsity: Union[float, Dict[str, float]] = 0.5
+    weight_sparsity: Optional[Union[float, Dict[str, float]]] = Field(
+        None,
+        description="hybrid (granularity hidden_unit only): after the hidden units go, this fraction of each remaining matrix's "
+        "weights is pruned unstructured (one number, or per matrix / gate block: {rnn.0.ih: 0.5, rnn.0.hh: 0.7})",
+    )
     scope: Literal["per_group", "global"] = Field(
         "per_group", description="per_group: each target pruned to its own sparsity; global: one threshold across all targets"
     )
@@ -115,9 +121,11 @@ class PruningPolicy(_Strict):
         "none", description="int8: weights int8 after pruning and compaction, activations quantized at run time (autoprune.runtime.quantize)"
     )
 
-    @field_validator("sparsity")
+    @field_validator("sparsity", "weight_sparsity")
     @classmethod
-    def _sparsity(cls, v: Union[float, Dict[str, float]]) -> Union[float, Dict[str, float]]:
+    def _sparsity(cls, v: Optional[Union[float, Dict[str, float]]]) -> Optional[Union[float, Dict[str, float]]]:
+        if v is None:
+            return v
         if isinstance(v, dict) and not v:
             raise ValueError(
                 "an empty mapping prunes nothing; give one number for every group (sparsity: 0.7) "
@@ -147,7 +155,16 @@ class PruningPolicy(_Strict):
             raise ValueError("scope 'global' compares single weights across matrices: it needs granularity 'unstructured'")
         if self.scope == "global" and isinstance(self.sparsity, dict):
             raise ValueError("scope 'global' uses one threshold for all targets: give sparsity as one number")
+        if self.weight_sparsity is not None:
+            if self.granularity != "hidden_unit":
+                raise ValueError("weight_sparsity prunes what is left after hidden units go: it needs granularity 'hidden_unit' (for single weights alone use sparsity)")
+            get_method(self.method, "unstructured")  # the same method scores the single weights
         return self
+
+    @property
+    def hybrid(self) -> bool:
+        """Hidden units removed, then the remaining weights pruned unstructured."""
+        return self.weight_sparsity is not None
 
     @property
     def schedule_end(self) -> int:

@@ -24,6 +24,7 @@ from autoprune.models.rnn import GATES, RNNClassifier
 from autoprune.runtime.latency import latency_ms
 
 __all__ = [
+    "encoded_bytes",
     "tensor_size_bytes",
     "size_bytes",
     "dense_size_bytes",
@@ -41,17 +42,21 @@ def dense_size_bytes(params: int) -> int:
     return int(params) * _BYTES
 
 
-def tensor_size_bytes(t: Tensor, elem_bytes: int = _BYTES) -> int:
-    """Bytes to store ``t`` at ``elem_bytes`` per value (4: float32, 1: int8): dense, or the smaller sparse encoding when it holds zeros."""
-    numel = t.numel()
+def encoded_bytes(numel: int, nnz: int, rows: int, elem_bytes: int = _BYTES) -> int:
+    """Bytes of a tensor of ``numel`` values (``rows`` rows), ``nnz`` of them non-zero, at ``elem_bytes`` per value:
+    dense, or when it holds zeros the smaller of dense, non-zero values plus a bitmask, and CSR (int32 column
+    indices and row pointers). The rule every size autoprune reports follows (and the size-first search plans with)."""
     dense = numel * elem_bytes
-    nnz = int(torch.count_nonzero(t))
-    if nnz == numel:
+    if nnz >= numel:
         return dense
     bitmask = nnz * elem_bytes + math.ceil(numel / 8)
-    rows = t.shape[0] if t.dim() > 1 else 1
     csr = nnz * elem_bytes + nnz * 4 + (rows + 1) * 4
     return min(dense, bitmask, csr)
+
+
+def tensor_size_bytes(t: Tensor, elem_bytes: int = _BYTES) -> int:
+    """Bytes to store ``t`` at ``elem_bytes`` per value (4: float32, 1: int8): see :func:`encoded_bytes`."""
+    return encoded_bytes(t.numel(), int(torch.count_nonzero(t)), t.shape[0] if t.dim() > 1 else 1, elem_bytes)
 
 
 def size_bytes(model: torch.nn.Module) -> int:

@@ -30,10 +30,12 @@ from autoprune.errors import ConfigError
 from autoprune.models.rnn import Normalized, flat_labels, flat_outputs
 from autoprune.runtime.convert import onnx_available, onnx_int8_bytes, ort_session, torch_int8
 from autoprune.runtime.kernels import INT8_CELLS, PRECISIONS
-from autoprune.runtime.measure import tensor_size_bytes
+from autoprune.runtime.measure import encoded_bytes, tensor_size_bytes
 
 __all__ = [
     "int8_size_bytes",
+    "int8_matrix_bytes",
+    "int8_params",
     "int8_predictor",
     "predict_each",
     "raw_split",
@@ -49,8 +51,8 @@ _PER_CHANNEL = {"onnxruntime": True, "torch": False}
 _INT8_MODULES = {"onnxruntime": (nn.LSTM, nn.Linear, nn.Conv1d, nn.Embedding), "torch": (nn.LSTM, nn.GRU, nn.Linear)}
 
 
-def _int8_params(model: Any, runtime: str) -> set:
-    """Names of the weight matrices ``runtime`` stores in int8."""
+def int8_params(model: Any, runtime: str) -> set:
+    """Names of the weight matrices ``runtime`` stores in int8 (the rest of the model stays float32)."""
     names = set()
     for prefix, module in model.named_modules():
         if isinstance(module, _INT8_MODULES.get(runtime, _INT8_MODULES["onnxruntime"])):
@@ -58,18 +60,24 @@ def _int8_params(model: Any, runtime: str) -> set:
     return names
 
 
-def _int8_tensor_bytes(w: Any, per_channel: bool) -> int:
-    """Bytes of one int8 weight matrix: values (dense or sparse, whichever is smaller) + scales + zero points."""
+def int8_matrix_bytes(numel: int, nnz: int, rows: int, runtime: str) -> int:
+    """Bytes of an int8 weight matrix of ``numel`` values in ``rows`` rows (output channels), ``nnz`` of them non-zero:
+    the values (dense or sparse, :func:`~autoprune.runtime.measure.encoded_bytes`) plus a float32 scale and an int8
+    zero point per output channel (ONNX Runtime) or per tensor (torch)."""
+    channels = rows if _PER_CHANNEL.get(runtime, True) else 1
+    return encoded_bytes(numel, nnz, rows, elem_bytes=1) + channels * (4 + 1)
+
+
+def _int8_tensor_bytes(w: Any, runtime: str) -> int:
+    """Bytes of one int8 weight matrix as ``runtime`` quantizes it (weights that round to 0 are zeros too)."""
     w = w.detach().float().reshape(w.shape[0], -1)  # a Conv1d's [out, in, kernel]: one channel per output
-    if per_channel:
+    if _PER_CHANNEL.get(runtime, True):
         amax = w.abs().amax(dim=1, keepdim=True)
-        channels = w.shape[0]
     else:
         amax = w.abs().max().reshape(1, 1)
-        channels = 1
     scale = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
     q = torch.round(w / scale)
-    return tensor_size_bytes(q, elem_bytes=1) + channels * (4 + 1)  # float32 scale + int8 zero point per channel
+    return int8_matrix_bytes(q.numel(), int(torch.count_nonzero(q)), q.shape[0], runtime)
 
 
 def int8_size_bytes(model: Any, runtime: str = "onnxruntime") -> int:
@@ -81,11 +89,10 @@ def int8_size_bytes(model: Any, runtime: str = "onnxruntime") -> int:
     channel (ONNX Runtime) or per tensor (torch). Everything else counts as float32, as in
     :func:`autoprune.runtime.measure.size_bytes`.
     """
-    per_channel = _PER_CHANNEL.get(runtime, True)
-    int8 = _int8_params(model, runtime)
+    int8 = int8_params(model, runtime)
     total = 0
     for name, p in model.named_parameters():
-        total += _int8_tensor_bytes(p, per_channel) if name in int8 else tensor_size_bytes(p.detach())
+        total += _int8_tensor_bytes(p, runtime) if name in int8 else tensor_size_bytes(p.detach())
     return total
 
 

@@ -15,17 +15,22 @@ from __future__ import annotations
 import contextlib
 import fcntl
 from pathlib import Path
-from typing import Any, Tuple
+from typing import Any, Optional, Tuple
 
 from optuna.trial import TrialState
 
+from autoprune.search.fidelity import Promoter
 from autoprune.search.storage import storage_of
 
-__all__ = ["TotalReached", "counts_toward_total", "counted", "claim"]
+__all__ = ["TotalReached", "NotYet", "counts_toward_total", "counted", "claim", "next_trial"]
 
 
 class TotalReached(Exception):
     """:func:`claim` refused: the study holds (or is running) its total of trials."""
+
+
+class NotYet(Exception):
+    """:func:`claim` has nothing to start now (multi-fidelity waits for a trial to finish and be promoted)."""
 
 
 def counts_toward_total() -> Tuple[TrialState, ...]:
@@ -39,8 +44,9 @@ def counted(study: Any, running: bool = False) -> int:
     return len(study.get_trials(deepcopy=False, states=states))
 
 
-def claim(study: Any, total: int, lock_path: Path) -> Any:
-    """``study.ask()`` unless counted plus running trials already reach ``total``.
+def claim(study: Any, total: int, lock_path: Path, promoter: Optional[Promoter] = None) -> Any:
+    """``study.ask()`` unless counted plus running trials already reach ``total``; with a ``promoter``
+    (multi-fidelity), a promotion first when one is due (:func:`next_trial`).
 
     Running trials of every process count, including those of a search on another machine on a
     shared database server (they may still complete the total); the lock only orders this machine's
@@ -48,6 +54,7 @@ def claim(study: Any, total: int, lock_path: Path) -> Any:
 
     Raises:
         TotalReached: no trial is needed now (the caller's worker is done).
+        NotYet: the rest of the budget is for promotions and none is due yet: claim again in a moment.
     """
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     store = storage_of(study)
@@ -55,4 +62,20 @@ def claim(study: Any, total: int, lock_path: Path) -> Any:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX)  # released when the file closes (or the process dies)
         if counted(study, running=True) >= total:
             raise TotalReached
-        return study.ask()
+        return next_trial(study, promoter)
+
+
+def next_trial(study: Any, promoter: Optional[Promoter] = None) -> Any:
+    """The next trial to run (the caller holds the claim): an enqueued trial (the warm start, a promotion), a
+    promotion now due, or a sampled trial.
+
+    Raises:
+        NotYet: only promotions are left to run, none is due, and running trials may still make one due.
+    """
+    if promoter is not None and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):  # the queue first
+        number = promoter.next_promotion(study)
+        if number is not None:
+            promoter.promote(study, number)
+        elif promoter.sampled_budget_left(study) <= 0 and study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            raise NotYet
+    return study.ask()

@@ -22,7 +22,7 @@ from autoprune.runtime.latency import LatencyCache, LatencySettings
 from autoprune.runtime.measure import tensor_size_bytes
 from autoprune.runtime.preflight import check_dense_measurable, check_model_memory
 from autoprune.search.space import SearchSpace
-from autoprune.search.tell import record_result, start_trial
+from autoprune.search.tell import record_result, resume_from, start_trial
 from autoprune.tasks import build_datamodule
 from autoprune.trial.result import TrialOptions
 from autoprune.trial.run import budget_excess, run_trial
@@ -113,7 +113,9 @@ def make_objective(config: StudyConfig, runs_dir: str, dense_arch_dict: Dict[str
 
     def objective(trial: Any) -> List[float]:
         policy = start_trial(trial, space, backend="local")
-        result = run_trial(config, policy, trial_options(config, runs_dir, trial.number))
+        options = trial_options(config, runs_dir, trial.number)
+        options.resume_from = resume_from(trial.study, trial)
+        result = run_trial(config, policy, options)
         return record_result(trial, config, dense_arch_dict, result.to_dict())
 
     return objective

@@ -27,6 +27,7 @@ from autoprune.errors import ConfigError
 from autoprune.layout import StudyPaths, study_paths
 from autoprune.reference.dense import ensure_dense, reference_key
 from autoprune.search.faults import FailureWatch, environment_failure, first_line
+from autoprune.search.fidelity import promoter_of
 from autoprune.search.interrupts import Ending, SearchStopped, SignalScope
 from autoprune.search.objective import prepare_space
 from autoprune.search.recipe_check import check_search_start
@@ -90,7 +91,7 @@ def run_search(
                         config=config.to_dict(), dense_checkpoint=str(dense.checkpoint))
             s = config.search
             job = SearchJob(config, runs_dir, store.text, s.trials, dense.arch.to_dict(), started + s.timeout if s.timeout else None, str(dense.checkpoint),
-                            sampler_salt=salt)
+                            sampler_salt=salt, promoter=promoter_of(config))
             dense_info = {**dense.metrics, **dense_numbers(dense, settings["seq_len"], cache.get(dense.arch, settings))}
             ending, marked, recorder = _run(signals, runner, job, study, paths, uri, dense_info, started, progress)
         finally:

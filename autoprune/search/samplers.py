@@ -21,7 +21,14 @@ def _nsga2(search: Any, seed: int) -> optuna.samplers.BaseSampler:
 
 
 def _tpe(search: Any, seed: int) -> optuna.samplers.BaseSampler:
-    return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=min(10, search.trials))
+    # Optuna 5's multi-objective default: multivariate, with the constant liar for trials still running
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True, n_startup_trials=min(10, search.trials),
+                                      warn_independent_sampling=False)
+
+
+def _gp(search: Any, seed: int) -> optuna.samplers.BaseSampler:
+    # Gaussian process with log expected hypervolume improvement; reads the trials' constraints (Optuna >= 4.5)
+    return optuna.samplers.GPSampler(seed=seed, n_startup_trials=min(10, search.trials), warn_independent_sampling=False)
 
 
 def _random(search: Any, seed: int) -> optuna.samplers.BaseSampler:
@@ -29,7 +36,7 @@ def _random(search: Any, seed: int) -> optuna.samplers.BaseSampler:
 
 
 #: sampler name -> ``factory(search_config, seed)``
-SAMPLERS: Dict[str, Callable[[Any, int], optuna.samplers.BaseSampler]] = {"nsga2": _nsga2, "tpe": _tpe, "random": _random}
+SAMPLERS: Dict[str, Callable[[Any, int], optuna.samplers.BaseSampler]] = {"nsga2": _nsga2, "tpe": _tpe, "random": _random, "gp": _gp}
 
 
 def stable_int(text: str) -> int:

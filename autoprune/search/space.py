@@ -1,8 +1,12 @@
 """The declarative search space (``search:`` in the study YAML) → sampler suggestions → PruningPolicy.
 
-Parameter names are the readable policy names (``sparsity.rnn.0.hh``, ``method``,
-``schedule.kind``, ``grad_clip.value`` ...), so Optuna's trial params, MLflow params
-and the model card all speak the same language.
+Size first (:mod:`autoprune.search.sizing`): a trial samples how big the model will be
+(``size``, a fraction of the dense float32 bytes, log-uniform), then how to spend it
+(``structure``, ``units.rnn.<l>``, ``ih_vs_hh``, ``quantize``), and the policy's hidden-unit
+fractions and weight sparsities are solved to land on that size. Then the method, schedule,
+fine-tune, clipping and recovery, as before. Parameter names are the readable names above
+and the policy's own (``method``, ``schedule.kind``, ``grad_clip.value`` ...), so Optuna's
+trial params, MLflow params and the model card speak one language.
 """
 
 from __future__ import annotations
@@ -10,41 +14,29 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Tuple
 
 from autoprune.config import SearchConfig, StudyConfig
-from autoprune.models.arch import GATES, ArchSpec, layer_name, units_kept
+from autoprune.errors import ConfigError
+from autoprune.models.arch import ArchSpec, units_kept
 from autoprune.models.rnn import RNNClassifier
 from autoprune.pruning.methods import METHODS
 from autoprune.pruning.policy import FinetuneConfig, PruningPolicy, policy_from_dict
+from autoprune.runtime.measure import dense_size_bytes
+from autoprune.search.sizing import Allocation, Limits, planned_bytes, smallest_fraction, solve
 
-__all__ = ["SearchSpace", "UNIT_SIZE_TARGETS", "sparsity_groups", "unit_fractions_for_sizes", "warm_start_recovery", "with_units_removed"]
+__all__ = ["SearchSpace", "SPACE_VERSION", "UNIT_SIZE_TARGETS", "unit_fractions_for_sizes", "warm_start_recovery", "with_units_removed"]
+
+#: recorded on a study: trials of another space's parameters cannot be resumed by this one
+SPACE_VERSION = "size_first/1"
 
 #: sizes (fraction of the dense parameters) the warm start's uniform hidden-unit trials land on:
-#: the levels users report (and ``benchmarks/search_quality`` measures at 10 / 5 / 2 %)
+#: the levels users report (and ``benchmarks/search_quality`` measures at 10 / 5 / 2 / 1 %)
 UNIT_SIZE_TARGETS = (0.25, 0.10, 0.05, 0.02, 0.01)
-
-def sparsity_groups(arch: ArchSpec, grouping: str, granularity: str) -> Dict[str, Tuple[str, List[str]]]:
-    """Searched sparsity groups: name → (kind, policy keys it sets).
-
-    ``kind`` picks the range (``ih``, ``hh``, ``layer``, ``units``, ``all``). Directions of a
-    bidirectional layer share a group; for ``hidden_unit`` the groups are layers.
-    """
-    dirs = range(2 if arch.bidirectional else 1)
-    layers = range(arch.num_layers)
-
-    def names(l: int, suffix: str = "") -> List[str]:
-        return [layer_name(l, d, arch.bidirectional) + suffix for d in dirs]
-
-    if granularity == "hidden_unit":
-        if grouping == "global":
-            return {"units": ("units", [n for l in layers for n in names(l)])}
-        return {f"units.rnn.{l}": ("units", names(l)) for l in layers}
-    if grouping == "global":
-        return {"sparsity": ("all", [n for l in layers for d in dirs for n in [layer_name(l, d, arch.bidirectional) + f".{k}" for k in ("ih", "hh")]])}
-    if grouping == "per_layer":
-        return {f"sparsity.rnn.{l}": ("layer", [layer_name(l, d, arch.bidirectional) + f".{k}" for d in dirs for k in ("ih", "hh")]) for l in layers}
-    if grouping == "per_matrix":
-        return {f"sparsity.rnn.{l}.{k}": (k, names(l, f".{k}")) for l in layers for k in ("ih", "hh")}
-    gates = GATES[arch.cell]
-    return {f"sparsity.rnn.{l}.{k}.{g}": (k, names(l, f".{k}.{g}")) for l in layers for k in ("ih", "hh") for g in gates}
+#: the warm start's int8 uniform copies: the levels where precision pays most
+INT8_SIZE_TARGETS = (0.05, 0.02, 0.01)
+#: the warm start's uniform single-weight sparsities
+UNSTRUCTURED_LEVELS = (0.8, 0.9, 0.95)
+#: the highest size a space targets unless told (half the dense bytes), and the lowest
+_DEFAULT_SIZE_HIGH = 0.5
+_DEFAULT_SIZE_FLOOR = 0.004
 
 
 def warm_start_recovery(offered: List[str]) -> str:
@@ -66,8 +58,9 @@ def unit_fractions_for_sizes(arch: ArchSpec, targets: Tuple[float, ...]) -> List
     """Per size target (fraction of the dense parameters), the smallest uniform unit fraction whose model fits it.
 
     Fractions step by one unit of the widest layer (``1 - width / widest``), so layers of the
-    widest size land on whole widths, like a small dense model of that width (the warm start's
-    levels and ``benchmarks/search_quality``'s small-dense widths both come from here).
+    widest size land on whole widths, like a small dense model of that width (the baselines'
+    small-dense widths in ``benchmarks/search_quality`` come from here; the warm start's size-first
+    trials land on the same widths).
     """
     counts: Dict[int, int] = {}
 
@@ -95,30 +88,80 @@ class SearchSpace:
         self.config = config
         self.space: SearchConfig = config.search
         self.arch = dense_arch
-        self.pairs = [(m, g) for m in self.space.methods for g in self.space.granularities if g in METHODS[m].granularities]
+        self.methods = [m for m in self.space.methods if any(g in METHODS[m].granularities for g in self.space.granularities)]
+        self.size_range = self._size_range()
 
-    def _range(self, kind: str) -> Tuple[float, float]:
+    # ------------------------------------------------------------------ limits and sizes
+    def _granularities(self, method: str) -> Tuple[bool, bool]:
+        """(hidden units, single weights): what ``method`` may prune in this space."""
+        allowed = [g for g in self.space.granularities if g in METHODS[method].granularities]
+        return "hidden_unit" in allowed, "unstructured" in allowed
+
+    def limits(self, method: str) -> Limits:
         sp = self.space.sparsity
-        if kind == "units":
-            return sp.units
-        if kind in ("ih", "hh") and getattr(sp, kind) is not None:
-            return getattr(sp, kind)
-        return sp.range
+        units, weights = self._granularities(method)
+        return Limits(units=sp.units, weights=sp.range, ih=sp.ih, hh=sp.hh, head=sp.head, runtime=self.config.measure.runtime,
+                      prune_units=units, prune_weights=weights)
 
+    def _size_range(self) -> Tuple[float, float]:
+        """The sizes trials target: ``search.size``, else from the smallest the limits reach to half the dense
+        bytes; never above ``max_size_bytes`` (a trial aimed over the budget is wasted).
+
+        Raises:
+            ConfigError: the range lies below what the limits can reach, or above the size budget.
+        """
+        s = self.space
+        lows = [smallest_fraction(self.arch, self.limits(m), s.quantize, *self._granularities(m)) for m in self.methods]
+        reachable = min(lows)
+        lo, hi = s.size if s.size is not None else (max(reachable, _DEFAULT_SIZE_FLOOR), _DEFAULT_SIZE_HIGH)
+        budget = s.constraints.max_size_bytes
+        if budget is not None:
+            hi = min(hi, budget / dense_size_bytes(sum(p.numel() for p in RNNClassifier(self.arch).parameters())))
+        where = f"{self.config.source or 'config'}: search.size"
+        if hi < reachable:
+            raise ConfigError(
+                f"{where}: no model the space allows is that small: its limits (search.sparsity.units / range, quantize) reach "
+                f"{reachable:.4%} of the dense bytes at the least, and the sizes asked (or max_size_bytes) go up to {hi:.4%}"
+            )
+        return max(lo, reachable), max(hi, max(lo, reachable))
+
+    # ------------------------------------------------------------------ one trial
     def suggest(self, trial: Any) -> PruningPolicy:
         """Sample a policy with ``trial.suggest_*`` (an ``optuna.Trial``)."""
         sp = self.space
-        labels = [f"{m}/{g}" for m, g in self.pairs]
-        method, granularity = self.pairs[labels.index(trial.suggest_categorical("method", labels))] if len(labels) > 1 else self.pairs[0]
-        sparsity: Dict[str, float] = {}
-        for name, (kind, keys) in sparsity_groups(self.arch, sp.sparsity.groups, granularity).items():
-            lo, hi = self._range(kind)
-            value = trial.suggest_float(name, lo, hi) if hi > lo else lo
-            for key in keys:
-                sparsity[key] = value
-        if granularity == "unstructured" and sp.sparsity.head is not None:
-            lo, hi = sp.sparsity.head
-            sparsity["head"] = trial.suggest_float("sparsity.head", lo, hi) if hi > lo else lo
+        method = trial.suggest_categorical("method", self.methods) if len(self.methods) > 1 else self.methods[0]
+        lo, hi = self.size_range
+        size = trial.suggest_float("size", lo, hi, log=True) if hi > lo else lo
+        units, weights = self._granularities(method)
+        structure = trial.suggest_float("structure", 0.0, 1.0) if units and weights else float(units)
+        layer_log2: Tuple[float, ...] = ()
+        if sp.sparsity.groups != "global" and self.arch.num_layers > 1:
+            layer_log2 = tuple(trial.suggest_float(f"units.rnn.{l}", -1.0, 1.0) for l in range(self.arch.num_layers))
+        ih_vs_hh = trial.suggest_float("ih_vs_hh", -1.0, 1.0) if weights and sp.sparsity.groups == "per_matrix" else 0.0
+        precisions = list(sp.quantize)
+        precision = trial.suggest_categorical("quantize", precisions) if len(precisions) > 1 else precisions[0]
+        plan = solve(self.arch, Allocation(size, structure, layer_log2, ih_vs_hh, precision), self.limits(method))
+        policy: Dict[str, Any] = {"method": method, **self._sparsities(plan, weights), "quantize": precision}
+        policy.update(self._training(trial, method))
+        return policy_from_dict(policy, source=f"trial {getattr(trial, 'number', '?')}")
+
+    def _sparsities(self, plan: Any, weights: bool) -> Dict[str, Any]:
+        """The policy keys of a solved plan: hidden units (then single weights: hybrid), single weights alone, or
+        nothing to prune (the size asked is the model's own at this precision)."""
+        units: Dict[str, float] = {}
+        for name, (l, _) in self.arch.layer_names().items():
+            if name in plan.unit_fractions:
+                units[f"rnn.{l}"] = plan.unit_fractions[name]  # both directions of a layer keep one width
+        if units:
+            out: Dict[str, Any] = {"granularity": "hidden_unit", "sparsity": units}
+            if plan.weight_sparsity:
+                out["weight_sparsity"] = dict(plan.weight_sparsity)
+            return out
+        return {"granularity": "unstructured" if weights else "hidden_unit", "sparsity": dict(plan.weight_sparsity) or 0.0}
+
+    def _training(self, trial: Any, method: str) -> Dict[str, Any]:
+        """How the policy fine-tunes and recovers: schedule, fine-tune, clipping, regularization, distillation, recovery, windows."""
+        sp = self.space
         epochs_lo, epochs_hi = sp.finetune.epochs
         epochs = trial.suggest_int("finetune.epochs", epochs_lo, epochs_hi) if epochs_hi > epochs_lo else epochs_lo
         lr_lo, lr_hi = sp.finetune.lr
@@ -135,74 +178,91 @@ class SearchSpace:
         clip = trial.suggest_float("grad_clip.value", c_lo, c_hi, log=True) if c_hi > c_lo else c_lo
         algos = sp.grad_clip.algorithms
         algo = trial.suggest_categorical("grad_clip.algorithm", algos) if len(algos) > 1 else algos[0]
-        policy: Dict[str, Any] = {
-            "method": method,
-            "granularity": granularity,
-            "sparsity": sparsity,
+        out: Dict[str, Any] = {
             "schedule": schedule,
             "grad_clip": {"value": clip, "algorithm": algo},
             "finetune": {"epochs": epochs, "lr": lr, "min_epoch_steps": sp.finetune.min_epoch_steps},
         }
         if METHODS[method].uses_regularization:
             r_lo, r_hi = sp.regularization
-            policy["regularization"] = trial.suggest_float(f"regularization.{method}", r_lo, r_hi, log=True) if r_hi > r_lo else r_lo
+            out["regularization"] = trial.suggest_float(f"regularization.{method}", r_lo, r_hi, log=True) if r_hi > r_lo else r_lo
         if sp.distillation is not None:
             d_lo, d_hi = sp.distillation
-            policy["distillation"] = {"weight": trial.suggest_float("distillation.weight", d_lo, d_hi) if d_hi > d_lo else d_lo}
+            out["distillation"] = {"weight": trial.suggest_float("distillation.weight", d_lo, d_hi) if d_hi > d_lo else d_lo}
         recoveries = list(dict.fromkeys(sp.recovery))
-        if recoveries != ["finetune"]:
-            policy["recovery"] = trial.suggest_categorical("recovery", recoveries) if len(recoveries) > 1 else recoveries[0]
+        if sp.fidelity.enabled:  # sampled trials fine-tune; the promoted ones retrain (search/fidelity.py)
+            out["recovery"] = "finetune"
+        elif recoveries != ["finetune"]:
+            out["recovery"] = trial.suggest_categorical("recovery", recoveries) if len(recoveries) > 1 else recoveries[0]
         if sp.max_seq_len:
             choices = list(sp.max_seq_len)
-            policy["max_seq_len"] = trial.suggest_categorical("max_seq_len", choices) if len(choices) > 1 else choices[0]
-        precisions = list(sp.quantize)
-        policy["quantize"] = trial.suggest_categorical("quantize", precisions) if len(precisions) > 1 else precisions[0]
-        return policy_from_dict(policy, source=f"trial {getattr(trial, 'number', '?')}")
+            out["max_seq_len"] = trial.suggest_categorical("max_seq_len", choices) if len(choices) > 1 else choices[0]
+        return out
 
+    # ------------------------------------------------------------------ warm start
     def warm_start_params(self) -> List[Dict[str, Any]]:
-        """Uniform policies a user would try by hand, as partial Optuna params to enqueue.
+        """Uniform policies a user would try by hand, as Optuna params to enqueue (the sampler learns from them:
+        they are trials of the same space, with the same parameter names).
 
-        Unstructured: one sparsity for every matrix at 0.8, 0.9, 0.95 (clipped into the range);
-        hidden units: one fraction for every layer, the smallest whose compacted model fits
-        25, 10, 5, 2 and 1 % of the dense parameters (``UNIT_SIZE_TARGETS``, computed from the
-        architecture, clipped into ``units``): the uniform model a user would train at each size.
-        When int8 is searched, int8 copies of the 25, 10 and 5 % unit levels follow (about 6,
-        2.5 and 1.3 % of dense float32). Each runs with the fine-tune and clipping a user would
-        use by hand (``_by_hand_params``). The sampler fills in everything else. Starting from these makes the front at least as good as the usual
-        hand-tuned baselines and gives the evolutionary sampler good parents.
+        Hidden units: one width for every layer, the largest whose model fits 25, 10, 5, 2 and 1 % of the
+        dense bytes (``UNIT_SIZE_TARGETS``, clipped into the size range and ``units``): the uniform model a
+        user would train at each size, retrained as the space's best offered recovery; when int8 is searched,
+        int8 copies at 5, 2 and 1 % (wider models, quantized). Single weights: the bytes of one sparsity
+        for every matrix at 0.8, 0.9, 0.95, spent as the space spends single weights (each matrix's
+        Erdős–Rényi share, :mod:`autoprune.search.sizing`). Each runs with the fine-tune and clipping a user would use by hand
+        (``_by_hand_params``). Starting from these makes the front at least as good as the usual
+        hand-tuned baselines.
         """
-        out: List[Dict[str, Any]] = []
-        labels = {f"{m}/{g}": (m, g) for m, g in self.pairs}
-        prefer = {"unstructured": ["magnitude", "taylor"], "hidden_unit": ["taylor", "magnitude", "group_lasso"]}
-        levels = {"unstructured": [0.8, 0.9, 0.95], "hidden_unit": self.unit_fractions_for_sizes(UNIT_SIZE_TARGETS)}
-        int8_copies: List[Dict[str, Any]] = []  # prune-then-quantize by hand: int8 copies of the 0.5-0.8 unit levels
         by_hand = self._by_hand_params()
-        for gran in ("unstructured", "hidden_unit"):
-            candidates = [f"{m}/{gran}" for m in prefer[gran] if f"{m}/{gran}" in labels] or [k for k, v in labels.items() if v[1] == gran]
-            if not candidates:
-                continue
-            label = candidates[0]
-            groups = sparsity_groups(self.arch, self.space.sparsity.groups, gran)
-            seen = set()
-            for level in levels[gran]:
-                params: Dict[str, Any] = {}
-                if len(self.pairs) > 1:
-                    params["method"] = label
-                for name, (kind, _) in groups.items():
-                    lo, hi = self._range(kind)
-                    params[name] = min(max(level, lo), hi)
-                key = tuple(sorted(params.items()))
-                if key not in seen:
-                    seen.add(key)
-                    if "agp" in self.space.schedule.kinds and len(self.space.schedule.kinds) > 1:
-                        params["schedule.kind"] = "agp"
-                    if gran == "hidden_unit" and len(set(self.space.recovery)) > 1:
-                        params["recovery"] = warm_start_recovery(self.space.recovery)
-                    params.update(by_hand)
-                    out.append(params)
-                    if gran == "hidden_unit" and levels[gran].index(level) < 3 and len(self.space.quantize) > 1:
-                        int8_copies.append({**params, "quantize": "int8"})
-        return out + int8_copies
+        uniform = {f"units.rnn.{l}": 0.0 for l in range(self.arch.num_layers)} if self.space.sparsity.groups != "global" and self.arch.num_layers > 1 else {}
+        out: List[Dict[str, Any]] = []
+        seen: set = set()
+
+        def add(method: str, size: float, structure: float, precision: str, recovery: Optional[str]) -> None:
+            lo, hi = self.size_range
+            params: Dict[str, Any] = {"size": min(max(size, lo), hi), **uniform}
+            if len(self.methods) > 1:
+                params["method"] = method
+            units, weights = self._granularities(method)
+            if units and weights:
+                params["structure"] = structure
+            if weights and self.space.sparsity.groups == "per_matrix":
+                params["ih_vs_hh"] = 0.0
+            if len(self.space.quantize) > 1:
+                params["quantize"] = precision
+            plan = solve(self.arch, Allocation(params["size"], structure, (), 0.0, precision), self.limits(method))
+            key = (method, precision, str(plan.hidden_sizes), tuple(sorted(plan.weight_sparsity.items())))
+            if key in seen:  # a level the limits clip onto another one's model
+                return
+            seen.add(key)
+            if "agp" in self.space.schedule.kinds and len(self.space.schedule.kinds) > 1:
+                params["schedule.kind"] = "agp"
+            if recovery is not None and len(set(self.space.recovery)) > 1:
+                params["recovery"] = recovery
+            out.append({**params, **by_hand})
+
+        unit_method = self._preferred("hidden_unit", ["taylor", "magnitude", "group_lasso"])
+        weight_method = self._preferred("unstructured", ["magnitude", "taylor"])
+        if weight_method is not None:
+            dense = [list(s) for s in self.arch.hidden_sizes]
+            total = dense_size_bytes(sum(p.numel() for p in RNNClassifier(self.arch).parameters()))
+            w_lo, w_hi = self.space.sparsity.range
+            for level in UNSTRUCTURED_LEVELS:
+                level = min(max(level, w_lo), w_hi)
+                densities = {f"rnn.{l}.{k}": 1.0 - level for l in range(self.arch.num_layers) for k in ("ih", "hh")}
+                add(weight_method, planned_bytes(self.arch, dense, densities, "none", self.config.measure.runtime) / total, 0.0, "none", None)
+        if unit_method is not None:
+            recovery = warm_start_recovery(self.space.recovery)
+            for level in UNIT_SIZE_TARGETS:
+                add(unit_method, level, 1.0, "none", recovery)
+            if "int8" in self.space.quantize:
+                for level in INT8_SIZE_TARGETS:
+                    add(unit_method, level, 1.0, "int8", recovery)
+        return out
+
+    def _preferred(self, granularity: str, order: List[str]) -> Optional[str]:
+        can = [m for m in self.methods if self._granularities(m)[0 if granularity == "hidden_unit" else 1]]
+        return next((m for m in order if m in can), can[0] if can else None)
 
     def _by_hand_params(self) -> Dict[str, Any]:
         """The fine-tune and clipping a user would run a uniform policy with: the policy's defaults
@@ -226,14 +286,8 @@ class SearchSpace:
             out["grad_clip.algorithm"] = clip.algorithm
         return out
 
-    def _with_units_removed(self, fraction: float) -> ArchSpec:
-        return with_units_removed(self.arch, fraction)
-
-    def unit_fractions_for_sizes(self, targets: Tuple[float, ...]) -> List[float]:
-        return unit_fractions_for_sizes(self.arch, targets)
-
     def smallest_arch(self) -> Optional[ArchSpec]:
         """The smallest architecture the space allows (most hidden units removed), or None without hidden-unit pruning."""
-        if "hidden_unit" not in [g for _, g in self.pairs]:
+        if not any(self._granularities(m)[0] for m in self.methods):
             return None
-        return self._with_units_removed(self.space.sparsity.units[1])
+        return with_units_removed(self.arch, self.space.sparsity.units[1])

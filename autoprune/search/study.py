@@ -24,11 +24,15 @@ from autoprune.errors import ConfigError, TrialError
 from autoprune.layout import study_paths, write_atomic
 from autoprune.search import attrs
 from autoprune.search.samplers import make_sampler, stable_int
+from autoprune.search.space import SPACE_VERSION, SearchSpace
 from autoprune.search.storage import Storage, is_shared_storage
 
-__all__ = ["OBJECTIVE_DIRECTIONS", "open_study", "StudyLock", "mark_stale", "check_same_reference", "create_study", "run_salt", "read_meta", "update_meta", "driver_id"]
+__all__ = ["OBJECTIVE_DIRECTIONS", "open_study", "StudyLock", "mark_stale", "check_same_reference", "create_study", "enqueue_warm_start", "run_salt",
+           "read_meta", "update_meta", "driver_id"]
 
 log = logging.getLogger(__name__)
+
+#: the study attribute naming the search space whose parameters its trials have
 
 OBJECTIVE_DIRECTIONS = {"val_accuracy": "maximize", "size_bytes": "minimize", "latency_ms": "minimize"}
 
@@ -243,11 +247,7 @@ def create_study(config: StudyConfig, storage: Storage, space: Any, dense_key: s
     directions = [OBJECTIVE_DIRECTIONS[o] for o in s.objectives]
     with storage.study_lock(config.study):
         study = optuna.create_study(study_name=config.study, storage=storage.open(), directions=directions, load_if_exists=True)
-        if [d.name.lower() for d in study.directions] != directions:
-            raise ConfigError(
-                f"study '{config.study}' was searched with objectives {[d.name.lower() for d in study.directions]}, "
-                f"this config asks for {s.objectives}; use another --study name"
-            )
+        _check_resumable(study, config)
         stale = mark_stale(study)
         if stale:
             log.info("marked %d trial(s) left running by an interrupted search as failed", stale)
@@ -255,17 +255,42 @@ def create_study(config: StudyConfig, storage: Storage, space: Any, dense_key: s
         salt = run_salt(len(trials), storage.shared)
         study.sampler = make_sampler(config, 0, salt)
         if s.warm_start and not trials:
-            for params in space.warm_start_params()[: max(0, s.trials - 1)]:
-                study.enqueue_trial(params, skip_if_exists=True)
-        for params in _unrun_warm_starts(trials):
-            study.enqueue_trial(params)
-        if study.user_attrs.get(attrs.DENSE_KEY) != dense_key:
-            study.set_user_attr(attrs.DENSE_KEY, dense_key)  # check_same_reference reads it on the next run, on any machine
-        if study.user_attrs.get(attrs.CONFIG) != config.to_dict():
-            study.set_user_attr(attrs.CONFIG, config.to_dict())  # pareto / export from another machine (open_study(storage=...))
+            enqueue_warm_start(study, space, s.trials - 1)
+        for params, user_attrs in _unrun_enqueued(trials):
+            study.enqueue_trial(params, user_attrs=user_attrs)
+        for key, value in ((attrs.SPACE, SPACE_VERSION), (attrs.DENSE_KEY, dense_key), (attrs.CONFIG, config.to_dict())):
+            if study.user_attrs.get(key) != value:  # DENSE_KEY: check_same_reference reads it on the next run, on any machine;
+                study.set_user_attr(key, value)  # CONFIG: pareto / export from another machine (open_study(storage=...))
         if study.metric_names != list(s.objectives):
             study.set_metric_names(list(s.objectives))  # Optuna Dashboard and the MLflow-free views name them
     return study, salt
+
+
+def _check_resumable(study: optuna.Study, config: StudyConfig) -> None:
+    """Refuse a stored study searched with other objectives, or with a search space of an earlier autoprune.
+
+    Raises:
+        ConfigError: one line saying what to change.
+    """
+    stored = [d.name.lower() for d in study.directions]
+    if stored != [OBJECTIVE_DIRECTIONS[o] for o in config.search.objectives]:
+        raise ConfigError(f"study '{config.study}' was searched with objectives {stored}, this config asks for {config.search.objectives}; use another --study name")
+    space_version = study.user_attrs.get(attrs.SPACE)
+    if study.get_trials(deepcopy=False) and space_version != SPACE_VERSION:
+        raise ConfigError(
+            f"study '{config.study}' was searched with an earlier search space of autoprune ({space_version or 'per-group sparsities'}); "
+            f"this one ({SPACE_VERSION}: size first) cannot resume its trials; search it under another --study name"
+        )
+
+
+def enqueue_warm_start(study: optuna.Study, space: SearchSpace, limit: int) -> None:
+    """Enqueue the space's warm-start trials (at most ``limit``), marked as such; under multi-fidelity each
+    carries its retraining as an attribute (the space does not sample recovery then)."""
+    for params in space.warm_start_params()[: max(0, limit)]:
+        user_attrs = {attrs.ORIGIN: attrs.WARM_START}
+        if space.space.fidelity.enabled and "recovery" in params:
+            user_attrs[attrs.RECOVERY] = params.pop("recovery")
+        study.enqueue_trial(params, user_attrs=user_attrs, skip_if_exists=True)
 
 
 def run_salt(n_trials: int, shared: bool) -> int:
@@ -278,17 +303,24 @@ def run_salt(n_trials: int, shared: bool) -> int:
     return stable_int(f"{n_trials}:{driver_id() if shared else ''}")
 
 
-def _unrun_warm_starts(trials: List[Any]) -> List[Dict[str, Any]]:
-    """Warm-start policies whose every trial was interrupted (failed by :func:`mark_stale`) and none waits or
-    ran to the end: enqueued again, else a Ctrl-C during a warm-start trial loses that policy for good."""
-    def fixed(t: Any) -> Optional[str]:
-        params = t.system_attrs.get("fixed_params")  # what Optuna's enqueue_trial recorded on the trial
-        return json.dumps(params, sort_keys=True) if params else None
+#: the attributes an enqueued trial carries (where it came from, its retraining, the trial it promotes)
+_ENQUEUED_ATTRS = (attrs.ORIGIN, attrs.RECOVERY, attrs.PROMOTED_FROM)
 
-    covered = {fixed(t) for t in trials if t.state != TrialState.FAIL or not t.user_attrs.get(attrs.INTERRUPTED)}
-    again: Dict[str, Dict[str, Any]] = {}
+
+def _unrun_enqueued(trials: List[Any]) -> List[Tuple[Dict[str, Any], Dict[str, Any]]]:
+    """Enqueued trials (the warm start, promotions) whose every run was interrupted (failed by :func:`mark_stale`)
+    and none waits or ran to the end: ``(params, user attributes)`` to enqueue again, else a Ctrl-C during such
+    a trial loses that policy (or promotion) for good."""
+    def key(t: Any) -> Optional[str]:
+        params = t.system_attrs.get("fixed_params")  # what Optuna's enqueue_trial recorded on the trial
+        if not params:
+            return None
+        return json.dumps([params, {k: t.user_attrs.get(k) for k in _ENQUEUED_ATTRS}], sort_keys=True)
+
+    covered = {key(t) for t in trials if t.state != TrialState.FAIL or not t.user_attrs.get(attrs.INTERRUPTED)}
+    again: Dict[str, Tuple[Dict[str, Any], Dict[str, Any]]] = {}
     for t in trials:
-        key = fixed(t)
-        if key and key not in covered and t.user_attrs.get(attrs.INTERRUPTED):
-            again[key] = t.system_attrs["fixed_params"]
+        k = key(t)
+        if k and k not in covered and t.user_attrs.get(attrs.INTERRUPTED):
+            again[k] = (t.system_attrs["fixed_params"], {a: t.user_attrs[a] for a in _ENQUEUED_ATTRS if a in t.user_attrs})
     return list(again.values())

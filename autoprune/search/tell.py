@@ -12,23 +12,22 @@ from __future__ import annotations
 
 import json
 import traceback
-from typing import Any, Callable, Dict, List, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import optuna
 from optuna.trial import TrialState
 
 from autoprune.config import StudyConfig
 from autoprune.models.arch import ArchSpec
-from autoprune.pruning.policy import PruningPolicy
+from autoprune.pruning.policy import PruningPolicy, policy_from_dict
 from autoprune.runtime.measure import dense_size_bytes
 from autoprune.runtime.preflight import param_count
 from autoprune.search import attrs
 from autoprune.search.claim import counts_toward_total
 from autoprune.search.study import driver_id
 from autoprune.trial.run import budget_excess
-from autoprune.trial.validation import score_of
 
-__all__ = ["start_trial", "record_result", "run_and_tell", "failure_attrs", "RecordedFailure", "DuplicatePolicy"]
+__all__ = ["start_trial", "promotion_recovery", "resume_from", "record_result", "run_and_tell", "failure_attrs", "RecordedFailure", "DuplicatePolicy"]
 
 
 class DuplicatePolicy(Exception):
@@ -38,6 +37,7 @@ class DuplicatePolicy(Exception):
 
 def start_trial(trial: Any, space: Any, backend: str) -> PruningPolicy:
     """Suggest the trial's policy from the search space and record it, the runner and this driver on the trial.
+    An enqueued trial may carry its recovery (multi-fidelity: the warm start's and promoted trials retrain).
 
     Raises:
         DuplicatePolicy: a complete or stopped-early trial ran exactly this policy (training is deterministic:
@@ -45,6 +45,11 @@ def start_trial(trial: Any, space: Any, backend: str) -> PruningPolicy:
         Exception: whatever the space raises for a policy it cannot build (the caller tells it as a failure).
     """
     policy = space.suggest(trial)
+    recovery = trial.user_attrs.get(attrs.RECOVERY)
+    if recovery is None and attrs.PROMOTED_FROM in trial.user_attrs:
+        recovery = promotion_recovery(space.space.recovery)
+    if recovery is not None:
+        policy = policy_from_dict({**policy.to_dict(), "recovery": recovery}, source=f"trial {trial.number}")
     recorded = json.loads(json.dumps(policy.to_dict()))  # as the storage gives it back: lists, not tuples
     trial.set_user_attr(attrs.POLICY, recorded)
     trial.set_user_attr(attrs.BACKEND, backend)
@@ -53,6 +58,20 @@ def start_trial(trial: Any, space: Any, backend: str) -> PruningPolicy:
     if twin is not None:
         raise DuplicatePolicy(f"the same policy as trial {twin.number}, which ran to the end; not trained again (another policy is asked instead)")
     return policy
+
+
+def promotion_recovery(offered: Sequence[str]) -> str:
+    """What a promoted trial retrains with: scratch where the space offers it, else rewind."""
+    return next(r for r in ("scratch", "rewind") if r in offered)
+
+
+def resume_from(study: Any, trial: Any) -> Optional[str]:
+    """A promoted trial's starting point: the promoted trial's saved, pruned weights."""
+    number = trial.user_attrs.get(attrs.PROMOTED_FROM)
+    if number is None:
+        return None
+    source = next(t for t in study.get_trials(deepcopy=False) if t.number == int(number))
+    return (source.user_attrs.get(attrs.RESULT) or {}).get("checkpoint")
 
 
 def record_result(trial: Any, config: StudyConfig, dense_arch_dict: Dict[str, Any], data: Dict[str, Any]) -> List[float]:
@@ -75,7 +94,7 @@ def record_result(trial: Any, config: StudyConfig, dense_arch_dict: Dict[str, An
         size = dense_size_bytes(param_count(ArchSpec(**{**dense_arch_dict, "hidden_sizes": data["hidden_sizes"]})))
     for name, excess in budget_excess(s.constraints, latency_ms=data.get("latency_ms"), size_bytes=size).items():
         trial.set_constraint(name, excess)
-    values = [score_of(data) or 0.0, float(size)]  # val_score: accuracy, ties broken by validation loss
+    values = [float(data.get("val_accuracy") or 0.0), float(size)]  # accuracy; the loss tie-break (val_score) only where a model is picked
     if "latency_ms" in s.objectives:
         values.append(float(data.get("latency_ms") or 0.0))
     return values

@@ -35,6 +35,7 @@ class TrialOptions:
     threads: Optional[int] = 1  # torch threads while training (tiny RNNs run best on one; None: leave as is)
     measure_latency: bool = True
     progress: bool = False
+    resume_from: Optional[str] = None  # a promoted trial: the saved, pruned weights it retrains (no pruning again)
 
 
 @dataclass

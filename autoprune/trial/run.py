@@ -18,6 +18,7 @@ The sampler only ever sees validation accuracy; test accuracy is recorded beside
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from pathlib import Path
@@ -44,7 +45,7 @@ from autoprune.runtime.latency import LatencyCache, LatencySettings
 from autoprune.runtime.measure import dense_size_bytes, macs_per_sequence, measure
 from autoprune.runtime.quantize import quantized_result
 from autoprune.tasks import build_datamodule
-from autoprune.trial.result import TrialOptions, TrialResult, save_trial
+from autoprune.trial.result import TrialOptions, TrialResult, load_trial_model, save_trial
 from autoprune.trial.validation import val_score
 
 __all__ = ["run_trial", "planned_arch", "dense_numbers", "budget_excess"]
@@ -107,18 +108,22 @@ def run_trial(config: StudyConfig, policy: PruningPolicy, options: Optional[Tria
     dense_info["val_score"] = val_score(dense.metrics["val_accuracy"], dense.metrics.get("val_loss"), _n_scored(dm))
     teacher = load_dense_model(dense.checkpoint)[0] if policy.distillation.weight > 0 else None
     pruner = PruningCallback(policy, seed=config.seed)
-    try:
-        model, module = _prune_while_finetuning(config, policy, options, dense, dm, teacher, pruner)
-    except TrialStoppedEarly as stop:
-        return TrialResult(
-            "stopped_early",
-            val_accuracy=stop.history[-1]["val_accuracy"] if stop.history else None,
-            dense=dense_info,
-            history=stop.history,
-            pruning_history=pruner.history,
-            reason=str(stop),
-            duration_s=time.perf_counter() - started,
-        )
+    if options.resume_from:  # a promotion: the pruned weights exist already; only the retraining runs
+        model, history = _resumed(options.resume_from, dense.arch, policy)
+    else:
+        try:
+            model, module = _prune_while_finetuning(config, policy, options, dense, dm, teacher, pruner)
+        except TrialStoppedEarly as stop:
+            return TrialResult(
+                "stopped_early",
+                val_accuracy=stop.history[-1]["val_accuracy"] if stop.history else None,
+                dense=dense_info,
+                history=stop.history,
+                pruning_history=pruner.history,
+                reason=str(stop),
+                duration_s=time.perf_counter() - started,
+            )
+        history = module.history
     report = sparsity_report(model)
     small = compact(model)
     recovery_history: List[Dict[str, Any]] = []
@@ -128,7 +133,7 @@ def run_trial(config: StudyConfig, policy: PruningPolicy, options: Optional[Tria
     result = _measure_and_evaluate(config, policy, options, small, dm, settings, cache, dense.arch)
     result.sparsity = {**report, "hidden_units": result.sparsity["hidden_units"]}
     result.dense = dense_info
-    result.history = module.history + recovery_history
+    result.history = history + recovery_history
     result.pruning_history = pruner.history
     if budget_excess(options, size_bytes=result.size_bytes).get("size_bytes", 0.0) > 0:
         result.reason = f"size {result.size_bytes} B exceeds max_size_bytes={options.max_size_bytes}"
@@ -210,6 +215,21 @@ def _prune_while_finetuning(
         raise PruningError(f"the schedule did not reach its target sparsity within {recipe.epochs} fine-tune epochs")
     check_finite(model, "fine-tuning produced non-finite weights; lower finetune.lr or grad_clip.value")
     return model, module
+
+
+def _resumed(checkpoint: str, dense_arch: ArchSpec, policy: PruningPolicy) -> Tuple[RNNClassifier, List[Dict[str, Any]]]:
+    """The pruned, compacted weights a promoted trial retrains, and the fine-tune history they came with.
+
+    Raises:
+        PruningError: the saved weights are not of this policy's pruned shape.
+    """
+    model, _ = load_trial_model(checkpoint)
+    planned = planned_arch(dense_arch, policy).hidden_sizes
+    if not all(a <= b for got, want in zip(model.hidden_sizes, planned) for a, b in zip(got, want)) or len(model.hidden_sizes) != len(planned):
+        raise PruningError(f"{checkpoint}: hidden sizes {model.hidden_sizes} are not the pruned shape of this policy ({planned} at most)")
+    result = Path(checkpoint).with_name("result.json")
+    history = json.loads(result.read_text()).get("history", []) if result.is_file() else []
+    return model.train(), history
 
 
 def _measure_and_evaluate(

@@ -86,8 +86,8 @@ def test_warm_start_retrains_uniform_hidden_unit_trials_from_scratch_when_that_i
     tiny_study["search"] = {"recovery": ["finetune", "rewind", "scratch"], "granularities": ["unstructured", "hidden_unit"]}
     space = SearchSpace(config_from_dict(tiny_study, source="tiny.yaml"), arch)
     params = space.warm_start_params()
-    units = [p for p in params if any(k.startswith("units.") for k in p)]
-    weights = [p for p in params if not any(k.startswith("units.") for k in p)]
+    units = [p for p in params if p["structure"] == 1.0]  # size first: units only
+    weights = [p for p in params if p["structure"] == 0.0]  # single weights only
     assert units and all(p["recovery"] == "scratch" for p in units)
     assert weights and all("recovery" not in p for p in weights)  # unstructured: the sampler chooses
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
@@ -95,7 +95,7 @@ def test_warm_start_retrains_uniform_hidden_unit_trials_from_scratch_when_that_i
     assert space.suggest(study.ask()).recovery == "scratch"
     tiny_study["search"]["recovery"] = ["finetune", "rewind"]
     params = SearchSpace(config_from_dict(tiny_study, source="tiny.yaml"), arch).warm_start_params()
-    assert {p.get("recovery") for p in params if any(k.startswith("units.") for k in p)} == {"rewind"}
+    assert {p.get("recovery") for p in params if p["structure"] == 1.0} == {"rewind"}
 
 
 def test_recovery_epochs_default_to_the_dense_recipe_and_are_validated(tiny_study):

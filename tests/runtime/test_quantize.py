@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import optuna
 import pytest
 import torch
-from torch import nn
 
 import autoprune.trial.run as dense_mod  # the module whose run_trial is under test (its own ensure_dense / build_datamodule)
 from autoprune.config import config_from_dict
@@ -16,7 +16,8 @@ from autoprune.runtime.kernels import check_int8_kernel
 from autoprune.runtime.latency import LatencySettings, latency_ms
 from autoprune.runtime.measure import size_bytes
 from autoprune.runtime.quantize import int8_predictor, int8_size_bytes, predict_each
-from autoprune.search.space import SearchSpace
+from autoprune.search.space import INT8_SIZE_TARGETS, SearchSpace
+from autoprune.trial.run import planned_arch
 from autoprune.trial.result import TrialOptions
 from autoprune.trial.run import run_trial
 
@@ -165,9 +166,15 @@ def test_warm_start_adds_int8_copies_of_the_moderate_unit_levels_only_when_int8_
     space = SearchSpace(config_from_dict(tiny_study), arch)
     params = space.warm_start_params()
     int8 = [p for p in params if p.get("quantize") == "int8"]
-    lo, hi = space.space.sparsity.units
-    moderate = list(dict.fromkeys(min(max(f, lo), hi) for f in space.unit_fractions_for_sizes((0.25, 0.10, 0.05))))
-    assert [p["units.rnn.0"] for p in int8] == moderate  # the 25 / 10 / 5 % levels, clipped to the default units range
-    assert all(p["method"].endswith("/hidden_unit") for p in int8)
+    assert int8 and all(p["structure"] == 1.0 and p["method"] == "taylor" for p in int8)  # uniform hidden units, then int8
+    assert [p["size"] for p in int8] == [max(t, space.size_range[0]) for t in INT8_SIZE_TARGETS][: len(int8)]  # 5 / 2 / 1 %, deduplicated
+    widths = []
+    for p in int8:
+        study = optuna.create_study(directions=["maximize", "minimize"])
+        study.enqueue_trial(p)
+        policy = space.suggest(study.ask())
+        assert policy.quantize == "int8" and not policy.hybrid
+        widths.append(planned_arch(arch, policy).hidden_sizes[0][0])
+    assert widths == sorted(set(widths), reverse=True)  # distinct models, smaller at each level
     tiny_study["search"] = {}
     assert not any("quantize" in p for p in SearchSpace(config_from_dict(tiny_study), arch).warm_start_params())

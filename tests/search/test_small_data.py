@@ -69,7 +69,7 @@ def test_an_epoch_is_at_least_min_steps_and_each_pass_covers_the_data():
 def test_trials_train_min_epoch_steps_per_epoch(tiny_study, runs_dir, monkeypatch):
     config = _config(tiny_study)
     arch = ArchSpec.from_dict(ensure_dense(config, runs_dir).arch.to_dict())
-    policy = SearchSpace(config, arch).suggest(optuna.trial.FixedTrial({"sparsity.rnn.0.ih": 0.5, "sparsity.rnn.0.hh": 0.5, "finetune.lr": 0.001, "grad_clip.value": 1.0}))
+    policy = SearchSpace(config, arch).suggest(optuna.trial.FixedTrial({"method": "magnitude", "size": 0.3, "structure": 0.0, "ih_vs_hh": 0.0, "finetune.lr": 0.001, "grad_clip.value": 1.0}))
     assert policy.finetune.min_epoch_steps == 4  # the space hands the budget to every policy
     seen = []
     build = dense_mod.build_datamodule

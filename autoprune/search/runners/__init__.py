@@ -43,6 +43,7 @@ class SearchJob:
     deadline: Optional[float]  # time.time() after which no trial starts
     dense_checkpoint: Optional[str] = None  # the dense model every trial starts from
     sampler_salt: int = 0  # this run's own sampler stream (search.study.run_salt): workers seed with it too
+    promoter: Optional[Any] = None  # multi-fidelity: the search.fidelity.Promoter deciding promotions at each claim
 
 
 class Runner:

@@ -19,7 +19,7 @@ import optuna
 import torch
 
 from autoprune.layout import study_paths
-from autoprune.search.claim import TotalReached, claim, counted
+from autoprune.search.claim import NotYet, TotalReached, claim, counted
 from autoprune.search.faults import die_with_parent
 from autoprune.search.interrupts import SearchInterrupted, SignalScope
 from autoprune.search.objective import make_objective
@@ -44,9 +44,12 @@ def _optimize(study: Any, job: SearchJob, after_each: Sequence[Callable[[], Any]
     lock = study_paths(job.runs_dir, job.config.study).ask_lock
     while job.deadline is None or time.time() < job.deadline:
         try:
-            trial = claim(study, job.total, lock)
+            trial = claim(study, job.total, lock, job.promoter)
         except TotalReached:  # the other workers' running trials complete the total
             return
+        except NotYet:  # only promotions are left, and the trials that may earn one are still running
+            time.sleep(1.0)
+            continue
         run_and_tell(study, trial, lambda: objective(trial))
         for callback in after_each:
             callback()

@@ -44,13 +44,13 @@ from autoprune.layout import StudyPaths, study_paths
 from autoprune.models.arch import ArchSpec
 from autoprune.pruning.policy import policy_from_dict
 from autoprune.search import attrs
-from autoprune.search.claim import counted
+from autoprune.search.claim import NotYet, counted, next_trial
 from autoprune.search.interrupts import SignalScope, as_interrupt
 from autoprune.search.objective import trial_options
 from autoprune.search.runners import Runner, SearchJob, capped_workers
 from autoprune.search.runners.reaper import Reaper
 from autoprune.search.space import SearchSpace
-from autoprune.search.tell import RecordedFailure, failure_attrs, record_result, run_and_tell, start_trial
+from autoprune.search.tell import RecordedFailure, failure_attrs, record_result, resume_from, run_and_tell, start_trial
 from autoprune.trial.run import run_trial
 from autoprune.urls import written
 
@@ -86,6 +86,7 @@ def _trial_main(params: Dict[str, Any], job: SearchJob, dense_checkpoint: str) -
                 f"on a cluster, --runs-dir must be one shared path (the same on every node)"
             )
         options = trial_options(job.config, job.runs_dir, params["number"])
+        options.resume_from = params.get("resume_from")
         options.threads = max(1, int(job.config.search.ray.cpus_per_trial))
         # where the trial runs, written as it starts: a person (or a test) can see which node holds a running trial
         Path(options.trial_dir).mkdir(parents=True, exist_ok=True)
@@ -146,7 +147,10 @@ class StudySearcher(Searcher):
             return Searcher.FINISHED
         if done + len(self._running) >= job.total:
             return None  # enough in flight; ask again if one of them fails
-        ot_trial = self._study.ask()
+        try:
+            ot_trial = next_trial(self._study, self._job.promoter)
+        except NotYet:  # only promotions are left; a running trial may earn one
+            return None
         try:
             policy = start_trial(ot_trial, self._space, backend="ray")
         except Exception as err:  # as the local runner: the trial is recorded failed
@@ -154,7 +158,7 @@ class StudySearcher(Searcher):
             self._recorded()
             return None
         self._running[trial_id] = ot_trial
-        return {"number": ot_trial.number, "policy": policy.to_dict()}
+        return {"number": ot_trial.number, "policy": policy.to_dict(), "resume_from": resume_from(self._study, ot_trial)}
 
     def __getstate__(self) -> Dict[str, Any]:
         # Tune pickles its searcher with the experiment (for a restore we never use: the Optuna study is

@@ -1,0 +1,153 @@
+"""sampler_choice: which sampler the shipped spaces default to, and what multi-fidelity buys.
+
+The same search as ``search_quality``'s autoprune contender (the shipped study, its size-first
+space, the warm start feeding every sampler, the same number of trials), once per sampler in
+``SAMPLERS`` (NSGA-II, TPE: Optuna 5's multi-objective default, and ``GPSampler``), and once with
+the study's default sampler but multi-fidelity off (every trial samples its recovery and
+retrains when it chose to). Reported per task: hypervolume (validation and test), test accuracy
+of the point picked by validation at ≤ 10 / 5 / 2 / 1 % of dense size, wall time, the picked
+accuracy per hour of search, and a plot of the hypervolume against wall time of every search,
+from one run.
+
+``AUTOPRUNE_SC_TASKS`` (comma list) and ``AUTOPRUNE_SC_SEEDS`` choose the tasks and seeds
+(default: both tasks, seeds 0 1 2; quick: JapaneseVowels, seed 0, 12 trials).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from typing import Any, Dict, List, Tuple
+
+from benchmarks import search_quality as sq
+from benchmarks._common import Context, header, log, pyplot, save_png, table, write_result
+
+NAME = "sampler_choice"
+SAMPLERS = ["nsga2", "tpe", "gp"]
+NO_FIDELITY = "no_fidelity"
+
+
+def tasks_for(ctx: Context) -> List[str]:
+    only = [t for t in os.environ.get("AUTOPRUNE_SC_TASKS", "").split(",") if t]
+    return only or (["jv"] if ctx.quick else ["jv", "mnist1d"])
+
+
+def seeds_for(ctx: Context) -> List[int]:
+    only = [int(s) for s in os.environ.get("AUTOPRUNE_SC_SEEDS", "").split(",") if s]
+    return only or ([0] if ctx.quick else list(sq.SEEDS))
+
+
+def variants(task: str, quick: bool = False) -> List[Tuple[str, Dict[str, Any]]]:
+    """(name, job) of every search of a task: each sampler, and the default sampler without multi-fidelity
+    (quick: TPE and GP over 6 trials, a smoke run of the code)."""
+    if quick:
+        return [(s, {"sampler": s, "extra": {"search.trials": 6}}) for s in ("tpe", "gp")]
+    out = [(s, {"sampler": s}) for s in SAMPLERS]
+    if sq.base_config(task).search.fidelity.enabled:
+        out.append((NO_FIDELITY, {"sampler": None, "extra": {"search.fidelity.enabled": False}}))
+    return out
+
+
+def run_variant(ctx: Context, task: str, seed: int, name: str, job: Dict[str, Any]) -> Dict[str, Any]:
+    from benchmarks._common import one_thread, quiet
+
+    one_thread()
+    quiet()
+    return sq.run_search_contender(ctx, task, job["sampler"], seed, name=f"sc_{name}", **job.get("extra", {}))
+
+
+def _guarded(ctx: Context, task: str, seed: int, name: str, job: Dict[str, Any]) -> Dict[str, Any]:
+    import traceback
+
+    t0 = time.time()
+    try:
+        res = run_variant(ctx, task, seed, name, job)
+    except Exception as err:  # one broken search must not sink the others' results
+        traceback.print_exc()
+        return {"error": f"{type(err).__name__}: {err}"[:300], "rows": [], "wall_s": time.time() - t0, "hv_curve": []}
+    log(f"{NAME}: {task} s{seed} {name} done in {time.time() - t0:.0f} s")
+    return res
+
+
+def report(ctx: Context, task: str, seeds: List[int], res: Dict[Tuple[str, int, str], Dict[str, Any]]) -> Tuple[List[str], Dict[str, Any]]:
+    from autoprune.search.pareto import hypervolume
+
+    names = [n for n, _ in variants(task, ctx.quick)]
+    default = sq.base_config(task).search.sampler
+    n = len(seeds)
+    rows, summary = [], {}
+    for name in names:
+        runs = [res[(task, s, name)] for s in seeds]
+        hv_val = [hypervolume(r["rows"], "val_accuracy") if r["rows"] else 0.0 for r in runs]
+        hv_test = [hypervolume(r["rows"], "test_accuracy") if r["rows"] else 0.0 for r in runs]
+        picks = [[(sq.at_level(r["rows"], lv) or {}).get("test_accuracy") for r in runs] for lv in sq.LEVELS]
+        wall = [r["wall_s"] for r in runs]
+        per_hour = [statistics.fmean(sq.target_mean(p) for p in picks) / (statistics.fmean(wall) / 3600)] if any(wall) else [0.0]
+        label = {NO_FIDELITY: f"{default}, multi-fidelity off"}.get(name, name + (" (the shipped default)" if name == default else ""))
+        rows.append([label, sq.pm(hv_val, n), sq.pm(hv_test, n)] + [sq.pm(p, n) for p in picks] + [statistics.fmean(wall), per_hour[0]])
+        summary[name] = {"hv_val": hv_val, "hv_test": hv_test, "picks": picks, "wall_s": wall}
+    trials = res[(task, seeds[0], names[0])].get("counted") or sq.trials_for(ctx, task)
+    lines = [f"## {sq.TASKS[task]['label']}", "", f"{trials} trials per search, seeds {seeds}; mean ± standard deviation over the seeds.", ""]
+    lines += table(["search", "hypervolume (val)", "hypervolume (test)"] + [f"test acc @ ≤ {lv:.0%}" for lv in sq.LEVELS]
+                   + ["wall (s per search)", "mean picked test acc per hour"], rows)
+    best = max((n_ for n_ in names if n_ != NO_FIDELITY), key=lambda k: statistics.fmean(summary[k]["hv_val"]))
+    lines += ["", f"Highest mean validation hypervolume: `{best}`. The picked accuracy per hour is the mean over the levels of the "
+              "test accuracy picked there (a level without a point counts 0) divided by the mean search time in hours.", ""]
+    png = f"{NAME}_{task}.png"
+    _plot(task, seeds, names, res, ctx.results_dir / png)
+    lines += [f"![{task}: hypervolume against wall time]({png})", ""]
+    return lines, {"best_by_hv": best, **summary}
+
+
+def _plot(task: str, seeds: List[int], names: List[str], res: Dict[Tuple[str, int, str], Dict[str, Any]], path: Any) -> None:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7.0, 4.2))
+    for k, name in enumerate(names):
+        for j, s in enumerate(seeds):
+            curve = res[(task, s, name)].get("hv_curve") or []
+            if not curve:
+                continue
+            xs, ys = [c[0] / 60 for c in curve], [c[1] for c in curve]
+            ax.step(xs, ys, where="post", c=f"C{k}", lw=1.4 if j == 0 else 0.7, alpha=0.95 if j == 0 else 0.4, label=name if j == 0 else None)
+    ax.set_xlabel("wall time of the search (minutes)")
+    ax.set_ylabel("hypervolume (validation)")
+    ax.set_title(f"{sq.TASKS[task]['label'].split(',')[0]}: hypervolume over time (seed {seeds[0]} bold)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    save_png(fig, path)
+
+
+def run(ctx: Context) -> None:
+    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing as mp
+
+    from benchmarks._common import one_thread
+
+    one_thread()
+    ctx.runs(sq.NAME, fresh=False)  # shares search_quality's dense cache and runs folder
+    tasks, seeds = tasks_for(ctx), seeds_for(ctx)
+    workers = int(os.environ.get("AUTOPRUNE_BENCH_JOBS", "2"))
+    t0 = time.time()
+    sq.run_jobs(ctx, [(t, s, "dense") for t in tasks for s in seeds], workers)
+    jobs = [(t, s, name, job) for t in reversed(tasks) for name, job in variants(t, ctx.quick) for s in seeds]
+    res: Dict[Tuple[str, int, str], Dict[str, Any]] = {}
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        futures = {(t, s, name): pool.submit(_guarded, ctx, t, s, name, job) for t, s, name, job in jobs}
+        for key, fut in futures.items():
+            res[key] = fut.result()
+    body, summary = [], {}
+    for task in tasks:
+        lines, summary[task] = report(ctx, task, seeds, res)
+        body += lines
+    (sq.runs_dir(ctx) / f"{NAME}.json").write_text(json.dumps({"summary": summary, "results": {"|".join(map(str, k)): v for k, v in res.items()}}, indent=1, default=str))
+    notes = [
+        f"Each search is `search_quality`'s autoprune search (the shipped study, size-first space, warm start, "
+        f"multi-fidelity where the study has it) with only the sampler changed; jobs ran in {workers} process(es), one torch "
+        f"thread each, {time.time() - t0:.0f} s in all. The samplers see the warm-start trials as trials of their own space (the same parameter names).",
+    ]
+    if ctx.quick:
+        notes.append("Quick mode: a smoke run, not a measurement.")
+    write_result(ctx, NAME, header("sampler_choice: NSGA-II, TPE and GP on the size-first space; what multi-fidelity buys", ctx, notes) + body)
