@@ -10,16 +10,13 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-import torch
 
 from autoprune.config import StudyConfig
 from autoprune.errors import ConstraintError
 from autoprune.layout import study_paths
 from autoprune.models.arch import ArchSpec
-from autoprune.models.rnn import RNNClassifier
 from autoprune.reference.dense import dense_arch
 from autoprune.runtime.latency import LatencyCache, LatencySettings
-from autoprune.runtime.measure import tensor_size_bytes
 from autoprune.runtime.preflight import check_dense_measurable, check_model_memory
 from autoprune.search.space import SearchSpace
 from autoprune.search.tell import record_result, resume_from, start_trial
@@ -27,7 +24,7 @@ from autoprune.tasks import build_datamodule
 from autoprune.trial.result import TrialOptions
 from autoprune.trial.run import budget_excess, run_trial
 
-__all__ = ["make_objective", "check_latency_budget", "check_size_budget", "prepare_space"]
+__all__ = ["make_objective", "check_latency_budget", "prepare_space"]
 
 log = logging.getLogger(__name__)
 
@@ -48,27 +45,6 @@ def check_latency_budget(config: StudyConfig, space: Any, settings: Any, cache: 
             f"raise the budget or widen search.sparsity.units"
         )
     return fastest
-
-
-def check_size_budget(config: StudyConfig, space: Any) -> None:
-    """Refuse, before any training, a size budget no model of the space can meet: even the smallest architecture
-    it allows, with every weight pruned (and int8 when searched), needs more bytes than ``max_size_bytes``.
-
-    A lower bound of what any trial measures: bytes grow with the nonzero values and the tensor shapes, and an
-    int8 value takes at least one byte.
-    """
-    budget = config.search.constraints.max_size_bytes
-    if budget is None:
-        return
-    arch = space.smallest_arch() or space.arch
-    elem = 1 if "int8" in config.search.quantize else 4
-    floor = sum(tensor_size_bytes(torch.zeros_like(p), elem) for p in RNNClassifier(arch).parameters())
-    if floor > budget:
-        raise ConstraintError(
-            f"max_size_bytes={budget} cannot be met: the smallest model the search space allows, {arch.hidden_sizes} hidden units "
-            f"with every weight pruned{' and int8' if elem == 1 else ''}, still takes at least {floor:,} bytes (the sparse encoding of "
-            f"its zeros); raise the budget, or allow smaller models (search.sparsity.units, granularity hidden_unit, quantize int8)"
-        )
 
 
 def _over_latency_budget(config: StudyConfig, latency: float) -> bool:
@@ -93,7 +69,6 @@ def prepare_space(config: StudyConfig, runs_dir: str) -> Tuple[StudyConfig, Any,
         check_model_memory(arch, config.task.batch_size, dm.max_length, source)
     check_dense_measurable(arch, settings, cache, source)
     check_latency_budget(config, space, settings, cache)
-    check_size_budget(config, space)
     budget = s.constraints.max_latency_ms
     if budget is not None and "unstructured" in s.granularities and "hidden_unit" in s.granularities:
         if _over_latency_budget(config, cache.get(arch, settings)):

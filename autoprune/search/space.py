@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Tuple
 
 from autoprune.config import SearchConfig, StudyConfig
-from autoprune.errors import ConfigError
+from autoprune.errors import ConfigError, ConstraintError
 from autoprune.models.arch import ArchSpec, units_kept
 from autoprune.models.rnn import RNNClassifier
 from autoprune.pruning.methods import METHODS
@@ -113,11 +113,20 @@ class SearchSpace:
         s = self.space
         lows = [smallest_fraction(self.arch, self.limits(m), s.quantize, *self._granularities(m)) for m in self.methods]
         reachable = min(lows)
-        lo, hi = s.size if s.size is not None else (max(reachable, _DEFAULT_SIZE_FLOOR), _DEFAULT_SIZE_HIGH)
+        # no sizes asked: from the smallest the limits reach (not under the floor) to half the dense bytes, or to the
+        # smallest reachable where the limits cannot go below half (search.sparsity.range starting at 0.5, say)
+        lo, hi = s.size if s.size is not None else (max(reachable, _DEFAULT_SIZE_FLOOR), max(_DEFAULT_SIZE_HIGH, reachable))
         budget = s.constraints.max_size_bytes
-        if budget is not None:
-            hi = min(hi, budget / dense_size_bytes(sum(p.numel() for p in RNNClassifier(self.arch).parameters())))
+        budget_fraction = budget / dense_size_bytes(sum(p.numel() for p in RNNClassifier(self.arch).parameters())) if budget is not None else None
+        if budget_fraction is not None:
+            hi = min(hi, budget_fraction)
         where = f"{self.config.source or 'config'}: search.size"
+        if budget_fraction is not None and budget_fraction < reachable:
+            raise ConstraintError(
+                f"max_size_bytes={budget} cannot be met: the smallest model the search space allows (its limits search.sparsity.units / range, "
+                f"quantize) takes {reachable:.4%} of the dense bytes, the budget is {budget_fraction:.4%}; raise the budget, or allow smaller models "
+                f"(search.sparsity.units, granularity hidden_unit, quantize int8)"
+            )
         if hi < reachable:
             raise ConfigError(
                 f"{where}: no model the space allows is that small: its limits (search.sparsity.units / range, quantize) reach "

@@ -7,7 +7,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from autoprune.errors import ConfigError
+from autoprune.errors import ConfigError, ConstraintError
 
 from autoprune.config import config_from_dict, load_config
 from autoprune.models.arch import ArchSpec
@@ -169,6 +169,9 @@ def test_a_size_budget_caps_the_sizes_asked(tiny_study):
     space = SearchSpace(cfg, arch)
     assert space.size_range[1] == pytest.approx(2000 / dense_size_bytes(_params(arch)))
     cfg = _config(tiny_study, {"constraints": {"max_size_bytes": 10}}, hidden_sizes=[64, 64])
+    with pytest.raises(ConstraintError, match=r"max_size_bytes=10 cannot be met: the smallest model the search space allows .* the budget is 0\.0"):
+        SearchSpace(cfg, ArchSpec.from_config(cfg.model, 3, 4))
+    cfg = _config(tiny_study, {"size": [0.0001, 0.001]}, hidden_sizes=[64, 64])  # sizes asked below what the limits reach
     with pytest.raises(ConfigError, match=r"space\.yaml: search\.size: no model the space allows is that small"):
         SearchSpace(cfg, ArchSpec.from_config(cfg.model, 3, 4))
 
