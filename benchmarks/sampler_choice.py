@@ -58,6 +58,29 @@ def run_variant(ctx: Context, task: str, seed: int, name: str, job: Dict[str, An
     return sq.run_search_contender(ctx, task, job["sampler"], seed, name=f"sc_{name}", **job.get("extra", {}))
 
 
+#: "<task> seed <seed>" of the searches taken from search_quality's summary (filled by :func:`reused_default`)
+REUSED: set = set()
+
+
+def reused_default(ctx: Context, tasks: List[str], seeds: List[int]) -> Dict[Tuple[str, int, str], Dict[str, Any]]:
+    """The default sampler's searches that ``search_quality`` already ran in this runs folder (its autoprune contender is
+    the same search: the study's own sampler), so that they are not run twice; the rest run here."""
+    path = sq.runs_dir(ctx) / "summary.json"
+    if not path.is_file():
+        return {}
+    done = json.loads(path.read_text()).get("results", {})
+    out: Dict[Tuple[str, int, str], Dict[str, Any]] = {}
+    for t in tasks:
+        default = sq.base_config(t).search.sampler
+        for s in seeds:
+            r = done.get(f"{t}|{s}|autoprune")
+            if r and not r.get("error") and r.get("rows") and r.get("counted") == sq.trials_for(ctx, t):
+                out[(t, s, default)] = r
+                REUSED.add(f"{t} seed {s}")
+                log(f"{NAME}: {t} s{s} {default}: search_quality's autoprune search reused ({len(r['rows'])} complete trials)")
+    return out
+
+
 def _guarded(ctx: Context, task: str, seed: int, name: str, job: Dict[str, Any]) -> Dict[str, Any]:
     import traceback
 
@@ -132,8 +155,8 @@ def run(ctx: Context) -> None:
     workers = int(os.environ.get("AUTOPRUNE_BENCH_JOBS", "2"))
     t0 = time.time()
     sq.run_jobs(ctx, [(t, s, "dense") for t in tasks for s in seeds], workers)
-    jobs = [(t, s, name, job) for t in reversed(tasks) for name, job in variants(t, ctx.quick) for s in seeds]
-    res: Dict[Tuple[str, int, str], Dict[str, Any]] = {}
+    res: Dict[Tuple[str, int, str], Dict[str, Any]] = {} if ctx.quick else reused_default(ctx, tasks, seeds)
+    jobs = [(t, s, name, job) for t in reversed(tasks) for name, job in variants(t, ctx.quick) for s in seeds if (t, s, name) not in res]
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
         futures = {(t, s, name): pool.submit(_guarded, ctx, t, s, name, job) for t, s, name, job in jobs}
         for key, fut in futures.items():
@@ -148,6 +171,10 @@ def run(ctx: Context) -> None:
         f"multi-fidelity where the study has it) with only the sampler changed; jobs ran in {workers} process(es), one torch "
         f"thread each, {time.time() - t0:.0f} s in all. The samplers see the warm-start trials as trials of their own space (the same parameter names).",
     ]
+    if REUSED:
+        notes.append(f"The shipped default sampler's searches ({', '.join(sorted(REUSED))}) are `search_quality`'s autoprune searches of this "
+                     "runs folder (the same config, data, dense model and seed: the same trials), read from its summary.json instead of run "
+                     "twice; their wall times were measured in that run, beside that run's other jobs.")
     if ctx.quick:
         notes.append("Quick mode: a smoke run, not a measurement.")
     write_result(ctx, NAME, header("sampler_choice: NSGA-II, TPE and GP on the size-first space; what multi-fidelity buys", ctx, notes) + body)
