@@ -196,12 +196,26 @@ def _from_study(study: str, runs_dir: Path, summary: Dict[str, Any]) -> Dict[str
 # --------------------------------------------------------------------------- the workloads
 
 
+def _workloads() -> List[Workload]:
+    """``AUTOPRUNE_RS_WORKLOADS`` (comma list of names, e.g. ``long``) runs a subset; default: all."""
+    only = [w for w in os.environ.get("AUTOPRUNE_RS_WORKLOADS", "").split(",") if w]
+    unknown = set(only) - {w.name for w in WORKLOADS}
+    if unknown:
+        raise ValueError(f"AUTOPRUNE_RS_WORKLOADS: unknown workload(s) {sorted(unknown)}; known: {[w.name for w in WORKLOADS]}")
+    return [w for w in WORKLOADS if not only or w.name in only]
+
+
+def _one_round() -> bool:
+    """``AUTOPRUNE_RS_ROUNDS=1``: each backend once (full mode runs the order and then reversed)."""
+    return os.environ.get("AUTOPRUNE_RS_ROUNDS", "2") == "1"
+
+
 def _run_workload(ctx: Context, wl: Workload, rd: Path) -> Dict[str, List[Dict[str, Any]]]:
     cfg = wl.config(ctx.quick)
     n_trials = wl.quick_trials if ctx.quick else wl.trials
     cfg_path = rd / f"{wl.name}.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    rounds = list(CANDIDATES) if ctx.quick else [*CANDIDATES, *reversed(CANDIDATES)]
+    rounds = list(CANDIDATES) if ctx.quick or _one_round() else [*CANDIDATES, *reversed(CANDIDATES)]
     runs: Dict[str, List[Dict[str, Any]]] = {name: [] for name in CANDIDATES}
     stamp = time.strftime("%m%d%H%M%S")
     for i, name in enumerate(rounds):
@@ -265,7 +279,8 @@ def run(ctx: Context) -> None:
     rd = ctx.runs(NAME)
     load_start = os.getloadavg()
     rows, verdicts = [], []
-    for wl in WORKLOADS:
+    workloads = _workloads()
+    for wl in workloads:
         runs = _run_workload(ctx, wl, rd)
         r, v = _report(wl, runs, wl.quick_trials if ctx.quick else wl.trials)
         rows += r
@@ -277,9 +292,9 @@ def run(ctx: Context) -> None:
             "Each search: `autoprune --runs-dir runs/bench/ray_scaling -q search <workload> --study <distinct> --trials N --sampler random --json "
             "<backend flags>`, "
             "a subprocess in its own session, in the order local 1 / ray 2 / local 2"
-            + ("" if ctx.quick else ", then reversed")
+            + ("" if ctx.quick or _one_round() else ", then reversed")
             + ". Workloads: "
-            + "; ".join(f"`{w.name}`: {w.study}, {_describe(w, ctx.quick)}, {w.quick_trials if ctx.quick else w.trials} trials" for w in WORKLOADS)
+            + "; ".join(f"`{w.name}`: {w.study}, {_describe(w, ctx.quick)}, {w.quick_trials if ctx.quick else w.trials} trials" for w in workloads)
             + ". Every trial does the same work (unstructured magnitude pruning, fixed epochs, no early stop, no warm start). "
             "`search (s)`: the `duration_s` the search reports (from the study lock to the end; Ray's includes starting and stopping its local instance). "
             "`trial (s)`: median trial duration as `run_trial` measures it (its own work). `overhead (s)`: search seconds x concurrency / trials - trial, "
