@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description="autoprune benchmarks against baselines")
     parser.add_argument("--quick", action="store_true", help="smaller N, fewer repeats, JapaneseVowels only (under 10 minutes)")
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, metavar="NAME", help=f"run only these ({', '.join(BENCHMARKS)})")
+    parser.add_argument("--skip", nargs="+", choices=BENCHMARKS, metavar="NAME", default=[], help="run all but these")
     parser.add_argument("--runs-dir", default=str(REPO / "runs" / "bench"), help="working files (default: runs/bench)")
     parser.add_argument("--results-dir", default=str(REPO / "benchmarks" / "results"), help="tables and plots (default: benchmarks/results)")
     args = parser.parse_args(argv)
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m benchmarks" + "".join(" " + shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     ctx = Context(quick=args.quick, runs_root=Path(args.runs_dir), results_dir=Path(args.results_dir), command=command)
     ctx.runs_root.mkdir(parents=True, exist_ok=True)
-    names = [n for n in BENCHMARKS if not args.only or n in args.only]
+    names = [n for n in BENCHMARKS if (not args.only or n in args.only) and n not in args.skip]
     failed, took = [], {}
     for name in names:
         log(f"=== {name} ({ctx.mode})")
