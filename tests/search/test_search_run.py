@@ -215,10 +215,9 @@ def test_mlflow_parent_and_nested_runs(searched):
         assert {"method", "granularity", "schedule.kind", "grad_clip.value", "finetune.epochs"} <= set(params)
         assert params["method"] == policy["method"] and params["schedule.kind"] == policy["schedule"]["kind"]
         assert float(params["grad_clip.value"]) == pytest.approx(policy["grad_clip"]["value"])
-        if policy["granularity"] == "unstructured":
-            assert float(params["sparsity.rnn.0.hh"]) == pytest.approx(trials[number].params["sparsity.rnn.0.hh"])
-        else:
-            assert float(params["sparsity.rnn.0"]) == pytest.approx(trials[number].params["units.rnn.0"])
+        # the size-first space samples a size and how to spend it; the run records the policy solved from them
+        group = "rnn.0.hh" if policy["granularity"] == "unstructured" else "rnn.0"
+        assert float(params[f"sparsity.{group}"]) == pytest.approx(policy["sparsity"][group])
         assert METRICS <= set(run.data.metrics)
         result = trials[number].user_attrs["autoprune.result"]
         assert run.data.metrics["val_accuracy"] == pytest.approx(result["val_accuracy"])
