@@ -19,8 +19,10 @@ from typing import Any, Optional, Tuple
 
 from optuna.trial import TrialState
 
+from autoprune.search import attrs
 from autoprune.search.fidelity import Promoter
 from autoprune.search.storage import storage_of
+from autoprune.search.study import driver_id
 
 __all__ = ["TotalReached", "NotYet", "counts_toward_total", "counted", "claim", "next_trial"]
 
@@ -78,4 +80,8 @@ def next_trial(study: Any, promoter: Optional[Promoter] = None) -> Any:
             promoter.promote(study, number)
         elif promoter.sampled_budget_left(study) <= 0 and study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             raise NotYet
-    return study.ask()
+    trial = study.ask()
+    # who asked it, at once (before the policy's many storage calls): a search that dies now leaves a RUNNING
+    # trial that the next run on a shared database can tell is its own to repair (search.study.mark_stale)
+    trial.set_user_attr(attrs.DRIVER, driver_id())
+    return trial

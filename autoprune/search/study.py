@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -148,9 +149,17 @@ def driver_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+#: a RUNNING trial with no driver recorded this long after it started is left behind (a live driver records itself
+#: right after the ask, in milliseconds: :func:`autoprune.search.claim.next_trial`)
+_UNOWNED_AFTER_S = 60.0
+
+
 def _left_behind(trial: Any) -> bool:
     """On a shared storage: a RUNNING trial is ours to repair only when its driver ran on this machine
     and is gone (or is this process). Trials of searches on other machines are left alone."""
+    if attrs.DRIVER not in trial.user_attrs:  # asked, and its driver died before the next storage call: nobody's now
+        started = trial.datetime_start.timestamp() if trial.datetime_start else time.time()
+        return time.time() - started > _UNOWNED_AFTER_S
     host, _, pid = str(trial.user_attrs.get(attrs.DRIVER, "")).rpartition(":")
     if host != socket.gethostname() or not pid.isdigit():
         return False

@@ -24,7 +24,6 @@ from autoprune.runtime.measure import dense_size_bytes
 from autoprune.runtime.preflight import param_count
 from autoprune.search import attrs
 from autoprune.search.claim import counts_toward_total
-from autoprune.search.study import driver_id
 from autoprune.trial.run import budget_excess
 
 __all__ = ["start_trial", "promotion_recovery", "resume_from", "record_result", "run_and_tell", "failure_attrs", "RecordedFailure", "DuplicatePolicy"]
@@ -53,7 +52,6 @@ def start_trial(trial: Any, space: Any, backend: str) -> PruningPolicy:
     recorded = json.loads(json.dumps(policy.to_dict()))  # as the storage gives it back: lists, not tuples
     trial.set_user_attr(attrs.POLICY, recorded)
     trial.set_user_attr(attrs.BACKEND, backend)
-    trial.set_user_attr(attrs.DRIVER, driver_id())
     twin = next((t for t in trial.study.get_trials(deepcopy=False, states=counts_toward_total()) if t.user_attrs.get(attrs.POLICY) == recorded), None)
     if twin is not None:
         raise DuplicatePolicy(f"the same policy as trial {twin.number}, which ran to the end; not trained again (another policy is asked instead)")

@@ -121,7 +121,8 @@ def test_search_warns_checks_the_recipe_and_ranks_by_val_score(tiny_study, runs_
     assert done and summary.n_complete == len(done)
     for t in done:
         result = t.user_attrs["autoprune.result"]
-        assert t.values[0] == pytest.approx(result["val_score"])
+        assert t.values[0] == pytest.approx(result["val_accuracy"])  # the objective is accuracy (issue 19)
+        assert result["val_score"] is not None  # the loss tie-break, used where a model is picked
         assert result["val_score"] == pytest.approx(val_score(result["val_accuracy"], result["val_loss"], 24))
     # a resumed search reuses the recorded recipe check (no second fine-tune)
     caplog.clear()
