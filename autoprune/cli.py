@@ -89,6 +89,9 @@ def cli(ctx: click.Context, runs_dir: str, debug: bool, quiet: bool) -> None:
         logging.getLogger("autoprune.search.faults").setLevel(logging.DEBUG)
     for noisy in ("mlflow", "alembic", "optuna"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not debug:  # MLflow's SQL store logs every failed session with its traceback before it raises (a full disk: 7 of
+        # them); the error then reaches the one-line report (search.faults.environment_failure). --debug keeps them.
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 
 def storage_option(help_text: str) -> Callable:
