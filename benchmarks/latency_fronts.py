@@ -1,4 +1,4 @@
-"""latency_fronts: measured batch-1 latency of every model on the JapaneseVowels NSGA-II front.
+"""latency_fronts: measured batch-1 latency of every model on the JapaneseVowels front of search_quality's autoprune search.
 
 Reads the ``sq_jv_autoprune`` study that ``search_quality`` writes (runs it first when it
 is missing), rebuilds each front model from its trial weights
@@ -37,7 +37,7 @@ def run(ctx: Context) -> None:
     except TrialError:
         log(f"{NAME}: no {study_name} study under {rd}: running that search first")
         rd.mkdir(parents=True, exist_ok=True)
-        sq.run_search_contender(ctx, "jv", "nsga2")
+        sq.run_search_contender(ctx, "jv", None)  # the study's own sampler: the contender search_quality calls autoprune
         study, meta = open_study(study_name, str(rd))
     front = sorted(front_rows(study), key=lambda r: r["size_ratio"])
     dense, payload = load_dense_model(meta["dense_checkpoint"])
@@ -85,7 +85,7 @@ def run(ctx: Context) -> None:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("test accuracy")
     axes[0].legend(fontsize=7, loc="lower right")
-    fig.suptitle(f"JapaneseVowels NSGA-II front ({len(front)} models), {seq_len} steps, 1 thread", fontsize=10)
+    fig.suptitle(f"JapaneseVowels autoprune front ({len(front)} models), {seq_len} steps, 1 thread", fontsize=10)
     fig.tight_layout()
     save_png(fig, ctx.results_dir / f"{NAME}.png")
 
