@@ -35,12 +35,16 @@ wall time, and a plot of every contender's points.
 
 Jobs (one contender, one task, one seed) run in ``AUTOPRUNE_BENCH_JOBS`` processes (default 2,
 one torch thread each); every search writes its own MLflow SQLite file so they do not contend.
+Each finished job's result is kept in ``runs/bench/search_quality/jobs/``; a run that was stopped
+resumes with ``AUTOPRUNE_SQ_RESUME=1`` (only jobs of the same commit and settings are reused, and the
+results file lists them).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -493,9 +497,58 @@ def run_job(ctx: Context, task: str, seed: int, contender: str) -> Dict[str, Any
     return run_peer(ctx, task, seed, contender)
 
 
+def job_file(ctx: Context, job: Tuple[str, int, str]) -> Path:
+    """Where a finished job's result is kept (``jobs/<task>-s<seed>-<contender>.json``), so a stopped run can resume."""
+    task, seed, contender = job
+    return runs_dir(ctx) / "jobs" / f"{task}-s{seed}-{contender}.json"
+
+
+def job_stamp(ctx: Context, job: Tuple[str, int, str]) -> Dict[str, Any]:
+    """What a kept result must match to be reused: the commit (tracked files unchanged), the mode and the job's trials."""
+    return {"commit": ctx.machine.get("commit at start", "?"), "mode": ctx.mode, "trials": trials_for(ctx, job[0]), "job": list(job)}
+
+
+def kept_result(ctx: Context, job: Tuple[str, int, str]) -> Optional[Dict[str, Any]]:
+    """A finished job's kept result, when it was made by this commit and these settings; else None.
+
+    A search job that did not finish leaves a half-run study: it is removed (the benchmark wrote it) so the
+    search runs again whole and its wall time stays a whole search's.
+    """
+    path = job_file(ctx, job)
+    try:
+        kept = json.loads(path.read_text())
+    except (OSError, ValueError):
+        kept = {}
+    if kept.get("stamp") == job_stamp(ctx, job) and "result" in kept and not kept["result"].get("error"):
+        return kept["result"]
+    task, seed, contender = job
+    if contender in ("autoprune", "random"):
+        shutil.rmtree(runs_dir(ctx) / study_name(task, contender, seed), ignore_errors=True)
+    return None
+
+
+def keep_result(ctx: Context, job: Tuple[str, int, str], result: Dict[str, Any]) -> None:
+    path = job_file(ctx, job)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"stamp": job_stamp(ctx, job), "result": result}, default=str))
+    os.replace(tmp, path)
+
+
 def run_jobs(ctx: Context, jobs: List[Tuple[str, int, str]], workers: int) -> Dict[Tuple[str, int, str], Dict[str, Any]]:
-    """Run jobs in ``workers`` spawned processes (or in-process with one); failures are kept as results."""
+    """Run jobs in ``workers`` spawned processes (or in-process with one); failures are kept as results.
+
+    With ``AUTOPRUNE_SQ_RESUME=1`` a job whose result an earlier run of the same commit and settings kept is
+    not run again (``resumed`` in its result says so).
+    """
     out: Dict[Tuple[str, int, str], Dict[str, Any]] = {}
+    if os.environ.get("AUTOPRUNE_SQ_RESUME") == "1":
+        for job in jobs:
+            kept = kept_result(ctx, job)
+            if kept is not None:
+                out[job] = {**kept, "resumed": True}
+                log(f"{NAME}: {job} kept from an earlier run of this commit")
+        jobs = [job for job in jobs if job not in out]
     if workers <= 1:
         for job in jobs:
             out[job] = _guarded(ctx, job)
@@ -520,6 +573,7 @@ def _guarded(ctx: Context, job: Tuple[str, int, str]) -> Dict[str, Any]:
         return {"error": f"{type(err).__name__}: {err}"[:300], "rows": [], "wall_s": time.time() - t0, "counted": 0,
                 "n_complete": 0, "n_stopped_early": 0, "n_failed": 0, "errors": []}
     log(f"{NAME}: {job} done in {time.time() - t0:.0f} s")
+    keep_result(ctx, job, res)
     return res
 
 
@@ -758,7 +812,8 @@ def run(ctx: Context) -> None:
     from benchmarks._common import one_thread
 
     one_thread()
-    ctx.runs(NAME)
+    resume = os.environ.get("AUTOPRUNE_SQ_RESUME") == "1"
+    ctx.runs(NAME, fresh=not resume)
     tasks, seeds = tasks_for(ctx), seeds_for(ctx)
     workers = int(os.environ.get("AUTOPRUNE_BENCH_JOBS", "2"))
     t0 = time.time()
@@ -790,6 +845,10 @@ def run(ctx: Context) -> None:
     ]
     if ctx.quick:
         notes.append(f"Quick mode: JapaneseVowels only, seed 0 only, {trials_for(ctx, 'jv')} trials per search (not a measurement: a smoke run).")
+    resumed = sorted("-".join(map(str, k)) for k, v in res.items() if v.get("resumed"))
+    if resumed:
+        notes.append(f"Resumed (AUTOPRUNE_SQ_RESUME=1): {len(resumed)} jobs were kept from an earlier, stopped run of the same commit and "
+                     f"settings ({', '.join(resumed)}); their wall times are their own runs', on a machine that may have been busier or quieter.")
     if os.environ.get("AUTOPRUNE_SQ_TASKS"):
         notes.append(f"Tasks limited by AUTOPRUNE_SQ_TASKS={os.environ['AUTOPRUNE_SQ_TASKS']}.")
     write_result(ctx, NAME, header("search_quality: autoprune search vs small dense, uniform pruning, the peers' pruning code and random search", ctx, notes) + body)

@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -271,7 +272,9 @@ def create_study(config: StudyConfig, storage: Storage, space: Any, dense_key: s
             if study.user_attrs.get(key) != value:  # DENSE_KEY: check_same_reference reads it on the next run, on any machine;
                 study.set_user_attr(key, value)  # CONFIG: pareto / export from another machine (open_study(storage=...))
         if study.metric_names != list(s.objectives):
-            study.set_metric_names(list(s.objectives))  # Optuna Dashboard and the MLflow-free views name them
+            with warnings.catch_warnings():  # "experimental since v3.2": stable in use, and a user cannot act on it
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names(list(s.objectives))  # Optuna Dashboard and the MLflow-free views name them
     return study, salt
 
 

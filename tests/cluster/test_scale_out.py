@@ -59,7 +59,11 @@ def test_two_node_cluster_with_postgres_and_mlflow_server(tmp_path, ray_cluster,
     assert _counted(study) == 6
     assert {t.user_attrs["autoprune.backend"] for t in trials} == {"ray"}
     ran_on = {t.user_attrs.get("autoprune.node") for t in trials if t.state in COUNTED}
-    assert ran_on == {ray_cluster.head_node.node_id, ray_cluster.worker.node_id}  # both nodes of the cluster
+    # every trial ran on a node of the cluster and said which. Not "on both nodes": with reuse_actors, Tune gives a
+    # finished trial's process to a waiting trial even when that trial's own process is still starting on the other
+    # node (and stops that start), so one-second trials on loaded cores may all run on whichever node came up first
+    # (seen once in CI). That a trial runs on the worker node is shown with long trials by the node-death test below.
+    assert ran_on and ran_on <= {ray_cluster.head_node.node_id, ray_cluster.worker.node_id}
 
     # every trial one nested run of the parent, on the server; the front tags agree with `pareto --json`
     client = MlflowClient(mlflow_server)
