@@ -18,6 +18,7 @@ from autoprune.errors import AutopruneError
 from autoprune.search.faults import environment_failure
 from autoprune.search.interrupts import SearchStopped, SignalScope, as_interrupt, exit_code, signal_name
 from autoprune.search.samplers import SAMPLERS  # the one table of sampler names (optuna's import is light)
+from autoprune.services.urls import shown
 
 __all__ = ["main", "cli"]
 
@@ -357,10 +358,7 @@ def ui(obj: _Ctx, study: Optional[str], port: int, tracking_uri: Optional[str], 
     import os
 
     from autoprune.tracking.server import check_port, serve
-    from autoprune.tracking.tracker import default_tracking_uri
-
-    from autoprune.tracking.tracker import recorded_tracking_uri
-    from autoprune.urls import shown
+    from autoprune.tracking.tracker import default_tracking_uri, recorded_tracking_uri
 
     uri = tracking_uri or default_tracking_uri(obj.runs_dir)
     if study is not None:

@@ -43,7 +43,7 @@ from autoprune.tracking.tags import MLFLOW_PARENT_TAG, TRIAL_TAG
 from autoprune.search.faults import first_line
 from autoprune.tracking.tracker import _client, check_tracking_uri, default_tracking_uri, recorded_tracking_uri, relocate_embedded_store, study_run_ids
 from autoprune.trial.result import load_trial_model
-from autoprune.urls import shown
+from autoprune.services.urls import shown
 
 __all__ = ["export", "ExportResult"]
 

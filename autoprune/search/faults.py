@@ -23,7 +23,7 @@ from typing import Any, Iterator, List, Optional
 
 from autoprune.errors import TrialError
 from autoprune.search import attrs
-from autoprune.urls import shown
+from autoprune.services.urls import shown
 
 __all__ = ["TooManyFailures", "FailureWatch", "die_with_parent", "first_line", "environment_failure"]
 
@@ -121,7 +121,7 @@ def environment_failure(err: BaseException) -> Optional[str]:
     # imported here: the CLI imports this module at start (through interrupts), and `autoprune --help` must not load SQLAlchemy
     import requests
 
-    from autoprune.databases import database_failure
+    from autoprune.services.databases import database_failure
 
     for link in _chain(err):
         if isinstance(link, OSError) and link.errno in _ERRNOS:

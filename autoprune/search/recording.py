@@ -21,7 +21,7 @@ from autoprune.search.faults import environment_failure, first_line
 from autoprune.search.pareto import HYPERVOLUME_DESCRIPTION, feasible, front_rows, hypervolume, trial_row, trial_state
 from autoprune.tracking.tracker import Tracker
 from autoprune.tracking.ui import write_front_plot
-from autoprune.urls import shown
+from autoprune.services.urls import shown
 
 __all__ = ["Recorder", "SearchSummary", "write_front_artifacts", "find_trial_checkpoint"]
 

@@ -37,7 +37,7 @@ from autoprune.search.storage import Storage
 from autoprune.search.study import StudyLock, check_same_reference, create_study, mark_stale, read_meta, update_meta
 from autoprune.tracking.tracker import check_tracking_uri, default_tracking_uri, recorded_tracking_uri
 from autoprune.trial.run import dense_numbers
-from autoprune.urls import same_place, shown, written
+from autoprune.services.urls import same_place, shown, written
 
 __all__ = ["run_search", "SearchSummary"]
 

@@ -25,10 +25,10 @@ from optuna.exceptions import ExperimentalWarning
 from optuna.storages import GrpcStorageProxy, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 
-from autoprune.databases import check_connects, check_url, server_lock
+from autoprune.services.databases import check_connects, check_url, server_lock
 from autoprune.errors import ConfigError
 from autoprune.search.journal import remove_stale_journal_lock, repair_journal
-from autoprune.urls import shown, written
+from autoprune.services.urls import shown, written
 
 __all__ = ["Storage", "storage_for", "storage_of", "is_shared_storage", "ACCEPTED"]
 
@@ -107,7 +107,7 @@ class Storage:
         return Path(self.text) if self.is_journal else None
 
     def display(self) -> str:
-        """The storage as it may be shown: a URL's password replaced by ``***`` (:func:`autoprune.urls.shown`)."""
+        """The storage as it may be shown: a URL's password replaced by ``***`` (:func:`autoprune.services.urls.shown`)."""
         return shown(self.text)
 
     @property
@@ -142,7 +142,7 @@ class Storage:
 
     def study_lock(self, study: str) -> Any:
         """A lock that every driver of ``study`` on this storage takes to count and ask trials or to create the
-        study: held in the database server (:func:`autoprune.databases.server_lock`) when drivers on several
+        study: held in the database server (:func:`autoprune.services.databases.server_lock`) when drivers on several
         machines may share it; nothing here for a journal or SQLite (the runs folder's file locks order one machine)."""
         return server_lock(self.text, f"study:{study}") if self.shared else contextlib.nullcontext()
 

@@ -105,7 +105,7 @@ def update_meta(path: Path, **values: Any) -> Dict[str, Any]:
     """Merge ``values`` into the study's search.json (created when missing).
 
     Written whole or not at all, readable by its owner only (mode 0600): it names the study's storage
-    and tracking store (without their passwords: the callers pass :func:`autoprune.urls.written` URLs).
+    and tracking store (without their passwords: the callers pass :func:`autoprune.services.urls.written` URLs).
     """
     meta = read_meta(path)
     meta.update(values)

@@ -25,7 +25,7 @@ import yaml
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
-from autoprune.databases import check_connects, check_url
+from autoprune.services.databases import check_connects, check_url
 from autoprune.errors import ConfigError
 from autoprune.layout import mlflow_artifacts, mlflow_db
 from autoprune.pruning.policy import policy_from_dict
@@ -43,7 +43,7 @@ from autoprune.tracking.tags import (
     TRIAL_TAG,
 )
 from autoprune.tracking.ui import prepare_experiment
-from autoprune.urls import shown
+from autoprune.services.urls import shown
 
 __all__ = ["default_tracking_uri", "recorded_tracking_uri", "relocate_embedded_store", "study_run_ids", "Tracker", "check_tracking_uri"]
 

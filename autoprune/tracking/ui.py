@@ -33,7 +33,7 @@ from mlflow import MlflowClient
 from autoprune.errors import TrialError
 from autoprune.tracking.front_page import FRONT_PAGE
 from autoprune.tracking.tags import PARENT_TAG, PARETO_TAG
-from autoprune.urls import shown
+from autoprune.services.urls import shown
 
 log = logging.getLogger(__name__)
 

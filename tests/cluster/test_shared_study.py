@@ -62,7 +62,7 @@ def test_server_lock_is_exclusive_across_connections(postgres):
     import threading
     import time
 
-    from autoprune.databases import server_lock
+    from autoprune.services.databases import server_lock
 
     url = postgres("lock_probe")
     inside, overlaps = [], []

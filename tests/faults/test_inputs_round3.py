@@ -52,7 +52,7 @@ def test_a7_unknown_driver_name_hides_the_password(work, url):
 
 
 def test_urls_are_shown_and_written_without_their_password():
-    from autoprune.urls import has_password, same_place, shown, written
+    from autoprune.services.urls import has_password, same_place, shown, written
 
     url = "postgresql+psycopg://apuser:p%40ss/w:rd@db.example:5432/optuna?sslmode=require&password=again"
     assert shown(url) == "postgresql+psycopg://apuser:***@db.example:5432/optuna?sslmode=require&password=***"

@@ -52,7 +52,7 @@ from autoprune.search.runners.reaper import Reaper
 from autoprune.search.space import SearchSpace
 from autoprune.search.tell import RecordedFailure, failure_attrs, record_result, resume_from, run_and_tell, start_trial
 from autoprune.trial.run import run_trial
-from autoprune.urls import written
+from autoprune.services.urls import written
 
 __all__ = ["RayRunner", "StudySearcher"]
 

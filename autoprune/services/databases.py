@@ -21,7 +21,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from autoprune.errors import ConfigError
-from autoprune.urls import has_password, shown
+from autoprune.services.urls import has_password, shown
 
 __all__ = ["check_url", "check_connects", "database_failure", "server_lock", "PASSWORD_HINT"]
 
