@@ -509,22 +509,22 @@ def job_stamp(ctx: Context, job: Tuple[str, int, str]) -> Dict[str, Any]:
 
 
 def kept_result(ctx: Context, job: Tuple[str, int, str]) -> Optional[Dict[str, Any]]:
-    """A finished job's kept result, when it was made by this commit and these settings; else None.
-
-    A search job that did not finish leaves a half-run study: it is removed (the benchmark wrote it) so the
-    search runs again whole and its wall time stays a whole search's.
-    """
-    path = job_file(ctx, job)
+    """A finished job's kept result, when it was made by this commit and these settings; else None."""
     try:
-        kept = json.loads(path.read_text())
+        kept = json.loads(job_file(ctx, job).read_text())
     except (OSError, ValueError):
-        kept = {}
+        return None
     if kept.get("stamp") == job_stamp(ctx, job) and "result" in kept and not kept["result"].get("error"):
         return kept["result"]
+    return None
+
+
+def drop_half_run(ctx: Context, job: Tuple[str, int, str]) -> None:
+    """Remove the study a search job left when it did not finish (the benchmark wrote it), so that the search runs
+    again whole and its wall time stays a whole search's."""
     task, seed, contender = job
     if contender in ("autoprune", "random"):
         shutil.rmtree(runs_dir(ctx) / study_name(task, contender, seed), ignore_errors=True)
-    return None
 
 
 def keep_result(ctx: Context, job: Tuple[str, int, str], result: Dict[str, Any]) -> None:
@@ -549,6 +549,8 @@ def run_jobs(ctx: Context, jobs: List[Tuple[str, int, str]], workers: int) -> Di
                 out[job] = {**kept, "resumed": True}
                 log(f"{NAME}: {job} kept from an earlier run of this commit")
         jobs = [job for job in jobs if job not in out]
+        for job in jobs:
+            drop_half_run(ctx, job)
     if workers <= 1:
         for job in jobs:
             out[job] = _guarded(ctx, job)
@@ -848,7 +850,9 @@ def run(ctx: Context) -> None:
     resumed = sorted("-".join(map(str, k)) for k, v in res.items() if v.get("resumed"))
     if resumed:
         notes.append(f"Resumed (AUTOPRUNE_SQ_RESUME=1): {len(resumed)} jobs were kept from an earlier, stopped run of the same commit and "
-                     f"settings ({', '.join(resumed)}); their wall times are their own runs', on a machine that may have been busier or quieter.")
+                     f"settings ({', '.join(resumed)}); their wall times are their own runs', on a machine that may have been busier or quieter, and "
+                     f"the time in all above is this run's only: the kept jobs had taken {sum(res[k].get('wall_s') or 0 for k in res if res[k].get('resumed')):.0f} s "
+                     "more (summed over jobs).")
     if os.environ.get("AUTOPRUNE_SQ_TASKS"):
         notes.append(f"Tasks limited by AUTOPRUNE_SQ_TASKS={os.environ['AUTOPRUNE_SQ_TASKS']}.")
     write_result(ctx, NAME, header("search_quality: autoprune search vs small dense, uniform pruning, the peers' pruning code and random search", ctx, notes) + body)

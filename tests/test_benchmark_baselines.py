@@ -117,3 +117,27 @@ def test_int8_variant_of_a_baseline_point(tiny_study, runs_dir):
     assert q["trial"] == "dense int8" and q["precision"] == "int8"
     assert 0.2 < q["size_ratio"] < 0.5  # int8 weights: about a quarter of float32, plus scales
     assert 0.0 <= q["val_accuracy"] <= 1.0 and 0.0 <= q["test_accuracy"] <= 1.0
+
+
+def test_resume_reuses_only_jobs_kept_by_the_same_commit_and_drops_half_run_searches(tmp_path, monkeypatch):
+    from benchmarks._common import Context
+
+    ctx = Context(quick=True, runs_root=tmp_path, results_dir=tmp_path / "results", command="test", machine={"commit at start": "abc"})
+    done, half, stale = ("jv", 0, "scratch"), ("jv", 0, "autoprune"), ("jv", 0, "random")
+    sq.keep_result(ctx, done, {"rows": [{"size_ratio": 0.5}], "wall_s": 7.0})
+    stale_ctx = Context(quick=True, runs_root=tmp_path, results_dir=tmp_path / "results", command="test", machine={"commit at start": "old"})
+    sq.keep_result(stale_ctx, stale, {"rows": [], "wall_s": 3.0})
+    for job in (half, stale):  # studies a stopped run left behind
+        (sq.runs_dir(ctx) / sq.study_name(job[0], job[2], job[1]) / "trials").mkdir(parents=True)
+    ran = []
+    monkeypatch.setattr(sq, "_guarded", lambda c, job: ran.append(job) or {"rows": [], "wall_s": 1.0})
+    monkeypatch.setenv("AUTOPRUNE_SQ_RESUME", "1")
+    out = sq.run_jobs(ctx, [done, half, stale], workers=1)
+    assert ran == [half, stale]  # the stale job was kept by another commit: it runs again
+    assert out[done] == {"rows": [{"size_ratio": 0.5}], "wall_s": 7.0, "resumed": True}
+    assert not (sq.runs_dir(ctx) / sq.study_name("jv", "autoprune")).exists()
+    assert not (sq.runs_dir(ctx) / sq.study_name("jv", "random")).exists()
+    monkeypatch.delenv("AUTOPRUNE_SQ_RESUME")
+    ran.clear()
+    sq.run_jobs(ctx, [done], workers=1)
+    assert ran == [done]  # without AUTOPRUNE_SQ_RESUME nothing is reused
