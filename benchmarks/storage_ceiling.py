@@ -1,7 +1,7 @@
 """storage_ceiling: where the study storage and the tracking server stop keeping up, by simulation.
 
 N client processes run autoprune's real ask -> record -> tell path against one study: ``claim``
-(the count of counted + running trials, then ``study.ask()`` with the search's NSGA-II sampler),
+(the count of counted + running trials, then ``study.ask()`` with the shipped study's own sampler),
 ``start_trial`` (the policy from the real search space, its attributes), a trial body that only
 sleeps (so that training CPU is not the limit), then ``run_and_tell`` with ``record_result`` (the
 result, state and budget constraints a real trial records). Each client is a machine of its own
@@ -302,7 +302,7 @@ def run(ctx: Context) -> None:
     rd = ctx.runs(NAME)
     clients = CLIENTS_QUICK if ctx.quick else CLIENTS_FULL
     duration = 15.0 if ctx.quick else 45.0
-    config = load_study_config("japanese_vowels_lstm", {"search.sampler": "nsga2"})
+    config = load_study_config("japanese_vowels_lstm")  # its shipped sampler: what a user's search asks with
     arch = ArchSpec.from_config(config.model, 12, 9)
     load = os.getloadavg()
     with postgres(max_connections=max(clients) * 2 + 40) as pg:
@@ -313,7 +313,7 @@ def run(ctx: Context) -> None:
         ctx,
         [
             f"N forked client processes for {duration:.0f} s each, every one a machine of its own (own ask lock): claim + policy (`ask`), "
-            f"a {SLEEP_S:g} s sleep as the trial body, record + tell (`tell`), with the JapaneseVowels study's real search space and NSGA-II sampler, "
+            f"a {SLEEP_S:g} s sleep as the trial body, record + tell (`tell`), with the JapaneseVowels study's real search space and its shipped sampler ({config.search.sampler}), "
             "on a fresh study per row. PostgreSQL 15 started by the benchmark on 127.0.0.1 (fsync off, max_connections raised above N), "
             "the gRPC proxy (`optuna.storages.run_grpc_proxy_server`) in front of it in one process. `CPU %`: how busy the machine's "
             f"{os.cpu_count()} cores were (clients, servers and proxy all run here: near 100 % the machine is the limit, not the storage). "
