@@ -20,9 +20,11 @@ R trials per second serves about R x T workers: the capacity table in README "Sc
 from __future__ import annotations
 
 import contextlib
+import gc
 import multiprocessing as mp
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -207,12 +209,42 @@ def _cpu_busy() -> tuple:
     return sum(fields), fields[3] + fields[4]  # total, idle + iowait
 
 
+#: a row stops when the machine's available memory falls below this (128 forked clients copy their parent's pages
+#: as they touch them: with the TPE sampler SQLite's 128 clients filled 23 GiB and the machine thrashed)
+MIN_AVAILABLE_GB = 1.5
+#: and when its clients are still in an ask or tell this long after the deadline (a storage that has stopped keeping up)
+LATE_S = 120.0
+
+
+def _available_gb() -> float:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 2**20
+    return float("inf")
+
+
 def _run_clients(fn, args: List[tuple], duration: float) -> Dict[str, Any]:
     ctx = mp.get_context("fork")  # from a parent that imported everything: clients start in milliseconds, pages shared
+    gc.collect()
+    gc.freeze()  # the clients' garbage collector then leaves the parent's objects (and their pages) alone
     c0 = _cpu_busy()
     t0 = time.time()
-    with ctx.Pool(len(args)) as pool:
-        results = pool.map(fn, args, chunksize=1)
+    stopped = None
+    try:
+        with ctx.Pool(len(args)) as pool:
+            pending = pool.map_async(fn, args, chunksize=1)
+            while not pending.ready():
+                pending.wait(0.5)
+                if _available_gb() < MIN_AVAILABLE_GB:
+                    stopped = f"{_available_gb():.1f} GiB of memory left on this machine"
+                elif time.time() - t0 > duration + LATE_S:
+                    stopped = f"clients still busy {LATE_S:.0f} s after the deadline"
+                if stopped:
+                    pool.terminate()
+                    break
+            results = [] if stopped else pending.get()
+    finally:
+        gc.unfreeze()
     elapsed = time.time() - t0
     c1 = _cpu_busy()
     asks = sorted(x for r in results for x in r["ask"])
@@ -221,10 +253,13 @@ def _run_clients(fn, args: List[tuple], duration: float) -> Dict[str, Any]:
     def pct(xs: List[float], q: float) -> Optional[float]:
         return xs[min(len(xs) - 1, int(q * len(xs)))] * 1000 if xs else None
 
+    error = next((r["error"] for r in results if r["error"]), "")
+    if stopped:
+        error = f"stopped after {elapsed:.0f} s: {stopped} ({len(args)} clients)"
     return {
-        "per_s": len(tells) / duration,
+        "per_s": None if stopped else len(tells) / duration,
         "ask_p50": pct(asks, 0.5), "ask_p99": pct(asks, 0.99), "tell_p50": pct(tells, 0.5), "tell_p99": pct(tells, 0.99),
-        "errors": sum(r["errors"] for r in results), "error": next((r["error"] for r in results if r["error"]), ""),
+        "errors": sum(r["errors"] for r in results), "error": error,
         "cpu": 100.0 * (1 - (c1[1] - c0[1]) / max(1, c1[0] - c0[0])), "elapsed": elapsed,
     }
 
@@ -259,7 +294,7 @@ def _storage_rows(ctx: Context, config: Any, arch: Any, rd: Path, clients: tuple
                 log(f"{NAME}: {kind}, {n} clients, {duration:.0f} s")
                 deadline = time.time() + duration
                 r = _run_clients(_storage_client, [(cfg, arch, url, str(rd / f"{name}.ask{i}.lock"), deadline, i) for i in range(n)], duration)
-            log(f"  {r['per_s']:.1f} trials/s, ask p50 {r['ask_p50']} ms, tell p50 {r['tell_p50']} ms, errors {r['errors']} {r['error']}")
+            log(f"  {r['per_s'] or 0:.1f} trials/s, ask p50 {r['ask_p50']} ms, tell p50 {r['tell_p50']} ms, errors {r['errors']} {r['error']}")
             rows.append([kind, n, r["per_s"], r["ask_p50"], r["ask_p99"], r["tell_p50"], r["tell_p99"], r["errors"], r["cpu"], r["error"][:120] or "—"])
     return rows
 
@@ -278,7 +313,7 @@ def _mlflow_rows(config: Any, arch: Any, rd: Path, clients: tuple, duration: flo
                 log(f"{NAME}: MLflow server --workers {workers}, {n} clients, {duration:.0f} s")
                 deadline = time.time() + duration
                 r = _run_clients(_mlflow_client, [(uri, config.study, str(rd), policy, arch, deadline, parent.parent_run_id) for _ in range(n)], duration)
-                log(f"  {r['per_s']:.1f} runs/s, p50 {r['tell_p50']} ms, errors {r['errors']} {r['error']}")
+                log(f"  {r['per_s'] or 0:.1f} runs/s, p50 {r['tell_p50']} ms, errors {r['errors']} {r['error']}")
                 server = f"MLflow server, {workers} worker(s), PostgreSQL store"
                 rows.append([server, n, r["per_s"], r["tell_p50"], r["tell_p99"], r["errors"], r["cpu"], r["error"][:120] or "—"])
             parent.finish_parent()
@@ -305,6 +340,8 @@ def run(ctx: Context) -> None:
     config = load_study_config("japanese_vowels_lstm")  # its shipped sampler: what a user's search asks with
     arch = ArchSpec.from_config(config.model, 12, 9)
     load = os.getloadavg()
+    # SIGTERM (a stopped run) unwinds like Ctrl-C, so that the PostgreSQL, proxy and MLflow servers it started are stopped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with postgres(max_connections=max(clients) * 2 + 40) as pg:
         storage_rows = _storage_rows(ctx, config, arch, rd, clients, duration, pg)
         mlflow_rows = _mlflow_rows(config, arch, rd, clients, duration, pg)
