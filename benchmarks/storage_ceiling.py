@@ -231,7 +231,9 @@ def _run_clients(fn, args: List[tuple], duration: float) -> Dict[str, Any]:
     t0 = time.time()
     stopped = None
     try:
-        with ctx.Pool(len(args)) as pool:
+        # the clients die at once on the SIGTERM of Pool.terminate (the parent's own handler unwinds; in a client it
+        # could wait forever on a lock another thread held when the client was forked)
+        with ctx.Pool(len(args), initializer=signal.signal, initargs=(signal.SIGTERM, signal.SIG_DFL)) as pool:
             pending = pool.map_async(fn, args, chunksize=1)
             while not pending.ready():
                 pending.wait(0.5)
