@@ -8,7 +8,7 @@ subprocess each, random sampler, distinct study names, the same cached dense mod
 * ``--backend local --workers 2``                     the same concurrency without Ray
 
 Workloads (every trial does the same work: unstructured magnitude pruning, fixed epochs, no
-early stop, no warm start, so that trial length does not depend on the sampled policy):
+early stop, no warm start, no multi-fidelity promotions, so that trial length does not depend on the sampled policy):
 
 * ``short``: the JapaneseVowels study (bi-LSTM 128x2), 8 fine-tune epochs: about 3 s per trial;
 * ``long``: the MNIST-1D study (bi-GRU 64x2, attention), 6 fine-tune epochs then rewinding
@@ -297,7 +297,7 @@ def run(ctx: Context) -> None:
             + ("" if ctx.quick or _one_round() else ", then reversed")
             + ". Workloads: "
             + "; ".join(f"`{w.name}`: {w.study}, {_describe(w, ctx.quick)}, {w.quick_trials if ctx.quick else w.trials} trials" for w in workloads)
-            + ". Every trial does the same work (unstructured magnitude pruning, fixed epochs, no early stop, no warm start). "
+            + ". Every trial does the same work (unstructured magnitude pruning, fixed epochs, no early stop, no warm start, no multi-fidelity promotions). "
             "`search (s)`: the `duration_s` the search reports (from the study lock to the end; Ray's includes starting and stopping its local instance). "
             "`trial (s)`: median trial duration as `run_trial` measures it (its own work). `overhead (s)`: search seconds x concurrency / trials - trial, "
             "everything a trial costs beyond its own work, start-up included. `processes`: how many processes ran trials (start-up is paid once per process). "
