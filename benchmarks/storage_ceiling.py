@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from benchmarks._common import Context, header, load_study_config, log, table, write_result
 
@@ -107,7 +107,7 @@ def grpc_proxy(db_url: str) -> Iterator[str]:
         yield f"grpc://127.0.0.1:{port}"
     finally:
         proc.terminate()
-        proc.wait(30)
+        _reap(proc, 30)
 
 
 @contextlib.contextmanager
@@ -122,8 +122,20 @@ def mlflow_server(backend_uri: str, workers: int, artifacts: Path) -> Iterator[s
         time.sleep(2)  # the port opens before every worker is ready
         yield f"http://127.0.0.1:{port}"
     finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(60)
+        os.killpg(proc.pid, signal.SIGTERM)
+        _reap(proc, 60)
+
+
+def _reap(proc: subprocess.Popen, timeout: float) -> None:
+    """Wait for a server the benchmark started to stop; one that does not within ``timeout`` (an MLflow server
+    swamped by 128 clients did not) is killed with its process group."""
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        log(f"{NAME}: a server it started (pid {proc.pid}) did not stop within {timeout:.0f} s: killed")
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 # --------------------------------------------------------------------------- clients
@@ -301,7 +313,8 @@ def _storage_rows(ctx: Context, config: Any, arch: Any, rd: Path, clients: tuple
     return rows
 
 
-def _mlflow_rows(config: Any, arch: Any, rd: Path, clients: tuple, duration: float, pg: str) -> List[List[Any]]:
+def _mlflow_rows(config: Any, arch: Any, rd: Path, clients: tuple, duration: float, pg: str, on_row: Callable[[List[List[Any]]], None]) -> List[List[Any]]:
+    """The tracking server rows; ``on_row`` gets the rows so far after each one (the results file is rewritten as they come)."""
     from autoprune.tracking.tracker import Tracker
 
     policy = None
@@ -318,7 +331,11 @@ def _mlflow_rows(config: Any, arch: Any, rd: Path, clients: tuple, duration: flo
                 log(f"  {r['per_s'] or 0:.1f} runs/s, p50 {r['tell_p50']} ms, errors {r['errors']} {r['error']}")
                 server = f"MLflow server, {workers} worker(s), PostgreSQL store"
                 rows.append([server, n, r["per_s"], r["tell_p50"], r["tell_p99"], r["errors"], r["cpu"], r["error"][:120] or "—"])
-            parent.finish_parent()
+                on_row(rows)
+            try:
+                parent.finish_parent()
+            except Exception as err:  # a server swamped by the last row: its rows are measured already
+                log(f"{NAME}: ending the parent run failed: {type(err).__name__}: {str(err)[:200]}")
     return rows
 
 
@@ -344,16 +361,28 @@ def run(ctx: Context) -> None:
     load = os.getloadavg()
     # SIGTERM (a stopped run) unwinds like Ctrl-C, so that the PostgreSQL, proxy and MLflow servers it started are stopped
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    mlflow_rows: List[List[Any]] = []
+    failed = ""
     with postgres(max_connections=max(clients) * 2 + 40) as pg:
         storage_rows = _storage_rows(ctx, config, arch, rd, clients, duration, pg)
-        mlflow_rows = _mlflow_rows(config, arch, rd, clients, duration, pg)
+        try:
+            mlflow_rows = _mlflow_rows(config, arch, rd, clients, duration, pg, on_row=lambda rows: _write(ctx, config, duration, load, storage_rows, rows))
+        except Exception as err:  # the storage rows are measured: write them, say where the tracking part stopped
+            failed = f"{type(err).__name__}: {str(err)[:300]}"
+            log(f"{NAME}: the tracking server part failed: {failed}")
+    _write(ctx, config, duration, load, storage_rows, mlflow_rows, failed)
+    if failed:
+        raise RuntimeError(f"storage_ceiling: the tracking server part failed after {len(mlflow_rows)} rows ({failed[:120]}); the results file holds what was measured")
+
+
+def _write(ctx: Context, config: Any, duration: float, load: tuple, storage_rows: List[List[Any]], mlflow_rows: List[List[Any]], failed: str = "") -> None:
     lines = header(
         "storage_ceiling: the study storage and the tracking server under N clients",
         ctx,
         [
             f"N forked client processes for {duration:.0f} s each, every one a machine of its own (own ask lock): claim + policy (`ask`), "
             f"a {SLEEP_S:g} s sleep as the trial body, record + tell (`tell`), with the JapaneseVowels study's real search space and its shipped sampler ({config.search.sampler}), "
-            "on a fresh study per row. PostgreSQL 15 started by the benchmark on 127.0.0.1 (fsync off, max_connections raised above N), "
+            "on a fresh study per row. PostgreSQL 15 started by the benchmark on 127.0.0.1 (fsync off, max_connections = 2 x the largest N + 40), "
             "the gRPC proxy (`optuna.storages.run_grpc_proxy_server`) in front of it in one process. `CPU %`: how busy the machine's "
             f"{os.cpu_count()} cores were (clients, servers and proxy all run here: near 100 % the machine is the limit, not the storage). "
             f"Load average at the start {load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f}. One worker running trials of T seconds needs 1/T trials per second: "
@@ -370,4 +399,6 @@ def run(ctx: Context) -> None:
         "",
     ]
     lines += table(["server", "clients", "runs / s", "log p50 (ms)", "log p99 (ms)", "errors", "CPU %", "last error"], mlflow_rows)
+    if failed:
+        lines += ["", f"**The tracking server part stopped after the rows above:** {failed}"]
     write_result(ctx, NAME, lines)
