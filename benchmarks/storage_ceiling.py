@@ -308,7 +308,8 @@ def _storage_rows(ctx: Context, config: Any, arch: Any, rd: Path, clients: tuple
                 log(f"{NAME}: {kind}, {n} clients, {duration:.0f} s")
                 deadline = time.time() + duration
                 r = _run_clients(_storage_client, [(cfg, arch, url, str(rd / f"{name}.ask{i}.lock"), deadline, i) for i in range(n)], duration)
-            log(f"  {r['per_s'] or 0:.1f} trials/s, ask p50 {r['ask_p50']} ms, tell p50 {r['tell_p50']} ms, errors {r['errors']} {r['error']}")
+            log(f"  {r['per_s'] or 0:.1f} trials/s, ask p50/p99 {r['ask_p50']}/{r['ask_p99']} ms, tell p50/p99 {r['tell_p50']}/{r['tell_p99']} ms, "
+                f"CPU {r['cpu']:.0f} %, errors {r['errors']} {r['error']}")
             rows.append([kind, n, r["per_s"], r["ask_p50"], r["ask_p99"], r["tell_p50"], r["tell_p99"], r["errors"], r["cpu"], r["error"][:120] or "—"])
     return rows
 
@@ -328,7 +329,7 @@ def _mlflow_rows(config: Any, arch: Any, rd: Path, clients: tuple, duration: flo
                 log(f"{NAME}: MLflow server --workers {workers}, {n} clients, {duration:.0f} s")
                 deadline = time.time() + duration
                 r = _run_clients(_mlflow_client, [(uri, config.study, str(rd), policy, arch, deadline, parent.parent_run_id) for _ in range(n)], duration)
-                log(f"  {r['per_s'] or 0:.1f} runs/s, p50 {r['tell_p50']} ms, errors {r['errors']} {r['error']}")
+                log(f"  {r['per_s'] or 0:.1f} runs/s, p50/p99 {r['tell_p50']}/{r['tell_p99']} ms, CPU {r['cpu']:.0f} %, errors {r['errors']} {r['error']}")
                 server = f"MLflow server, {workers} worker(s), PostgreSQL store"
                 rows.append([server, n, r["per_s"], r["tell_p50"], r["tell_p99"], r["errors"], r["cpu"], r["error"][:120] or "—"])
                 on_row(rows)
