@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make demo   # quickstart: dense model, search, Pareto front, export (about 3 minutes)"
-	@echo "make test   # the test suite (about 8 minutes on 2 cores)"
+	@echo "make test   # the test suite (about 25 minutes on 2 quiet cores)"
 	@echo "make bench  # benchmarks against baselines (see benchmarks/README.md)"
 
 $(STAMP): pyproject.toml constraints.txt
