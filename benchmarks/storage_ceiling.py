@@ -361,16 +361,20 @@ def run(ctx: Context) -> None:
     arch = ArchSpec.from_config(config.model, 12, 9)
     load = os.getloadavg()
     # SIGTERM (a stopped run) unwinds like Ctrl-C, so that the PostgreSQL, proxy and MLflow servers it started are stopped
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # (only while this benchmark runs: the benchmarks after it in the same process keep the handler they had)
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     mlflow_rows: List[List[Any]] = []
     failed = ""
-    with postgres(max_connections=max(clients) * 2 + 40) as pg:
-        storage_rows = _storage_rows(ctx, config, arch, rd, clients, duration, pg)
-        try:
-            mlflow_rows = _mlflow_rows(config, arch, rd, clients, duration, pg, on_row=lambda rows: _write(ctx, config, duration, load, storage_rows, rows))
-        except Exception as err:  # the storage rows are measured: write them, say where the tracking part stopped
-            failed = f"{type(err).__name__}: {str(err)[:300]}"
-            log(f"{NAME}: the tracking server part failed: {failed}")
+    try:
+        with postgres(max_connections=max(clients) * 2 + 40) as pg:
+            storage_rows = _storage_rows(ctx, config, arch, rd, clients, duration, pg)
+            try:
+                mlflow_rows = _mlflow_rows(config, arch, rd, clients, duration, pg, on_row=lambda rows: _write(ctx, config, duration, load, storage_rows, rows))
+            except Exception as err:  # the storage rows are measured: write them, say where the tracking part stopped
+                failed = f"{type(err).__name__}: {str(err)[:300]}"
+                log(f"{NAME}: the tracking server part failed: {failed}")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     _write(ctx, config, duration, load, storage_rows, mlflow_rows, failed)
     if failed:
         raise RuntimeError(f"storage_ceiling: the tracking server part failed after {len(mlflow_rows)} rows ({failed[:120]}); the results file holds what was measured")
