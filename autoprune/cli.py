@@ -10,7 +10,7 @@ import functools
 import json
 import logging
 import sys
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Dict, Optional
 
 import click
 
@@ -30,6 +30,12 @@ class _Ctx:
         self.runs_dir = runs_dir
         self.debug = debug
         self.quiet = quiet
+
+
+def _given(options: Dict[str, Any]) -> Dict[str, Any]:
+    """The config overrides of the options a user gave: an option left unset keeps the file's value (a ``None``
+    override would set the key to null)."""
+    return {key: value for key, value in options.items() if value is not None}
 
 
 def _handle_errors(fn: Callable) -> Callable:
@@ -144,7 +150,7 @@ def train(obj: _Ctx, config: str, study: Optional[str], force: bool, as_json: bo
     from autoprune.config import load_config
     from autoprune.reference.dense import ensure_dense
 
-    cfg = load_config(config, overrides={"study": study})
+    cfg = load_config(config, overrides=_given({"study": study}))
     result = ensure_dense(cfg, obj.runs_dir, progress=not (obj.quiet or as_json), force=force)
     out = {"study": cfg.study, **result.to_json()}
     if as_json:
@@ -175,7 +181,7 @@ def prune(obj: _Ctx, config: str, policy_path: str, study: Optional[str], as_jso
     from autoprune.trial.result import TrialOptions
     from autoprune.trial.run import run_trial
 
-    cfg = load_config(config, overrides={"study": study})
+    cfg = load_config(config, overrides=_given({"study": study}))
     policy = load_policy(policy_path)
     out_dir = study_paths(obj.runs_dir, cfg.study).prune(policy.key())
     result = run_trial(cfg, policy, TrialOptions(runs_dir=obj.runs_dir, trial_dir=str(out_dir), progress=not (obj.quiet or as_json)))
@@ -264,7 +270,7 @@ def search(obj: _Ctx, config: str, study: Optional[str], trials: Optional[int], 
 
     cfg = load_config(
         config,
-        overrides={
+        overrides=_given({
             "study": study,
             "search.trials": trials,
             "search.timeout": timeout,
@@ -277,7 +283,7 @@ def search(obj: _Ctx, config: str, study: Optional[str], trials: Optional[int], 
             "search.constraints.max_latency_ms": max_latency_ms,
             "search.constraints.max_size_bytes": max_size_bytes,
             "search.sampler": sampler,
-        },
+        }),
     )
     from autoprune.progress import SearchProgress
 

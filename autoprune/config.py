@@ -511,7 +511,9 @@ def config_from_dict(data: Any, source: str = "<config>", overrides: Optional[di
     Args:
         data: the parsed YAML document.
         source: name shown in error messages (usually the file path).
-        overrides: dotted keys replacing values, e.g. ``{"study": "x", "train.epochs": 2}``.
+        overrides: dotted keys replacing values, e.g. ``{"study": "x", "train.epochs": 2}``. A ``None``
+            value sets the key to null (``{"search.early_stop.after_epochs": None}`` turns early stopping
+            off); leave a key out to keep the file's value.
 
     Raises:
         ConfigError: one line naming the source, key path, bad value and what is allowed.
@@ -520,8 +522,7 @@ def config_from_dict(data: Any, source: str = "<config>", overrides: Optional[di
         raise ConfigError(f"{source}: the top level must be a mapping of keys (study, task, model, ...), got {type(data).__name__}")
     data = json.loads(json.dumps(data, default=str))  # deep copy, plain types
     for key, value in (overrides or {}).items():
-        if value is not None:
-            _set_dotted(data, key, value)
+        _set_dotted(data, key, value)
     try:
         return StudyConfig.model_validate({**data, "source": source})
     except ValidationError as err:

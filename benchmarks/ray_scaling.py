@@ -59,7 +59,7 @@ SAME_WORK = {
     "search.granularities": ["unstructured"],
     "search.methods": ["magnitude"],
     "search.quantize": ["none"],
-    "search.early_stop.max_drop": 1.0,  # no trial is stopped early (None as an override means "not given")
+    "search.early_stop.max_drop": 1.0,  # no trial is stopped early (no accuracy is below dense - 1.0)
     "search.warm_start": False,
     # no promotions: with multi-fidelity on, most trials fine-tune only and the promoted ones retrain, and a promotion
     # waits for the trials that may earn it (the shipped studies have it on)

@@ -142,13 +142,20 @@ def test_missing_file_and_non_mapping(tmp_path):
         load_config(path)
 
 
-def test_overrides_replace_dotted_keys_and_skip_none(tmp_path, tiny):
+def test_overrides_replace_dotted_keys_and_none_sets_null(tmp_path, tiny):
     path = _write(tmp_path, tiny())
-    cfg = load_config(path, overrides={"study": "other", "train.epochs": 7, "model.hidden_sizes": [8, 4], "seed": None})
+    cfg = load_config(path, overrides={"study": "other", "train.epochs": 7, "model.hidden_sizes": [8, 4]})
     assert cfg.study == "other"
     assert cfg.train.epochs == 7
     assert cfg.model.hidden_sizes == [8, 4]
-    assert cfg.seed == tiny()["seed"]  # None leaves the file's value
+    assert cfg.seed == tiny()["seed"]  # a key left out keeps the file's value
+    assert cfg.search.early_stop.after_epochs is not None
+    # an explicit None sets the key to null: it turns an optional setting off (here: early stopping)
+    off = load_config(path, overrides={"search.early_stop.after_epochs": None})
+    assert off.search.early_stop.after_epochs is None
+    # and where null is not allowed, the error names the key
+    with pytest.raises(ConfigError, match=r"seed"):
+        load_config(path, overrides={"seed": None})
     cfg2 = load_config(path, overrides={"train.grad_clip.algorithm": "value"})
     assert cfg2.train.grad_clip.algorithm == "value" and cfg2.train.grad_clip.value == 1.0
     with pytest.raises(ConfigError, match=r"train\.epochs: .*greater than or equal to 1 \(got 0\)"):
