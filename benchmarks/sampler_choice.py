@@ -9,8 +9,15 @@ of the point picked by validation at ≤ 10 / 5 / 2 / 1 % of dense size, wall ti
 accuracy per hour of search, and a plot of the hypervolume against wall time of every search,
 from one run.
 
+A third kind of variant keeps the sampler and multi-fidelity and changes how much of the budget goes
+to promotions (``search.fidelity.share``, ``share_<percent>``): the promoted, retrained trials are the ones
+picked at small sizes, and a promotion starts from saved pruned weights, so it may be worth more of
+them.
+
 ``AUTOPRUNE_SC_TASKS`` (comma list) and ``AUTOPRUNE_SC_SEEDS`` choose the tasks and seeds
-(default: both tasks, seeds 0 1 2; quick: JapaneseVowels, seed 0, 12 trials).
+(default: both tasks, seeds 0 1 2; quick: JapaneseVowels, seed 0, 12 trials);
+``AUTOPRUNE_SC_VARIANTS`` (comma list of the names in the results table, e.g. ``tpe,share_40``) a
+subset of the searches.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ from benchmarks._common import Context, header, log, pyplot, save_png, table, wr
 NAME = "sampler_choice"
 SAMPLERS = ["nsga2", "tpe", "gp"]
 NO_FIDELITY = "no_fidelity"
+#: promotions' share of the trials measured beside the study's own (``search.fidelity.share``)
+SHARES = [0.4]
 
 
 def tasks_for(ctx: Context) -> List[str]:
@@ -40,14 +49,22 @@ def seeds_for(ctx: Context) -> List[int]:
 
 
 def variants(task: str, quick: bool = False) -> List[Tuple[str, Dict[str, Any]]]:
-    """(name, job) of every search of a task: each sampler, and the default sampler without multi-fidelity
-    (quick: TPE and GP over 6 trials, a smoke run of the code)."""
+    """(name, job) of every search of a task: each sampler, the default sampler without multi-fidelity, and with
+    other shares of promotions (quick: TPE and GP over 6 trials, a smoke run of the code); ``AUTOPRUNE_SC_VARIANTS``
+    keeps the named ones."""
     if quick:
-        return [(s, {"sampler": s, "extra": {"search.trials": 6}}) for s in ("tpe", "gp")]
-    out = [(s, {"sampler": s}) for s in SAMPLERS]
-    if sq.base_config(task).search.fidelity.enabled:
-        out.append((NO_FIDELITY, {"sampler": None, "extra": {"search.fidelity.enabled": False}}))
-    return out
+        out = [(s, {"sampler": s, "extra": {"search.trials": 6}}) for s in ("tpe", "gp")]
+    else:
+        out = [(s, {"sampler": s}) for s in SAMPLERS]
+        fidelity = sq.base_config(task).search.fidelity
+        if fidelity.enabled:
+            out.append((NO_FIDELITY, {"sampler": None, "extra": {"search.fidelity.enabled": False}}))
+            out += [(f"share_{round(x * 100)}", {"sampler": None, "extra": {"search.fidelity.share": x}}) for x in SHARES if x != fidelity.share]
+    only = [v for v in os.environ.get("AUTOPRUNE_SC_VARIANTS", "").split(",") if v]
+    unknown = sorted(set(only) - {name for name, _ in out})
+    if unknown:
+        raise ValueError(f"AUTOPRUNE_SC_VARIANTS: unknown variant(s) {unknown} for {task}; known: {', '.join(name for name, _ in out)}")
+    return [(name, job) for name, job in out if not only or name in only]
 
 
 def run_variant(ctx: Context, task: str, seed: int, name: str, job: Dict[str, Any]) -> Dict[str, Any]:
@@ -109,14 +126,17 @@ def report(ctx: Context, task: str, seeds: List[int], res: Dict[Tuple[str, int, 
         wall = [r["wall_s"] for r in runs]
         per_hour = [statistics.fmean(sq.target_mean(p) for p in picks) / (statistics.fmean(wall) / 3600)] if any(wall) else [0.0]
         label = {NO_FIDELITY: f"{default}, multi-fidelity off"}.get(name, name + (" (the shipped default)" if name == default else ""))
+        if name.startswith("share_"):
+            label = f"{default}, {name.split('_', 1)[1]} % of the trials promotions"
         rows.append([label, sq.pm(hv_val, n), sq.pm(hv_test, n)] + [sq.pm(p, n) for p in picks] + [statistics.fmean(wall), per_hour[0]])
         summary[name] = {"hv_val": hv_val, "hv_test": hv_test, "picks": picks, "wall_s": wall}
     trials = res[(task, seeds[0], names[0])].get("counted") or sq.trials_for(ctx, task)
     lines = [f"## {sq.TASKS[task]['label']}", "", f"{trials} trials per search, seeds {seeds}; mean ± standard deviation over the seeds.", ""]
     lines += table(["search", "hypervolume (val)", "hypervolume (test)"] + [f"test acc @ ≤ {lv:.0%}" for lv in sq.LEVELS]
                    + ["wall (s per search)", "mean picked test acc per hour"], rows)
-    best = max((n_ for n_ in names if n_ != NO_FIDELITY), key=lambda k: statistics.fmean(summary[k]["hv_val"]))
-    lines += ["", f"Highest mean validation hypervolume: `{best}`. The picked accuracy per hour is the mean over the levels of the "
+    samplers = [n_ for n_ in names if n_ in SAMPLERS] or names
+    best = max(samplers, key=lambda k: statistics.fmean(summary[k]["hv_val"]))
+    lines += ["", f"Highest mean validation hypervolume among the samplers: `{best}`. The picked accuracy per hour is the mean over the levels of the "
               "test accuracy picked there (a level without a point counts 0) divided by the mean search time in hours.", ""]
     png = f"{NAME}_{task}.png"
     _plot(task, seeds, names, res, ctx.results_dir / png)
@@ -168,7 +188,7 @@ def run(ctx: Context) -> None:
     (sq.runs_dir(ctx) / f"{NAME}.json").write_text(json.dumps({"summary": summary, "results": {"|".join(map(str, k)): v for k, v in res.items()}}, indent=1, default=str))
     notes = [
         f"Each search is `search_quality`'s autoprune search (the shipped study, size-first space, warm start, "
-        f"multi-fidelity where the study has it) with only the sampler changed; jobs ran in {workers} process(es), one torch "
+        f"multi-fidelity where the study has it) with only the sampler (or the share of promotions) changed; jobs ran in {workers} process(es), one torch "
         f"thread each, {time.time() - t0:.0f} s in all. The samplers see the warm-start trials as trials of their own space (the same parameter names).",
     ]
     if REUSED:

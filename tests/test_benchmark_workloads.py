@@ -19,3 +19,25 @@ def test_every_trial_of_a_workload_does_the_same_work(workload, quick):
     assert s.granularities == ["unstructured"] and s.methods == ["magnitude"] and s.quantize == ["none"]
     assert s.finetune.epochs[0] == s.finetune.epochs[1]  # fixed epochs
     assert len(s.recovery) == 1
+
+
+def test_sampler_choice_variants_load_and_can_be_chosen(monkeypatch):
+    """Every sampler_choice search of a full run is a valid config; AUTOPRUNE_SC_VARIANTS keeps the named ones."""
+    from benchmarks import sampler_choice as sc
+    from benchmarks import search_quality as sq
+
+    monkeypatch.delenv("AUTOPRUNE_SC_VARIANTS", raising=False)
+    names = [name for name, _ in sc.variants("mnist1d")]
+    shipped = sq.base_config("mnist1d").search.fidelity.share
+    assert names[: len(sc.SAMPLERS)] == sc.SAMPLERS and sc.NO_FIDELITY in names
+    shares = [x for x in sc.SHARES if x != shipped]
+    assert [n for n in names if n.startswith("share_")] == [f"share_{round(x * 100)}" for x in shares]
+    for name, job in sc.variants("mnist1d"):
+        config = sq.base_config("mnist1d", **(job.get("extra") or {}), **({"search.sampler": job["sampler"]} if job["sampler"] else {}))
+        if name.startswith("share_"):
+            assert config.search.fidelity.enabled and config.search.fidelity.share == int(name.split("_")[1]) / 100
+    monkeypatch.setenv("AUTOPRUNE_SC_VARIANTS", f"tpe,share_{round(shares[0] * 100)}")
+    assert [name for name, _ in sc.variants("mnist1d")] == ["tpe", f"share_{round(shares[0] * 100)}"]
+    monkeypatch.setenv("AUTOPRUNE_SC_VARIANTS", "tpe,share_99")
+    with pytest.raises(ValueError, match=r"AUTOPRUNE_SC_VARIANTS: unknown variant\(s\) \['share_99'\] for mnist1d; known: nsga2, tpe"):
+        sc.variants("mnist1d")
