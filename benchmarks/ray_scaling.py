@@ -101,16 +101,28 @@ WORKLOADS = [
 _CLK = os.sysconf("SC_CLK_TCK")
 
 
-def _role(pid: int, leader: int) -> str:
+def _cmdline(pid: int) -> Optional[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return None
+
+
+def _role(pid: int, leader: int, leader_cmd: Optional[str] = None) -> Optional[str]:
+    """The role of a process of the search's session, or None while it is a fork of the driver that has not yet
+    exec'd its own program (its command line is still the driver's; asked again at the next scan)."""
     if pid == leader:
         return "driver"
-    try:
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
+    cmd = _cmdline(pid)
+    if cmd is None:
         return "other"
     if "default_worker.py" in cmd or cmd.startswith(("ray::ImplicitFunc", "ray::IDLE", "ray::_")) or "spawn_main" in cmd:
         return "trial processes"
-    if "ray" in cmd or "gcs_server" in cmd or "raylet" in cmd:
+    if leader_cmd is not None and cmd == leader_cmd:
+        return None
+    # Ray's programs live under site-packages/ray/ (gcs_server, raylet, the agents): not any path with "ray" in it
+    # (the runs folder of this very benchmark is .../ray_scaling)
+    if "/ray/" in cmd or cmd.startswith("ray::"):
         return "Ray services"
     return "other"
 
@@ -124,6 +136,7 @@ class SessionCPU(threading.Thread):
         self.leader, self.every = leader, every
         self.seen: Dict[tuple, List[Any]] = {}  # (pid, start tick) -> [role, cpu seconds]
         self._done = threading.Event()
+        self._leader_cmd: Optional[str] = None
 
     def run(self) -> None:
         while not self._done.is_set():
@@ -142,8 +155,11 @@ class SessionCPU(threading.Thread):
                 continue
             key = (int(entry), fields[19])
             cpu = (int(fields[11]) + int(fields[12])) / _CLK
-            if key not in self.seen:
-                self.seen[key] = [_role(int(entry), self.leader), cpu]
+            if key not in self.seen or self.seen[key][0] is None:
+                if self._leader_cmd is None:
+                    self._leader_cmd = _cmdline(self.leader)
+                role = _role(int(entry), self.leader, self._leader_cmd)
+                self.seen[key] = [role, self.seen.get(key, [None, 0.0])[1]]
             self.seen[key][1] = max(self.seen[key][1], cpu)
 
     def stop(self) -> Dict[str, float]:
@@ -151,6 +167,7 @@ class SessionCPU(threading.Thread):
         self.join(5)
         out: Dict[str, float] = {}
         for role, cpu in self.seen.values():
+            role = role or "forks of the driver"  # never exec'd while sampled
             out[role] = out.get(role, 0.0) + cpu
         return out
 

@@ -41,3 +41,21 @@ def test_sampler_choice_variants_load_and_can_be_chosen(monkeypatch):
     monkeypatch.setenv("AUTOPRUNE_SC_VARIANTS", "tpe,share_99")
     with pytest.raises(ValueError, match=r"AUTOPRUNE_SC_VARIANTS: unknown variant\(s\) \['share_99'\] for mnist1d; known: nsga2, tpe"):
         sc.variants("mnist1d")
+
+
+def test_ray_scaling_roles_of_processes(monkeypatch):
+    """CPU seconds are counted by role: a fork that still shows the driver's command line gets its role later, and a
+    path that merely contains "ray" (the benchmark's own runs folder) is not one of Ray's services."""
+    driver = "/v/bin/python /v/bin/autoprune --runs-dir /tmp/b/runs/ray_scaling -q search x.yaml --backend local"
+    cmds = {
+        1: driver,
+        2: driver,  # forked, not yet exec'd
+        3: "/v/bin/python -c from multiprocessing.spawn import spawn_main; spawn_main(tracker_fd=5) --multiprocessing-fork",
+        4: "/v/lib/python3.11/site-packages/ray/core/src/ray/gcs/gcs_server --log_dir=/tmp/ap-ray-1/r",
+        5: "ray::ImplicitFunc.train",
+        6: "/usr/bin/sh -c tail /tmp/b/runs/ray_scaling/log",
+    }
+    monkeypatch.setattr(rs, "_cmdline", lambda pid: cmds.get(pid))
+    roles = {pid: rs._role(pid, 1, driver) for pid in cmds}
+    assert roles == {1: "driver", 2: None, 3: "trial processes", 4: "Ray services", 5: "trial processes", 6: "other"}
+    assert rs._role(7, 1, driver) == "other"  # gone
