@@ -136,7 +136,7 @@ class SessionCPU(threading.Thread):
         self.leader, self.every = leader, every
         self.seen: Dict[tuple, List[Any]] = {}  # (pid, start tick) -> [role, cpu seconds]
         self._done = threading.Event()
-        self._leader_cmd: Optional[str] = None
+        self._leader_cmd = _cmdline(leader)  # Popen returns once the search has exec'd: its own command line
 
     def run(self) -> None:
         while not self._done.is_set():
@@ -155,12 +155,10 @@ class SessionCPU(threading.Thread):
                 continue
             key = (int(entry), fields[19])
             cpu = (int(fields[11]) + int(fields[12])) / _CLK
-            if key not in self.seen or self.seen[key][0] is None:
-                if self._leader_cmd is None:
-                    self._leader_cmd = _cmdline(self.leader)
-                role = _role(int(entry), self.leader, self._leader_cmd)
-                self.seen[key] = [role, self.seen.get(key, [None, 0.0])[1]]
-            self.seen[key][1] = max(self.seen[key][1], cpu)
+            row = self.seen.setdefault(key, [None, 0.0])
+            if row[0] is None:  # new, or a fork of the driver not yet exec'd when last seen
+                row[0] = _role(int(entry), self.leader, self._leader_cmd)
+            row[1] = max(row[1], cpu)
 
     def stop(self) -> Dict[str, float]:
         self._done.set()
