@@ -21,7 +21,7 @@ import contextlib
 import signal
 import threading
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional
+from typing import Any, ContextManager, Iterator, Optional
 
 from autoprune.errors import AutopruneError
 from autoprune.search.faults import TooManyFailures, environment_failure
@@ -144,6 +144,15 @@ class SignalScope:
             if found is not None:
                 raise found from None
         return False
+
+    @classmethod
+    def held(cls) -> ContextManager[None]:
+        """The active scope's :meth:`deferred` in its own (main) thread, else a no-op: for code that does
+        not own the scope but writes a record a signal must not cut in half (the Ray driver's tells)."""
+        scope = cls.active
+        if scope is None or not scope._active or threading.current_thread() is not threading.main_thread():
+            return contextlib.nullcontext()
+        return scope.deferred()
 
     @contextlib.contextmanager
     def deferred(self) -> Iterator[None]:

@@ -24,6 +24,7 @@ from autoprune.runtime.measure import dense_size_bytes
 from autoprune.runtime.preflight import param_count
 from autoprune.search import attrs
 from autoprune.search.claim import counts_toward_total
+from autoprune.search.interrupts import as_interrupt
 from autoprune.trial.run import budget_excess
 
 __all__ = ["start_trial", "promotion_recovery", "resume_from", "record_result", "run_and_tell", "failure_attrs", "RecordedFailure", "DuplicatePolicy"]
@@ -132,6 +133,9 @@ def run_and_tell(study: Any, trial: Any, compute: Callable[[], Union[float, Sequ
         study.tell(trial, state=TrialState.PRUNED)
         return TrialState.PRUNED
     except Exception as err:  # recorded on the trial: one line for the console and `pareto --all`, the traceback for --debug
+        found = as_interrupt(err)
+        if found is not None:  # a signal that landed in Optuna's journal lock comes out as a FileNotFoundError raised while handling it
+            raise found from None
         for key, value in failure_attrs(err).items():
             trial.set_user_attr(key, value)
         study.tell(trial, state=TrialState.FAIL)

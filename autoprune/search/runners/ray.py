@@ -139,6 +139,12 @@ class StudySearcher(Searcher):
         return count
 
     def suggest(self, trial_id: str) -> Optional[Dict[str, Any]]:
+        # the asks and tells below write the study: a Ctrl-C waits until each is written (inside Optuna's journal
+        # lock it would come out as an error of the trial, or release a lock another process holds)
+        with SignalScope.held():
+            return self._suggest(trial_id)
+
+    def _suggest(self, trial_id: str) -> Optional[Dict[str, Any]]:
         job = self._job
         if self.error is not None or (job.deadline is not None and time.time() >= job.deadline):
             return Searcher.FINISHED
@@ -180,11 +186,12 @@ class StudySearcher(Searcher):
         if ot_trial is None:
             return
         result = result or {}
-        if result.get("autoprune_node"):
-            ot_trial.set_user_attr(attrs.NODE, result["autoprune_node"])
-            ot_trial.set_user_attr(attrs.HOST, result.get("autoprune_host"))
-        run_and_tell(self._study, ot_trial, lambda: self._values(ot_trial, result))
-        self._recorded()
+        with SignalScope.held():
+            if result.get("autoprune_node"):
+                ot_trial.set_user_attr(attrs.NODE, result["autoprune_node"])
+                ot_trial.set_user_attr(attrs.HOST, result.get("autoprune_host"))
+            run_and_tell(self._study, ot_trial, lambda: self._values(ot_trial, result))
+            self._recorded()
 
     def _values(self, ot_trial: Any, result: Dict[str, Any]) -> List[float]:
         """The objective values of a finished Tune trial, from what its worker reported."""
