@@ -300,6 +300,9 @@ class FidelityConfig(_Strict):
     enabled: bool = Field(False, description="needs a retraining (rewind or scratch) among search.recovery")
     share: float = Field(0.25, gt=0.0, lt=1.0, description="share of search.trials spent on promotions")
     eta: int = Field(3, ge=2, le=100, description="promote a trial in the top 1/eta of its size tier as soon as it is there")
+    max_size_ratio: Optional[float] = Field(
+        None, gt=0.0, le=1.0, description="promote only trials of at most this fraction of the dense model's bytes (the sizes you will deploy); null: every size"
+    )
 
 
 class RayConfig(_Strict):

@@ -12,7 +12,8 @@ from one run.
 A third kind of variant keeps the sampler and multi-fidelity and changes how much of the budget goes
 to promotions (``search.fidelity.share``, ``share_<percent>``): the promoted, retrained trials are the ones
 picked at small sizes, and a promotion starts from saved pruned weights, so it may be worth more of
-them.
+them. A fourth kind changes which sizes may be promoted (``search.fidelity.max_size_ratio``,
+``upto_<percent>``, or ``upto_all`` for no cap): the levels reported here are all at ≤ 10 % of dense.
 
 ``AUTOPRUNE_SC_TASKS`` (comma list) and ``AUTOPRUNE_SC_SEEDS`` choose the tasks and seeds
 (default: both tasks, seeds 0 1 2; quick: JapaneseVowels, seed 0, 12 trials);
@@ -36,6 +37,12 @@ SAMPLERS = ["nsga2", "tpe", "gp"]
 NO_FIDELITY = "no_fidelity"
 #: promotions' share of the trials measured beside the study's own (``search.fidelity.share``)
 SHARES = [0.4]
+#: caps on the promoted trials' size measured beside the study's own (``search.fidelity.max_size_ratio``; None: every size)
+MAX_SIZES = [0.10, None]
+
+
+def _upto(x: Any) -> str:
+    return "upto_all" if x is None else f"upto_{round(x * 100)}"
 
 
 def tasks_for(ctx: Context) -> List[str]:
@@ -60,6 +67,7 @@ def variants(task: str, quick: bool = False) -> List[Tuple[str, Dict[str, Any]]]
         if fidelity.enabled:
             out.append((NO_FIDELITY, {"sampler": None, "extra": {"search.fidelity.enabled": False}}))
             out += [(f"share_{round(x * 100)}", {"sampler": None, "extra": {"search.fidelity.share": x}}) for x in SHARES if x != fidelity.share]
+            out += [(_upto(x), {"sampler": None, "extra": {"search.fidelity.max_size_ratio": x}}) for x in MAX_SIZES if x != fidelity.max_size_ratio]
     only = [v for v in os.environ.get("AUTOPRUNE_SC_VARIANTS", "").split(",") if v]
     unknown = sorted(set(only) - {name for name, _ in out})
     if unknown:
@@ -128,6 +136,9 @@ def report(ctx: Context, task: str, seeds: List[int], res: Dict[Tuple[str, int, 
         label = {NO_FIDELITY: f"{default}, multi-fidelity off"}.get(name, name + (" (the shipped default)" if name == default else ""))
         if name.startswith("share_"):
             label = f"{default}, {name.split('_', 1)[1]} % of the trials promotions"
+        if name.startswith("upto_"):
+            cap = name.split("_", 1)[1]
+            label = f"{default}, promotions at every size" if cap == "all" else f"{default}, promotions only at ≤ {cap} % of dense"
         rows.append([label, sq.pm(hv_val, n), sq.pm(hv_test, n)] + [sq.pm(p, n) for p in picks] + [statistics.fmean(wall), per_hour[0]])
         summary[name] = {"hv_val": hv_val, "hv_test": hv_test, "picks": picks, "wall_s": wall}
     trials = res[(task, seeds[0], names[0])].get("counted") or sq.trials_for(ctx, task)

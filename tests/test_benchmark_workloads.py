@@ -36,6 +36,11 @@ def test_sampler_choice_variants_load_and_can_be_chosen(monkeypatch):
         config = sq.base_config("mnist1d", **(job.get("extra") or {}), **({"search.sampler": job["sampler"]} if job["sampler"] else {}))
         if name.startswith("share_"):
             assert config.search.fidelity.enabled and config.search.fidelity.share == int(name.split("_")[1]) / 100
+        if name.startswith("upto_"):
+            cap = name.split("_")[1]
+            assert config.search.fidelity.max_size_ratio == (None if cap == "all" else int(cap) / 100)
+    caps = [x for x in sc.MAX_SIZES if x != sq.base_config("mnist1d").search.fidelity.max_size_ratio]
+    assert [n for n in names if n.startswith("upto_")] == [sc._upto(x) for x in caps] and len(caps) == len(sc.MAX_SIZES) - 1
     monkeypatch.setenv("AUTOPRUNE_SC_VARIANTS", f"tpe,share_{round(shares[0] * 100)}")
     assert [name for name, _ in sc.variants("mnist1d")] == ["tpe", f"share_{round(shares[0] * 100)}"]
     monkeypatch.setenv("AUTOPRUNE_SC_VARIANTS", "tpe,share_99")

@@ -12,7 +12,10 @@ within a size tier (sizes are not comparable across tiers):
   per tier);
 * promotions are at most ``share`` of ``search.trials``; once the sampled trials have used
   the rest, the remaining promotions go to the best unpromoted trials, the tiers with the
-  fewest promotions first.
+  fewest promotions first, and among those the smallest tier first (retraining gains most
+  where the most was pruned: +3 points at 5 % of dense, +8 at 2 % on MNIST-1D);
+* with ``max_size_ratio``, only trials at or below that fraction of the dense bytes are
+  promoted: the retraining goes to the sizes the user will deploy, none to the tiers above.
 
 Every decision is made inside the claim of a trial (:func:`autoprune.search.claim.claim`,
 under the ask lock), so that concurrent workers never promote a trial twice.
@@ -41,31 +44,34 @@ def tier_of(size_ratio: float) -> int:
 def promoter_of(config: Any) -> Optional["Promoter"]:
     """The study's promoter when multi-fidelity is on (``search.fidelity.enabled``), else None."""
     f = config.search.fidelity
-    return Promoter(config.search.trials, f.share, f.eta) if f.enabled else None
+    return Promoter(config.search.trials, f.share, f.eta, f.max_size_ratio) if f.enabled else None
 
 
 class Promoter:
     """Decides promotions for a study with ``total`` trials and the study's ``search.fidelity`` settings."""
 
-    def __init__(self, total: int, share: float, eta: int) -> None:
+    def __init__(self, total: int, share: float, eta: int, max_size_ratio: Optional[float] = None) -> None:
         self.total = total
         self.quota = max(1, int(round(share * total)))
         self.eta = eta
+        self.max_size_ratio = max_size_ratio
 
     # ------------------------------------------------------------------ what the study holds
     @staticmethod
     def _promoted_from(trials: List[Any]) -> Dict[int, Any]:
         return {int(t.user_attrs[attrs.PROMOTED_FROM]): t for t in trials if attrs.PROMOTED_FROM in t.user_attrs}
 
-    @staticmethod
-    def _candidates(trials: List[Any], promoted: Dict[int, Any]) -> List[Dict[str, Any]]:
-        """Finished, feasible, fine-tuned-only trials with saved weights: what may be promoted (rows, with their tier)."""
+    def _candidates(self, trials: List[Any], promoted: Dict[int, Any]) -> List[Dict[str, Any]]:
+        """Finished, feasible, fine-tuned-only trials with saved weights, no larger than ``max_size_ratio``: what may be
+        promoted (rows, with their tier)."""
         out = []
         for t in trials:
             if t.state != TrialState.COMPLETE or attrs.PROMOTED_FROM in t.user_attrs or not feasible(t):
                 continue
             row = trial_row(t)
             if row["state"] != "complete" or (row["policy"] or {}).get("recovery", "finetune") != "finetune" or not row["checkpoint"]:
+                continue
+            if self.max_size_ratio is not None and row["size_ratio"] > self.max_size_ratio:
                 continue
             row["tier"] = tier_of(row["size_ratio"])
             row["promoted"] = t.number in promoted
@@ -97,7 +103,7 @@ class Promoter:
             for r in rows:
                 if r["trial"] == n:
                     per_tier[r["tier"]] += 1
-        return min(left, key=lambda r: (per_tier[r["tier"]], -r["val_accuracy"], r["size_ratio"]))["trial"]
+        return min(left, key=lambda r: (per_tier[r["tier"]], r["tier"], -r["val_accuracy"], r["size_ratio"]))["trial"]
 
     def sampled_budget_left(self, study: Any) -> int:
         """Sampled (or warm-start) trials still to claim before the rest of the budget is the promotions'."""

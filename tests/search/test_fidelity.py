@@ -89,6 +89,42 @@ def test_once_the_sampled_budget_is_spent_the_rest_goes_to_promotions():
     study.tell(running, state=TrialState.FAIL)
 
 
+def test_forced_promotions_serve_the_smallest_of_the_least_promoted_tiers_first():
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    promoter = Promoter(total=6, share=0.34, eta=3)  # 2 promotions, 4 sampled
+    for size, acc in ((0.3, 0.9), (0.04, 0.8), (0.008, 0.6), (0.009, 0.5)):
+        _complete(study, size, acc)
+    assert promoter.next_promotion(study) == 2  # the best of the <= 1 % tier, though 0 and 1 are more accurate
+    promoter.promote(study, 2)
+    assert promoter.next_promotion(study) == 1  # then the 2-5 % tier (unpromoted, smaller than 25 %+); not 3, whose tier has one
+    promoter.promote(study, 1)
+    assert promoter.next_promotion(study) is None  # the quota is spent
+
+
+def test_max_size_ratio_keeps_promotions_at_the_sizes_to_deploy():
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    promoter = Promoter(total=9, share=0.34, eta=3, max_size_ratio=0.10)  # 3 promotions, 6 sampled
+    for acc in (0.95, 0.94, 0.93):
+        _complete(study, 0.3, acc)  # a full tier of larger models: a verdict, but above max_size_ratio
+    assert promoter.next_promotion(study) is None
+    for size, acc in ((0.05, 0.7), (0.2, 0.99), (0.015, 0.6)):
+        _complete(study, size, acc)
+    assert promoter.sampled_budget_left(study) == 0
+    first = promoter.next_promotion(study)
+    promoter.promote(study, first)
+    second = promoter.next_promotion(study)
+    promoter.promote(study, second)
+    assert (first, second) == (5, 3)  # the 1-2 % tier, then the 2-5 % one; nothing at 20 % or 30 %
+    assert promoter.next_promotion(study) is None  # nothing left at <= 10 %: the last slot goes to a sampled trial
+    assert Promoter(total=9, share=0.34, eta=3).next_promotion(study) == 0  # without the cap the 25 %+ tier has a verdict
+
+
+def test_max_size_ratio_is_checked():
+    assert promoter_of(config_from_dict(_tiny(fidelity={"enabled": True, "max_size_ratio": 0.05}))).max_size_ratio == 0.05
+    with pytest.raises(ConfigError, match="max_size_ratio"):
+        config_from_dict(_tiny(fidelity={"enabled": True, "max_size_ratio": 1.5}))
+
+
 def test_nothing_due_while_others_run_is_not_yet():
     study = optuna.create_study(directions=["maximize", "minimize"])
     promoter = Promoter(total=2, share=0.5, eta=3)
