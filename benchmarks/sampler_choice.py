@@ -199,7 +199,7 @@ def run(ctx: Context) -> None:
     (sq.runs_dir(ctx) / f"{NAME}.json").write_text(json.dumps({"summary": summary, "results": {"|".join(map(str, k)): v for k, v in res.items()}}, indent=1, default=str))
     notes = [
         f"Each search is `search_quality`'s autoprune search (the shipped study, size-first space, warm start, "
-        f"multi-fidelity where the study has it) with only the sampler (or the share of promotions) changed; jobs ran in {workers} process(es), one torch "
+        f"multi-fidelity where the study has it) with only the sampler (or the share or the size cap of promotions) changed; jobs ran in {workers} process(es), one torch "
         f"thread each, {time.time() - t0:.0f} s in all. The samplers see the warm-start trials as trials of their own space (the same parameter names).",
     ]
     if REUSED:
