@@ -19,7 +19,7 @@ import socket
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Dict, List, Optional
 
 from optuna.exceptions import ExperimentalWarning
 from optuna.storages import GrpcStorageProxy, JournalStorage, RDBStorage
@@ -27,10 +27,11 @@ from optuna.storages.journal import JournalFileBackend
 
 from autoprune.services.databases import check_connects, check_url, server_lock
 from autoprune.errors import ConfigError
+from autoprune.search.interrupts import SignalScope
 from autoprune.search.journal import remove_stale_journal_lock, repair_journal
 from autoprune.services.urls import shown, written
 
-__all__ = ["Storage", "storage_for", "storage_of", "is_shared_storage", "ACCEPTED"]
+__all__ = ["Storage", "HeldJournalFile", "storage_for", "storage_of", "is_shared_storage", "ACCEPTED"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,20 @@ ACCEPTED = (
     "or grpc://HOST:PORT (Optuna's gRPC storage proxy)"
 )
 GRPC = "grpc://"
+
+
+class HeldJournalFile(JournalFileBackend):
+    """Optuna's journal file, with SIGINT / SIGTERM held while records are appended (:meth:`SignalScope.held`).
+
+    Optuna's file lock is not safe against an exception raised by a signal handler: raised as
+    ``acquire()`` tries the lock, it makes it remove the lock file another process holds (two writers
+    at once); raised inside ``release()``, it comes out as a ``FileNotFoundError`` (seen in CI); raised
+    while it waits, the record is lost. Reading takes no lock.
+    """
+
+    def append_logs(self, logs: List[Dict[str, Any]]) -> None:
+        with SignalScope.held():
+            super().append_logs(logs)
 
 
 @dataclass(frozen=True)
@@ -126,7 +141,7 @@ class Storage:
         on a database server (created under the server's lock: two drivers creating Optuna's tables in a fresh
         database at once made one fail with an IntegrityError), or the URL (SQLite)."""
         if self.is_journal:
-            return JournalStorage(JournalFileBackend(self.text))
+            return JournalStorage(HeldJournalFile(self.text))
         if self.is_grpc:
             host, port = self.grpc_address()
             try:

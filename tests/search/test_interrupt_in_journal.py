@@ -8,6 +8,8 @@ as the trial's failure, the interrupt was gone, and the search ran to its end (e
 
 import os
 import signal
+import threading
+import time
 
 import optuna
 import pytest
@@ -16,6 +18,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from autoprune.search.interrupts import SearchInterrupted, SignalScope
+from autoprune.search.storage import HeldJournalFile, Storage
 from autoprune.search.tell import run_and_tell
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -72,3 +75,35 @@ def test_held_outside_a_scope_is_a_no_op():
     with SignalScope.held():
         pass
     assert SignalScope.active is None
+
+
+def test_a_signal_while_waiting_for_the_journal_lock_waits_for_the_record(tmp_path):
+    """The study's own journal storage holds signals while it appends: a worker told to stop (SIGTERM) while it
+    waits for the lock another process holds leaves that lock alone (Optuna's acquire() removes it on an
+    exception raised as it tries the lock) and writes its record before the signal ends it (without the
+    hold, the record is lost)."""
+    storage = Storage.parse(str(tmp_path / "optuna.journal")).open()
+    assert isinstance(storage._backend, HeldJournalFile)
+    study = optuna.create_study(study_name="s", storage=storage)
+    lock = tmp_path / "optuna.journal.lock"
+    os.symlink(tmp_path / "optuna.journal", lock)  # another process holds the lock
+
+    still_held = []
+
+    def other_process_releases():
+        time.sleep(0.5)
+        still_held.append(lock.is_symlink())
+        if lock.is_symlink():
+            lock.unlink()
+
+    threading.Thread(target=other_process_releases, daemon=True).start()
+    threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM)).start()  # arrives while the append waits
+    with pytest.raises(SearchInterrupted) as info:
+        with SignalScope():
+            study.ask()  # waits for the lock; the signal is held, raised once the record is appended
+            pytest.fail("the held signal was not raised after the append")
+    assert info.value.signum == signal.SIGTERM
+    time.sleep(0.6)
+    assert still_held == [True]  # the waiting process did not remove the lock it did not hold
+    assert len(study.get_trials(deepcopy=False)) == 1  # the trial's record was written
+    assert not lock.exists()
