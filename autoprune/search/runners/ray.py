@@ -139,8 +139,8 @@ class StudySearcher(Searcher):
         return count
 
     def suggest(self, trial_id: str) -> Optional[Dict[str, Any]]:
-        # the asks and tells below write the study: a Ctrl-C waits until each is written (inside Optuna's journal
-        # lock it would come out as an error of the trial, or release a lock another process holds)
+        # an ask or a tell is several writes (whatever the storage; each journal append holds signals on its own):
+        # a Ctrl-C waits until they are all written, so a finished trial's result is never left half-told
         with SignalScope.held():
             return self._suggest(trial_id)
 
