@@ -303,6 +303,13 @@ class FidelityConfig(_Strict):
     max_size_ratio: Optional[float] = Field(
         None, gt=0.0, le=1.0, description="promote only trials of at most this fraction of the dense model's bytes (the sizes you will deploy); null: every size"
     )
+    finetune_epochs: Optional[int] = Field(
+        None,
+        ge=1,
+        le=10000,
+        description="fine-tune epochs of the cheap rung (every trial that is not a promotion: it prunes over them and is ranked after them); "
+        "the promotions retrain from its pruned weights; null: search.finetune.epochs, sampled",
+    )
 
 
 class RayConfig(_Strict):
@@ -405,6 +412,10 @@ class SearchConfig(_Strict):
             raise ValueError(f"no method in {self.methods} supports any granularity in {self.granularities}")
         if self.fidelity.enabled and set(self.recovery) <= {"finetune"}:
             raise ValueError("fidelity.enabled promotes the best trials to a retraining: offer rewind or scratch in search.recovery")
+        if self.fidelity.finetune_epochs is not None and not self.fidelity.enabled:
+            raise ValueError(
+                f"fidelity.finetune_epochs ({self.fidelity.finetune_epochs}) sets the cheap rung of multi-fidelity: set fidelity.enabled: true or remove the key"
+            )
         if self.backend != "local" and self.workers > 1:
             raise ValueError(
                 f"workers={self.workers} starts local worker processes; with backend {self.backend} set ray.concurrency (--concurrency) instead"

@@ -14,6 +14,10 @@ to promotions (``search.fidelity.share``, ``share_<percent>``): the promoted, re
 picked at small sizes, and a promotion starts from saved pruned weights, so it may be worth more of
 them. A fourth kind changes which sizes may be promoted (``search.fidelity.max_size_ratio``,
 ``upto_<percent>``, or ``upto_all`` for no cap): the levels reported here are all at ≤ 10 % of dense.
+A fifth kind changes the fine-tune epochs of the cheap rung (``search.fidelity.finetune_epochs``,
+``rung_<epochs>``, or ``rung_all`` for the sampled fine-tune): every trial but the promotions prunes over
+those epochs and is ranked after them, and the promotions retrain its pruned weights, so a shorter rung
+buys time if it still ranks the candidates as the retraining will.
 
 ``AUTOPRUNE_SC_TASKS`` (comma list) and ``AUTOPRUNE_SC_SEEDS`` choose the tasks and seeds
 (default: both tasks, seeds 0 1 2; quick: JapaneseVowels, seed 0, 12 trials);
@@ -39,10 +43,16 @@ NO_FIDELITY = "no_fidelity"
 SHARES = [0.4]
 #: caps on the promoted trials' size measured beside the study's own (``search.fidelity.max_size_ratio``; None: every size)
 MAX_SIZES = [0.10, None]
+#: fine-tune epochs of the cheap rung measured beside the study's own (``search.fidelity.finetune_epochs``; None: as sampled)
+RUNGS = [4, None]
 
 
 def _upto(x: Any) -> str:
     return "upto_all" if x is None else f"upto_{round(x * 100)}"
+
+
+def _rung(x: Any) -> str:
+    return "rung_all" if x is None else f"rung_{x}"
 
 
 def tasks_for(ctx: Context) -> List[str]:
@@ -68,6 +78,7 @@ def variants(task: str, quick: bool = False) -> List[Tuple[str, Dict[str, Any]]]
             out.append((NO_FIDELITY, {"sampler": None, "extra": {"search.fidelity.enabled": False}}))
             out += [(f"share_{round(x * 100)}", {"sampler": None, "extra": {"search.fidelity.share": x}}) for x in SHARES if x != fidelity.share]
             out += [(_upto(x), {"sampler": None, "extra": {"search.fidelity.max_size_ratio": x}}) for x in MAX_SIZES if x != fidelity.max_size_ratio]
+            out += [(_rung(x), {"sampler": None, "extra": {"search.fidelity.finetune_epochs": x}}) for x in RUNGS if x != fidelity.finetune_epochs]
     only = [v for v in os.environ.get("AUTOPRUNE_SC_VARIANTS", "").split(",") if v]
     unknown = sorted(set(only) - {name for name, _ in out})
     if unknown:
@@ -139,6 +150,9 @@ def report(ctx: Context, task: str, seeds: List[int], res: Dict[Tuple[str, int, 
         if name.startswith("upto_"):
             cap = name.split("_", 1)[1]
             label = f"{default}, promotions at every size" if cap == "all" else f"{default}, promotions only at ≤ {cap} % of dense"
+        if name.startswith("rung_"):
+            epochs = name.split("_", 1)[1]
+            label = f"{default}, cheap rung as sampled" if epochs == "all" else f"{default}, cheap rung of {epochs} fine-tune epochs"
         rows.append([label, sq.pm(hv_val, n), sq.pm(hv_test, n)] + [sq.pm(p, n) for p in picks] + [statistics.fmean(wall), per_hour[0]])
         summary[name] = {"hv_val": hv_val, "hv_test": hv_test, "picks": picks, "wall_s": wall}
     trials = res[(task, seeds[0], names[0])].get("counted") or sq.trials_for(ctx, task)

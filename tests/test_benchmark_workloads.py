@@ -39,8 +39,13 @@ def test_sampler_choice_variants_load_and_can_be_chosen(monkeypatch):
         if name.startswith("upto_"):
             cap = name.split("_")[1]
             assert config.search.fidelity.max_size_ratio == (None if cap == "all" else int(cap) / 100)
+        if name.startswith("rung_"):
+            epochs = name.split("_")[1]
+            assert config.search.fidelity.finetune_epochs == (None if epochs == "all" else int(epochs))
     caps = [x for x in sc.MAX_SIZES if x != sq.base_config("mnist1d").search.fidelity.max_size_ratio]
     assert [n for n in names if n.startswith("upto_")] == [sc._upto(x) for x in caps] and len(caps) == len(sc.MAX_SIZES) - 1
+    rungs = [x for x in sc.RUNGS if x != sq.base_config("mnist1d").search.fidelity.finetune_epochs]
+    assert [n for n in names if n.startswith("rung_")] == [sc._rung(x) for x in rungs] and len(rungs) == len(sc.RUNGS) - 1
     monkeypatch.setenv("AUTOPRUNE_SC_VARIANTS", f"tpe,share_{round(shares[0] * 100)}")
     assert [name for name, _ in sc.variants("mnist1d")] == ["tpe", f"share_{round(shares[0] * 100)}"]
     monkeypatch.setenv("AUTOPRUNE_SC_VARIANTS", "tpe,share_99")

@@ -90,6 +90,10 @@ class SearchSpace:
         self.arch = dense_arch
         self.methods = [m for m in self.space.methods if any(g in METHODS[m].granularities for g in self.space.granularities)]
         self.size_range = self._size_range()
+        # the fine-tune epochs a trial prunes over: under multi-fidelity with a cheap rung, that rung's (the sampled and
+        # warm-start trials are ranked after it; the promotions retrain their pruned weights), else the searched range
+        rung = self.space.fidelity.finetune_epochs if self.space.fidelity.enabled else None
+        self.finetune_epochs: Tuple[int, int] = (rung, rung) if rung is not None else tuple(self.space.finetune.epochs)
 
     # ------------------------------------------------------------------ limits and sizes
     def _granularities(self, method: str) -> Tuple[bool, bool]:
@@ -171,7 +175,7 @@ class SearchSpace:
     def _training(self, trial: Any, method: str) -> Dict[str, Any]:
         """How the policy fine-tunes and recovers: schedule, fine-tune, clipping, regularization, distillation, recovery, windows."""
         sp = self.space
-        epochs_lo, epochs_hi = sp.finetune.epochs
+        epochs_lo, epochs_hi = self.finetune_epochs
         epochs = trial.suggest_int("finetune.epochs", epochs_lo, epochs_hi) if epochs_hi > epochs_lo else epochs_lo
         lr_lo, lr_hi = sp.finetune.lr
         lr = trial.suggest_float("finetune.lr", lr_lo, lr_hi, log=True) if lr_hi > lr_lo else lr_lo
@@ -281,7 +285,7 @@ class SearchSpace:
         sp = self.space
         default = FinetuneConfig()
         out: Dict[str, Any] = {}
-        e_lo, e_hi = sp.finetune.epochs
+        e_lo, e_hi = self.finetune_epochs
         if e_hi > e_lo:
             out["finetune.epochs"] = min(max(default.epochs, e_lo), e_hi)
         lr_lo, lr_hi = sp.finetune.lr

@@ -172,3 +172,35 @@ def test_a_multi_fidelity_search_promotes_from_saved_weights_and_counts_exactly(
     resumed = [c for c in calls if c.resume_from]
     assert len(resumed) == 2 and all(c.recovery == "rewind" and Path(c.resume_from).is_file() for c in resumed)
     assert all(c.recovery == "finetune" for c in calls if not c.resume_from)  # sampled trials only fine-tune
+
+
+def test_the_cheap_rung_fine_tunes_its_own_epochs_and_the_warm_start_too(tiny_study):
+    """``fidelity.finetune_epochs`` is every non-promoted trial's fine-tune (sampled and warm start): not a parameter then."""
+    from autoprune.models.arch import ArchSpec
+    from autoprune.search.space import SearchSpace
+
+    cfg = config_from_dict(_tiny(finetune={"epochs": [3, 6]}, fidelity={"enabled": True, "finetune_epochs": 2}))
+    space = SearchSpace(cfg, ArchSpec.from_config(cfg.model, 3, 4))
+    params = space.warm_start_params()
+    assert params and all("finetune.epochs" not in p for p in params)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=0))
+    for p in params:
+        study.enqueue_trial(p)
+    for _ in range(len(params) + 6):
+        trial = study.ask()
+        policy = space.suggest(trial)
+        assert policy.finetune.epochs == 2 and "finetune.epochs" not in trial.params
+        assert policy.schedule.end_epoch <= 1  # pruning ends within the rung
+        study.tell(trial, [0.5, 1.0])
+    # without the rung the range is searched, and the warm start fine-tunes as a user would (8 epochs, clipped into it)
+    plain = SearchSpace(config_from_dict(_tiny(finetune={"epochs": [3, 6]})), ArchSpec.from_config(cfg.model, 3, 4))
+    assert {p["finetune.epochs"] for p in plain.warm_start_params()} == {6}
+    trial = optuna.create_study(directions=["maximize", "minimize"]).ask()
+    assert 3 <= plain.suggest(trial).finetune.epochs <= 6 and "finetune.epochs" in trial.params
+
+
+def test_the_cheap_rung_needs_multi_fidelity():
+    with pytest.raises(ConfigError, match=r"fidelity\.finetune_epochs \(4\) sets the cheap rung of multi-fidelity: set fidelity\.enabled: true"):
+        config_from_dict(_tiny(fidelity={"enabled": False, "finetune_epochs": 4}))
+    with pytest.raises(ConfigError, match="finetune_epochs"):
+        config_from_dict(_tiny(fidelity={"enabled": True, "finetune_epochs": 0}))
