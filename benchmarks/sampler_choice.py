@@ -17,12 +17,13 @@ them. A fourth kind changes which sizes may be promoted (``search.fidelity.max_s
 A fifth kind changes the fine-tune epochs of the cheap rung (``search.fidelity.finetune_epochs``,
 ``rung_<epochs>``, or ``rung_all`` for the sampled fine-tune): every trial but the promotions prunes over
 those epochs and is ranked after them, and the promotions retrain its pruned weights, so a shorter rung
-buys time if it still ranks the candidates as the retraining will.
+buys time if it still ranks the candidates as the retraining will; ``rung_<epochs>_trials_<n>`` spends
+the time a shorter rung saves on more trials (``search.trials``), for the same wall time.
 
 ``AUTOPRUNE_SC_TASKS`` (comma list) and ``AUTOPRUNE_SC_SEEDS`` choose the tasks and seeds
 (default: both tasks, seeds 0 1 2; quick: JapaneseVowels, seed 0, 12 trials);
-``AUTOPRUNE_SC_VARIANTS`` (comma list of the names in the results table, e.g. ``tpe,share_40``) a
-subset of the searches.
+``AUTOPRUNE_SC_VARIANTS`` (comma list of the names in the results table, e.g. ``tpe,share_40``, a name
+prefixed ``<task>:`` for that task only, e.g. ``jv:rung_all``) a subset of the searches.
 """
 
 from __future__ import annotations
@@ -44,7 +45,9 @@ SHARES = [0.4]
 #: caps on the promoted trials' size measured beside the study's own (``search.fidelity.max_size_ratio``; None: every size)
 MAX_SIZES = [0.10, None]
 #: fine-tune epochs of the cheap rung measured beside the study's own (``search.fidelity.finetune_epochs``; None: as sampled)
-RUNGS = [4, None]
+RUNGS = [4, 6, None]
+#: (rung epochs, trials): a shorter rung with the trials the time it saves pays for
+RUNG_TRIALS = [(4, 48)]
 
 
 def _upto(x: Any) -> str:
@@ -79,7 +82,9 @@ def variants(task: str, quick: bool = False) -> List[Tuple[str, Dict[str, Any]]]
             out += [(f"share_{round(x * 100)}", {"sampler": None, "extra": {"search.fidelity.share": x}}) for x in SHARES if x != fidelity.share]
             out += [(_upto(x), {"sampler": None, "extra": {"search.fidelity.max_size_ratio": x}}) for x in MAX_SIZES if x != fidelity.max_size_ratio]
             out += [(_rung(x), {"sampler": None, "extra": {"search.fidelity.finetune_epochs": x}}) for x in RUNGS if x != fidelity.finetune_epochs]
-    only = [v for v in os.environ.get("AUTOPRUNE_SC_VARIANTS", "").split(",") if v]
+            out += [(f"rung_{e}_trials_{n}", {"sampler": None, "extra": {"search.fidelity.finetune_epochs": e, "search.trials": n}}) for e, n in RUNG_TRIALS]
+    # a name may be given for one task only: "jv:rung_all"
+    only = [v.split(":", 1)[1] for v in os.environ.get("AUTOPRUNE_SC_VARIANTS", "").split(",") if v and (":" not in v or v.split(":", 1)[0] == task)]
     unknown = sorted(set(only) - {name for name, _ in out})
     if unknown:
         raise ValueError(f"AUTOPRUNE_SC_VARIANTS: unknown variant(s) {unknown} for {task}; known: {', '.join(name for name, _ in out)}")
@@ -151,12 +156,14 @@ def report(ctx: Context, task: str, seeds: List[int], res: Dict[Tuple[str, int, 
             cap = name.split("_", 1)[1]
             label = f"{default}, promotions at every size" if cap == "all" else f"{default}, promotions only at ≤ {cap} % of dense"
         if name.startswith("rung_"):
-            epochs = name.split("_", 1)[1]
+            epochs = name.split("_")[1]
             label = f"{default}, cheap rung as sampled" if epochs == "all" else f"{default}, cheap rung of {epochs} fine-tune epochs"
+            if "_trials_" in name:
+                label += f", {name.rsplit('_', 1)[1]} trials"
         rows.append([label, sq.pm(hv_val, n), sq.pm(hv_test, n)] + [sq.pm(p, n) for p in picks] + [statistics.fmean(wall), per_hour[0]])
         summary[name] = {"hv_val": hv_val, "hv_test": hv_test, "picks": picks, "wall_s": wall}
     trials = res[(task, seeds[0], names[0])].get("counted") or sq.trials_for(ctx, task)
-    lines = [f"## {sq.TASKS[task]['label']}", "", f"{trials} trials per search, seeds {seeds}; mean ± standard deviation over the seeds.", ""]
+    lines = [f"## {sq.TASKS[task]['label']}", "", f"{trials} trials per search (where its name gives no other number), seeds {seeds}; mean ± standard deviation over the seeds.", ""]
     lines += table(["search", "hypervolume (val)", "hypervolume (test)"] + [f"test acc @ ≤ {lv:.0%}" for lv in sq.LEVELS]
                    + ["wall (s per search)", "mean picked test acc per hour"], rows)
     samplers = [n_ for n_ in names if n_ in SAMPLERS] or names
