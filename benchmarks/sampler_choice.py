@@ -81,10 +81,13 @@ def variants(task: str, quick: bool = False) -> List[Tuple[str, Dict[str, Any]]]
             out.append((NO_FIDELITY, {"sampler": None, "extra": {"search.fidelity.enabled": False}}))
             out += [(f"share_{round(x * 100)}", {"sampler": None, "extra": {"search.fidelity.share": x}}) for x in SHARES if x != fidelity.share]
             out += [(_upto(x), {"sampler": None, "extra": {"search.fidelity.max_size_ratio": x}}) for x in MAX_SIZES if x != fidelity.max_size_ratio]
-            out += [(_rung(x), {"sampler": None, "extra": {"search.fidelity.finetune_epochs": x}}) for x in RUNGS if x != fidelity.finetune_epochs]
+            # every rung, the study's own too: run again here it times the shipped search beside the others (the default sampler's
+            # searches are otherwise search_quality's, run in another session)
+            out += [(_rung(x), {"sampler": None, "extra": {"search.fidelity.finetune_epochs": x}}) for x in RUNGS]
             out += [(f"rung_{e}_trials_{n}", {"sampler": None, "extra": {"search.fidelity.finetune_epochs": e, "search.trials": n}}) for e, n in RUNG_TRIALS]
     # a name may be given for one task only: "jv:rung_all"
-    only = [v.split(":", 1)[1] for v in os.environ.get("AUTOPRUNE_SC_VARIANTS", "").split(",") if v and (":" not in v or v.split(":", 1)[0] == task)]
+    given = [v.split(":", 1) if ":" in v else [task, v] for v in os.environ.get("AUTOPRUNE_SC_VARIANTS", "").split(",") if v]
+    only = [name for t, name in given if t == task]
     unknown = sorted(set(only) - {name for name, _ in out})
     if unknown:
         raise ValueError(f"AUTOPRUNE_SC_VARIANTS: unknown variant(s) {unknown} for {task}; known: {', '.join(name for name, _ in out)}")
@@ -158,6 +161,8 @@ def report(ctx: Context, task: str, seeds: List[int], res: Dict[Tuple[str, int, 
         if name.startswith("rung_"):
             epochs = name.split("_")[1]
             label = f"{default}, cheap rung as sampled" if epochs == "all" else f"{default}, cheap rung of {epochs} fine-tune epochs"
+            if sq.base_config(task).search.fidelity.finetune_epochs == (None if epochs == "all" else int(epochs)) and "_trials_" not in name:
+                label += " (the shipped default, run again here)"
             if "_trials_" in name:
                 label += f", {name.rsplit('_', 1)[1]} trials"
         rows.append([label, sq.pm(hv_val, n), sq.pm(hv_test, n)] + [sq.pm(p, n) for p in picks] + [statistics.fmean(wall), per_hour[0]])
