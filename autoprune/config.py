@@ -416,6 +416,15 @@ class SearchConfig(_Strict):
             raise ValueError(
                 f"fidelity.finetune_epochs ({self.fidelity.finetune_epochs}) sets the cheap rung of multi-fidelity: set fidelity.enabled: true or remove the key"
             )
+        rung, check = self.fidelity.finetune_epochs, self.early_stop.after_epochs
+        if rung is not None and check is not None:
+            end = max(min(self.schedule.start_epoch, rung - 1), rung - 1 - self.schedule.end_before_last)
+            if check > end:  # measured: benchmarks/results/sampler_choice_rung4.md
+                raise ValueError(
+                    f"fidelity.finetune_epochs {rung} ends pruning at epoch {end}, so the hopeless check after {check} epochs (early_stop.after_epochs) "
+                    f"judges every trial at full sparsity before it recovers and stops the small ones; give at least {check + 1 + self.schedule.end_before_last} "
+                    f"rung epochs, or early_stop.after_epochs: null"
+                )
         if self.backend != "local" and self.workers > 1:
             raise ValueError(
                 f"workers={self.workers} starts local worker processes; with backend {self.backend} set ray.concurrency (--concurrency) instead"

@@ -204,3 +204,13 @@ def test_the_cheap_rung_needs_multi_fidelity():
         config_from_dict(_tiny(fidelity={"enabled": False, "finetune_epochs": 4}))
     with pytest.raises(ConfigError, match="finetune_epochs"):
         config_from_dict(_tiny(fidelity={"enabled": True, "finetune_epochs": 0}))
+
+
+def test_a_rung_that_ends_pruning_before_the_hopeless_check_is_refused():
+    """A 4-epoch rung pruned over epochs 0-1 and was judged after 2 at full sparsity: every small trial stopped early
+    (benchmarks/results/sampler_choice_rung4.md)."""
+    sched = {"kinds": ["agp"], "end_before_last": 2}
+    with pytest.raises(ConfigError, match=r"fidelity\.finetune_epochs 4 ends pruning at epoch 1, so the hopeless check after 2 epochs .* give at least 5 rung epochs"):
+        config_from_dict(_tiny(schedule=sched, early_stop={"after_epochs": 2}, fidelity={"enabled": True, "finetune_epochs": 4}))
+    assert config_from_dict(_tiny(schedule=sched, early_stop={"after_epochs": 2}, fidelity={"enabled": True, "finetune_epochs": 5})).search.fidelity.finetune_epochs == 5
+    assert config_from_dict(_tiny(schedule=sched, early_stop={"after_epochs": None}, fidelity={"enabled": True, "finetune_epochs": 4}))
