@@ -729,7 +729,9 @@ def run_task_report(ctx: Context, task: str, seeds: List[int], res: Dict[Tuple[s
         f"sampler `{space_cfg.sampler}`, methods {space_cfg.methods}, granularities {space_cfg.granularities} (hybrid when both), "
         f"sparsity groups `{space_cfg.sparsity.groups}`, weight sparsity {list(space_cfg.sparsity.range)}, units removed {list(space_cfg.sparsity.units)}, "
         f"precisions {space_cfg.quantize}, schedules {space_cfg.schedule.kinds}, recovery {space_cfg.recovery} (retraining {space_cfg.recovery_epochs or 'the dense'} epochs"
-        + (f"; multi-fidelity: sampled trials fine-tune, {f.share:.0%} of the trials are promotions to retraining, eta {f.eta}" if f.enabled else "")
+        + ("; multi-fidelity: sampled trials fine-tune"
+           + (f" {f.finetune_epochs} epochs (the cheap rung, instead of the fixed {FINETUNE_EPOCHS})" if f.finetune_epochs else "")
+           + f", {f.share:.0%} of the trials are promotions to retraining, eta {f.eta}" if f.enabled else "")
         + f"), distillation {space_cfg.distillation}."
     )
     lines += ["", f"Mean ± standard deviation over {n} seed{'s' if n > 1 else ''}:", ""]
