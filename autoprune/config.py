@@ -308,7 +308,7 @@ class FidelityConfig(_Strict):
         ge=1,
         le=10000,
         description="fine-tune epochs of the cheap rung (every trial that is not a promotion: it prunes over them and is ranked after them); "
-        "the promotions retrain from its pruned weights; null: search.finetune.epochs, sampled",
+        "the promotions retrain from its pruned weights; null: search.finetune.epochs, sampled; ignored while enabled is false",
     )
 
 
@@ -412,12 +412,8 @@ class SearchConfig(_Strict):
             raise ValueError(f"no method in {self.methods} supports any granularity in {self.granularities}")
         if self.fidelity.enabled and set(self.recovery) <= {"finetune"}:
             raise ValueError("fidelity.enabled promotes the best trials to a retraining: offer rewind or scratch in search.recovery")
-        if self.fidelity.finetune_epochs is not None and not self.fidelity.enabled:
-            raise ValueError(
-                f"fidelity.finetune_epochs ({self.fidelity.finetune_epochs}) sets the cheap rung of multi-fidelity: set fidelity.enabled: true or remove the key"
-            )
         rung, check = self.fidelity.finetune_epochs, self.early_stop.after_epochs
-        if rung is not None and check is not None:
+        if self.fidelity.enabled and rung is not None and check is not None:
             end = max(min(self.schedule.start_epoch, rung - 1), rung - 1 - self.schedule.end_before_last)
             if check > end:  # measured: benchmarks/results/sampler_choice_rung4.md
                 raise ValueError(

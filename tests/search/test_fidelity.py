@@ -199,9 +199,13 @@ def test_the_cheap_rung_fine_tunes_its_own_epochs_and_the_warm_start_too(tiny_st
     assert 3 <= plain.suggest(trial).finetune.epochs <= 6 and "finetune.epochs" in trial.params
 
 
-def test_the_cheap_rung_needs_multi_fidelity():
-    with pytest.raises(ConfigError, match=r"fidelity\.finetune_epochs \(4\) sets the cheap rung of multi-fidelity: set fidelity\.enabled: true"):
-        config_from_dict(_tiny(fidelity={"enabled": False, "finetune_epochs": 4}))
+def test_the_cheap_rung_is_only_multi_fidelity_s():
+    """Turning multi-fidelity off (e.g. to compare) keeps the rung's key valid and fine-tunes as searched."""
+    from autoprune.models.arch import ArchSpec
+    from autoprune.search.space import SearchSpace
+
+    cfg = config_from_dict(_tiny(finetune={"epochs": [3, 3]}, early_stop={"after_epochs": 2}, fidelity={"enabled": False, "finetune_epochs": 2}))
+    assert SearchSpace(cfg, ArchSpec.from_config(cfg.model, 3, 4)).finetune_epochs == (3, 3)
     with pytest.raises(ConfigError, match="finetune_epochs"):
         config_from_dict(_tiny(fidelity={"enabled": True, "finetune_epochs": 0}))
 
