@@ -241,6 +241,11 @@ def _print_front(rows: list, dense: Optional[dict] = None) -> None:
         )
     for r in rows:
         click.echo(_fmt_row(r))
+    from autoprune.trial.validation import noise_text
+
+    best = max((r for r in rows if r.get("n_val")), key=lambda r: r["val_accuracy"], default=None)
+    if best is not None:
+        click.echo(f"noise: the most accurate point's {noise_text(best['val_accuracy'], best['n_val'])}")
 
 
 @cli.command()
@@ -462,6 +467,8 @@ def export(obj: _Ctx, study: str, trial: Optional[int], pick: Optional[str], tol
         f"{res.size_bytes:,} B ({card['size_ratio'] * 100:.2f} % of dense), hidden sizes {card['hidden_sizes_after']}, "
         f"latency {res.latency_ms:.3f} ms; verified on the test set"
     )
+    if (card.get("validation") or {}).get("note"):
+        click.echo(f"chosen by validation: {card['validation']['note']}")
     for fmt, path in res.files.items():
         click.echo(f"  {fmt:<12} {path}")
     click.echo(f"  model card   {res.out_dir}/model_card.json   (how to load: {res.out_dir}/README.md)")

@@ -30,7 +30,7 @@ from autoprune.errors import ExportError, TrialError
 from autoprune.export.card import model_card, write_readme
 from autoprune.export.formats import FORMATS, ExportFormat, ExportSubject, get_format, int8_unsupported, predict_batched, verify_file
 from autoprune.layout import study_paths
-from autoprune.models.rnn import flat_labels
+from autoprune.models.rnn import flat_labels, scored_count
 from autoprune.pruning.compact import compact
 from autoprune.runtime.kernels import precision_name
 from autoprune.runtime.latency import LatencySettings, latency_ms
@@ -40,6 +40,7 @@ from autoprune.search.recording import find_trial_checkpoint
 from autoprune.search.study import open_study
 from autoprune.tasks import build_datamodule
 from autoprune.tracking.tags import MLFLOW_PARENT_TAG, TRIAL_TAG
+from autoprune.trial.validation import accuracy_noise, noise_text
 from autoprune.search.faults import first_line
 from autoprune.tracking.tracker import _client, check_tracking_uri, default_tracking_uri, recorded_tracking_uri, relocate_embedded_store, study_run_ids
 from autoprune.trial.result import load_trial_model
@@ -146,6 +147,7 @@ def export(
         card = model_card(study, number, config, model, result, payload, settings, lat_now, files["names"], folder, getattr(dm, "class_names", None))
         card["verification"] = {name: {**check, "tolerance": FORMATS[name].tolerance[subject.precision], "runtime": FORMATS[name].runtime} for name, check in files["checks"].items()}
         card["test_accuracy_per_file"] = {name: check["test_accuracy"] for name, check in files["checks"].items()}
+        card["validation"] = validation_noise(dm, row["val_accuracy"])
         (folder / "model_card.json").write_text(json.dumps(card, indent=2, default=str))
         write_readme(folder, card, files["names"])
         return files["names"], card, lat_now
@@ -155,6 +157,14 @@ def export(
     full = {k: str(out / v) for k, v in names.items()}
     return ExportResult(number, full, True, row["test_accuracy"], row["val_accuracy"], card["size_bytes"], lat_now, model_uri, str(out), card,
                         card["test_accuracy_per_file"])
+
+
+def validation_noise(dm: Any, accuracy: float) -> Dict[str, Any]:
+    """How far the validation accuracy the trial was chosen by can be trusted: the samples it is measured on
+    (sequences, or a per-frame task's frames) and its binomial standard error (autoprune.trial.validation)."""
+    _, lengths, y = dm.tensors("val")
+    n = scored_count(y, lengths)
+    return {"samples": n, "standard_error": accuracy_noise(n, accuracy)["standard_error"], "note": noise_text(accuracy, n)}
 
 
 #: what an export folder holds besides the formats' files (see :func:`_write_verified` and ``export``)

@@ -57,6 +57,7 @@ def trial_row(trial: Any) -> Dict[str, Any]:
         "latency_ms": result.get("latency_ms"),
         "macs": result.get("macs"),
         "val_score": result.get("val_score"),  # a less noisy validation score, where the search records one
+        "n_val": result.get("n_val"),  # the validation samples val_accuracy is measured on (None: recorded before it was)
         "dense_val_accuracy": dense.get("val_accuracy"),
         "dense_val_score": dense.get("val_score"),
         "hidden_sizes": result.get("hidden_sizes"),

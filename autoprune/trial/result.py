@@ -47,6 +47,7 @@ class TrialResult:
     test_accuracy: Optional[float] = None
     val_loss: Optional[float] = None
     val_score: Optional[float] = None  # accuracy + a loss tie-break (trial/validation.py): what the search ranks by
+    n_val: Optional[int] = None  # scored validation samples (sequences, or frames): val_accuracy's resolution and noise
     size_bytes: Optional[int] = None
     nonzero_params: Optional[int] = None
     params: Optional[int] = None

@@ -262,6 +262,7 @@ def _measure_and_evaluate(
         test_accuracy=test["accuracy"],
         val_loss=val["loss"],
         val_score=val_score(val["accuracy"], val["loss"], _n_scored(dm)),
+        n_val=_n_scored(dm),
         size_bytes=m.size_bytes,
         nonzero_params=m.nonzero_params,
         params=m.params,

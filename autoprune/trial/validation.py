@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, Mapping, Optional
 
-__all__ = ["SMALL_VALIDATION", "TIE_BREAK_WEIGHT", "val_score", "score_of", "accuracy_noise", "small_validation_message"]
+__all__ = ["SMALL_VALIDATION", "TIE_BREAK_WEIGHT", "val_score", "score_of", "accuracy_noise", "noise_text", "small_validation_message"]
 
 #: below this many validation sequences the start of a search warns that accuracy is coarse.
 #: At 50, one accuracy step is 2 points and the standard error at 90 % accuracy is 4.2
@@ -64,6 +64,19 @@ def accuracy_noise(n_val: int, accuracy: float = 0.9) -> Dict[str, float]:
     """How coarse validation accuracy is: its step and binomial standard error (in accuracy units)."""
     p = min(max(float(accuracy), 0.05), 0.95)  # at 100 % the binomial error is 0: use a realistic floor
     return {"step": 1.0 / max(n_val, 1), "standard_error": math.sqrt(p * (1 - p) / max(n_val, 1))}
+
+
+def noise_text(accuracy: float, n_val: Optional[int]) -> Optional[str]:
+    """How far a validation accuracy can be trusted, for the front and the pick: its standard error over ``n_val``
+    scored validation samples, and what that means for choosing between models (None when ``n_val`` is unknown:
+    results recorded before it was)."""
+    if not n_val:
+        return None
+    se = 100 * accuracy_noise(n_val, accuracy)["standard_error"]
+    return (
+        f"validation accuracy {accuracy:.4f} is measured on {n_val} samples: one standard error is about {se:.1f} points, "
+        f"so models whose validation accuracies differ by less are not told apart by it (the test set decides nothing here)"
+    )
 
 
 def small_validation_message(n_val: int, accuracy: float = 0.9) -> Optional[str]:

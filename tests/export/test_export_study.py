@@ -24,6 +24,8 @@ from autoprune.export import export
 from autoprune.search.pareto import front_rows, knee_index, select_trial, trial_row
 from autoprune.search.run import run_search
 from autoprune.search.study import open_study
+from autoprune.models.rnn import scored_count
+from autoprune.tasks import build_datamodule
 
 _spec = importlib.util.spec_from_file_location("_autoprune_tests_root_conftest_export", Path(__file__).parents[1] / "conftest.py")
 _root_conftest = importlib.util.module_from_spec(_spec)
@@ -127,6 +129,21 @@ def test_knee_export_files_and_card(study, knee_export):
     readme = (out / "README.md").read_text()
     assert "torch.jit.load('model.torchscript.pt')" in readme and "ort.InferenceSession('model.onnx')" in readme
     assert res.mlflow_model_uri and card["mlflow_model_uri"] == res.mlflow_model_uri
+    # how far the validation accuracy it was chosen by can be trusted: the samples it is measured on, its standard error
+    _, lengths, y = build_datamodule(config_from_dict(TINY_STUDY)).tensors("val")
+    n = scored_count(y, lengths)
+    assert row["n_val"] == n == card["validation"]["samples"] > 0
+    p = min(max(row["val_accuracy"], 0.05), 0.95)
+    assert card["validation"]["standard_error"] == pytest.approx((p * (1 - p) / n) ** 0.5)
+    assert f"measured on {n} samples: one standard error is about {100 * card['validation']['standard_error']:.1f} points" in card["validation"]["note"]
+
+
+@pytest.mark.slow
+def test_pareto_says_how_noisy_validation_is(study):
+    out = CliRunner().invoke(cli, ["--runs-dir", str(study), "pareto", "tiny"], catch_exceptions=False).output
+    _, front = _rows(study)
+    best = max(front, key=lambda r: r["val_accuracy"])
+    assert best["n_val"] and f"noise: the most accurate point's validation accuracy {best['val_accuracy']:.4f} is measured on {best['n_val']} samples" in out
 
 
 @pytest.mark.slow
