@@ -55,6 +55,12 @@ def _search(ctx: Context, seed: int, contender: str, trials: int) -> Dict[str, A
     return collect(ctx, seed, contender)
 
 
+def _rung_text() -> str:
+    """The study's cheap rung, where multi-fidelity sets one: its sampled trials fine-tune that many epochs instead."""
+    f = base_config("jv").search.fidelity
+    return f" (multi-fidelity's cheap rung: {f.finetune_epochs})" if f.enabled and f.finetune_epochs else ""
+
+
 def collect(ctx: Context, seed: int, contender: str) -> Dict[str, Any]:
     """A finished search's complete trials, dense reference and wall time, read back from its study folder."""
     from autoprune.search.study import open_study
@@ -114,7 +120,7 @@ def report(ctx: Context, res: Dict[tuple, Dict[str, Any]], seeds: List[int], tri
         ctx,
         [
             f"`search_spaces/japanese_vowels_lstm.yaml` (2-layer bi-LSTM 128), `measure.runtime: onnxruntime`, {trials} trials per search, fine-tune "
-            f"epochs fixed to {FINETUNE_EPOCHS}, seeds {seeds} (the seed sets the dense model and the sampler; both contenders of a seed share them). "
+            f"epochs fixed to {FINETUNE_EPOCHS}{_rung_text()}, seeds {seeds} (the seed sets the dense model and the sampler; both contenders of a seed share them). "
             "A level's point is the most accurate on validation among complete trials no larger than the level (sizes over dense float32 bytes); "
             "the table shows its test accuracy, mean ± std over seeds. int8 points: int8 model in ONNX Runtime, one sequence at a time. "
             f"Dense test accuracy: {', '.join(f'{d:.4f}' for d in dense_test)}. {took_s:.0f} s in all.",
