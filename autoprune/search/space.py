@@ -281,7 +281,9 @@ class SearchSpace:
         """The fine-tune and clipping a user would run a uniform policy with: the policy's defaults
         (``FinetuneConfig``: 8 epochs at lr 1e-3) and the study's own clipping, clipped into the
         searched ranges. The warm start's trials are then the uniform baselines themselves, not
-        uniform shapes with a sampled (possibly poor) fine-tune."""
+        uniform shapes with a sampled (possibly poor) fine-tune. Under a cheap rung
+        (``fidelity.finetune_epochs``) they prune over the rung's epochs like every trial but the
+        promotions; retrained from scratch they still yield the baseline's model (seeded init)."""
         sp = self.space
         default = FinetuneConfig()
         out: Dict[str, Any] = {}
