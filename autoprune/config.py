@@ -247,6 +247,12 @@ class ScheduleSpace(_Strict):
     frequency: int = Field(1, ge=1)
     tolerance: Range = (0.02, 0.2)
 
+    def window(self, epochs: int, start_epoch: Optional[int] = None) -> tuple[int, int]:
+        """The fine-tune epochs pruning starts and ends at when a policy fine-tunes ``epochs`` epochs: from
+        ``start_epoch`` (this space's unless given) to ``end_before_last`` epochs before the last, both kept inside the run."""
+        start = min(self.start_epoch if start_epoch is None else start_epoch, epochs - 1)
+        return start, max(start, epochs - 1 - self.end_before_last)
+
 
 class GradClipSpace(_Strict):
     range: Annotated[Range, _in_range(1e-12, 1e12, log_scale="clipping thresholds")] = Field(
@@ -414,7 +420,7 @@ class SearchConfig(_Strict):
             raise ValueError("fidelity.enabled promotes the best trials to a retraining: offer rewind or scratch in search.recovery")
         rung, check = self.fidelity.finetune_epochs, self.early_stop.after_epochs
         if self.fidelity.enabled and rung is not None and check is not None:
-            end = max(min(self.schedule.start_epoch, rung - 1), rung - 1 - self.schedule.end_before_last)
+            end = self.schedule.window(rung)[1]
             if check > end:  # measured: benchmarks/results/sampler_choice_rung4.md
                 raise ValueError(
                     f"fidelity.finetune_epochs {rung} ends pruning at epoch {end}, so the hopeless check after {check} epochs (early_stop.after_epochs) "

@@ -223,7 +223,7 @@ def uniform_unit_policy(method: str, fraction: float, config: Any, recovery: str
     from autoprune.pruning.policy import policy_from_dict
 
     clip = config.train.grad_clip
-    end = max(0, FINETUNE_EPOCHS - 1 - config.search.schedule.end_before_last)
+    end = config.search.schedule.window(FINETUNE_EPOCHS, start_epoch=0)[1]
     policy: Dict[str, Any] = {
         "method": method,
         "granularity": "hidden_unit",

@@ -181,8 +181,7 @@ class SearchSpace:
         lr = trial.suggest_float("finetune.lr", lr_lo, lr_hi, log=True) if lr_hi > lr_lo else lr_lo
         kinds = sp.schedule.kinds
         kind = trial.suggest_categorical("schedule.kind", kinds) if len(kinds) > 1 else kinds[0]
-        start = min(sp.schedule.start_epoch, epochs - 1)
-        end = max(start, epochs - 1 - sp.schedule.end_before_last)
+        start, end = sp.schedule.window(epochs)
         schedule: Dict[str, Any] = {"kind": kind, "start_epoch": start, "end_epoch": end, "frequency": sp.schedule.frequency}
         if kind == "dynamic":
             t_lo, t_hi = sp.schedule.tolerance

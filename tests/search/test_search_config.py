@@ -87,3 +87,32 @@ def test_no_method_supports_granularity(tiny_study):
 def test_nonpositive_latency_budget(tiny_study):
     with pytest.raises(ConfigError, match=r"search\.constraints\.max_latency_ms: .*greater than 0"):
         _load(tiny_study, {"constraints": {"max_latency_ms": 0}})
+
+
+def test_schedule_window_is_one_rule_for_the_space_the_rung_check_and_the_baselines():
+    """Where pruning starts and ends over a fine-tune of n epochs: the sampled policies, the config's rung check and the
+    benchmarks' uniform baselines all read it from ``ScheduleSpace.window``."""
+    from autoprune.config import ScheduleSpace
+
+    sched = ScheduleSpace(end_before_last=2)
+    assert sched.window(8) == (0, 5) and sched.window(6) == (0, 3) and sched.window(2) == (0, 0) and sched.window(1) == (0, 0)
+    late = ScheduleSpace(start_epoch=4, end_before_last=2)
+    assert late.window(8) == (4, 5) and late.window(6) == (4, 4) and late.window(3) == (2, 2)  # never past the last epoch
+    assert late.window(8, start_epoch=0) == (0, 5)
+
+
+def test_sampled_policies_prune_over_the_schedule_window(tiny_study):
+    import optuna
+
+    from autoprune.models.rnn import ArchSpec
+    from autoprune.search.space import SearchSpace
+
+    cfg = _load(tiny_study, {"finetune": {"epochs": [4, 6]}, "schedule": {"kinds": ["agp"], "start_epoch": 1, "end_before_last": 1}})
+    space = SearchSpace(cfg, ArchSpec.from_config(cfg.model, 3, 4))
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(12):
+        policy = space.suggest(study.ask())
+        seen.add(policy.finetune.epochs)
+        assert (policy.schedule.start_epoch, policy.schedule.end_epoch) == (1, policy.finetune.epochs - 2)
+    assert seen == {4, 5, 6}
