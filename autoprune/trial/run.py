@@ -256,13 +256,14 @@ def _measure_and_evaluate(
     groups = ModelGroups(RNNClassifier(dense_arch))
     kept = ModelGroups(small).layers
     units = {name: 1.0 - kept[name].hidden / layer.hidden for name, layer in groups.layers.items()}
+    n_val = _n_scored(dm)
     return TrialResult(
         "complete",
         val_accuracy=val["accuracy"],
         test_accuracy=test["accuracy"],
         val_loss=val["loss"],
-        val_score=val_score(val["accuracy"], val["loss"], _n_scored(dm)),
-        n_val=_n_scored(dm),
+        val_score=val_score(val["accuracy"], val["loss"], n_val),
+        n_val=n_val,
         size_bytes=m.size_bytes,
         nonzero_params=m.nonzero_params,
         params=m.params,
