@@ -46,8 +46,6 @@ SHARES = [0.4]
 MAX_SIZES = [0.10, None]
 #: fine-tune epochs of the cheap rung measured beside the study's own (``search.fidelity.finetune_epochs``; None: as sampled)
 RUNGS = [6, None]  # 4 measured (sampler_choice_rung4.md) and now refused with the schedule and early stop of the shipped studies
-#: (rung epochs, trials): a shorter rung with the trials the time it saves pays for
-RUNG_TRIALS: List[Tuple[int, int]] = []
 
 
 def _upto(x: Any) -> str:
@@ -84,7 +82,6 @@ def variants(task: str, quick: bool = False) -> List[Tuple[str, Dict[str, Any]]]
             # every rung, the study's own too: run again here it times the shipped search beside the others (the default sampler's
             # searches are otherwise search_quality's, run in another session)
             out += [(_rung(x), {"sampler": None, "extra": {"search.fidelity.finetune_epochs": x}}) for x in RUNGS]
-            out += [(f"rung_{e}_trials_{n}", {"sampler": None, "extra": {"search.fidelity.finetune_epochs": e, "search.trials": n}}) for e, n in RUNG_TRIALS]
     # a name may be given for one task only: "jv:rung_all"
     given = [v.split(":", 1) if ":" in v else [task, v] for v in os.environ.get("AUTOPRUNE_SC_VARIANTS", "").split(",") if v]
     only = [name for t, name in given if t == task]
