@@ -149,3 +149,17 @@ def test_resume_reuses_only_jobs_kept_by_the_same_commit_and_drops_half_run_sear
     ran.clear()
     sq.run_jobs(ctx, [done], workers=1)
     assert ran == [done]  # without AUTOPRUNE_SQ_RESUME nothing is reused
+
+
+def test_oracle_bounds_every_pick_and_is_the_best_test_accuracy_that_small():
+    rows = [
+        {"size_ratio": 0.009, "val_accuracy": 0.98, "test_accuracy": 0.93, "val_score": 0.98},  # the winner's curse: picked, tests low
+        {"size_ratio": 0.008, "val_accuracy": 0.96, "test_accuracy": 0.97, "val_score": 0.96},
+        {"size_ratio": 0.03, "val_accuracy": 0.99, "test_accuracy": 0.99, "val_score": 0.99},  # too large for 1 %
+        {"size_ratio": 0.005, "val_accuracy": None, "test_accuracy": None},  # failed
+    ]
+    assert sq.at_level(rows, 0.01)["test_accuracy"] == 0.93 and sq.oracle_at(rows, 0.01) == 0.97
+    assert sq.oracle_at(rows, 0.05) == 0.99 and sq.oracle_at(rows, 0.001) is None
+    for level in sq.LEVELS:
+        pick = sq.at_level(rows, level)
+        assert pick is None or pick["test_accuracy"] <= sq.oracle_at(rows, level)
