@@ -17,11 +17,11 @@ them. A fourth kind changes which sizes may be promoted (``search.fidelity.max_s
 A fifth kind changes the fine-tune epochs of the cheap rung (``search.fidelity.finetune_epochs``,
 ``rung_<epochs>``, or ``rung_all`` for the sampled fine-tune): every trial but the promotions prunes over
 those epochs and is ranked after them, and the promotions retrain its pruned weights, so a shorter rung
-buys time if it still ranks the candidates as the retraining will; ``rung_<epochs>_trials_<n>`` spends
-the time a shorter rung saves on more trials (``search.trials``), for the same wall time.
+buys time if it still ranks the candidates as the retraining will; ``trials_<n>``
+runs the study's search with n trials (``search.trials``): the issue's wall-time target is set by 30-trial searches.
 
 ``AUTOPRUNE_SC_TASKS`` (comma list) and ``AUTOPRUNE_SC_SEEDS`` choose the tasks and seeds
-(default: both tasks, seeds 0 1 2; quick: JapaneseVowels, seed 0, 12 trials);
+(default: both tasks, seeds 0 1 2; quick: JapaneseVowels, seed 0, TPE and GP over 6 trials);
 ``AUTOPRUNE_SC_VARIANTS`` (comma list of the names in the results table, e.g. ``tpe,share_40``, a name
 prefixed ``<task>:`` for that task only, e.g. ``jv:rung_all``) a subset of the searches.
 """
@@ -46,6 +46,8 @@ SHARES = [0.4]
 MAX_SIZES = [0.10, None]
 #: fine-tune epochs of the cheap rung measured beside the study's own (``search.fidelity.finetune_epochs``; None: as sampled)
 RUNGS = [6, None]  # 4 measured (sampler_choice_rung4.md) and now refused with the schedule and early stop of the shipped studies
+#: trial counts measured beside the study's own (``search.trials``): the wall-time target is set by 30-trial searches
+TRIALS = [30]
 
 
 def _upto(x: Any) -> str:
@@ -82,6 +84,8 @@ def variants(task: str, quick: bool = False) -> List[Tuple[str, Dict[str, Any]]]
             # every rung, the study's own too: run again here it times the shipped search beside the others (the default sampler's
             # searches are otherwise search_quality's, run in another session)
             out += [(_rung(x), {"sampler": None, "extra": {"search.fidelity.finetune_epochs": x}}) for x in RUNGS]
+        own = sq.base_config(task).search.trials
+        out += [(f"trials_{n}", {"sampler": None, "extra": {"search.trials": n}}) for n in TRIALS if n != own]
     # a name may be given for one task only: "jv:rung_all"
     given = [v.split(":", 1) if ":" in v else [task, v] for v in os.environ.get("AUTOPRUNE_SC_VARIANTS", "").split(",") if v]
     only = [name for t, name in given if t == task]
@@ -158,10 +162,10 @@ def report(ctx: Context, task: str, seeds: List[int], res: Dict[Tuple[str, int, 
         if name.startswith("rung_"):
             epochs = name.split("_")[1]
             label = f"{default}, cheap rung as sampled" if epochs == "all" else f"{default}, cheap rung of {epochs} fine-tune epochs"
-            if sq.base_config(task).search.fidelity.finetune_epochs == (None if epochs == "all" else int(epochs)) and "_trials_" not in name:
+            if sq.base_config(task).search.fidelity.finetune_epochs == (None if epochs == "all" else int(epochs)):
                 label += " (the shipped default, run again here)"
-            if "_trials_" in name:
-                label += f", {name.rsplit('_', 1)[1]} trials"
+        if name.startswith("trials_"):
+            label = f"{default}, {name.split('_', 1)[1]} trials"
         rows.append([label, sq.pm(hv_val, n), sq.pm(hv_test, n)] + [sq.pm(p, n) for p in picks] + [statistics.fmean(wall), per_hour[0]])
         summary[name] = {"hv_val": hv_val, "hv_test": hv_test, "picks": picks, "wall_s": wall}
     trials = res[(task, seeds[0], names[0])].get("counted") or sq.trials_for(ctx, task)

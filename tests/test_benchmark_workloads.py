@@ -43,9 +43,12 @@ def test_sampler_choice_variants_load_and_can_be_chosen(monkeypatch):
             epochs = name.split("_")[1]
             assert config.search.fidelity.finetune_epochs == (None if epochs == "all" else int(epochs))
             assert config.search.trials == sq.base_config("mnist1d").search.trials
+        if name.startswith("trials_"):
+            assert config.search.trials == int(name.split("_")[1]) != sq.base_config("mnist1d").search.trials
     caps = [x for x in sc.MAX_SIZES if x != sq.base_config("mnist1d").search.fidelity.max_size_ratio]
     assert [n for n in names if n.startswith("upto_")] == [sc._upto(x) for x in caps] and len(caps) == len(sc.MAX_SIZES) - 1
     assert [n for n in names if n.startswith("rung_")] == [sc._rung(x) for x in sc.RUNGS]  # the shipped rung too
+    assert [n for n in names if n.startswith("trials_")] == [f"trials_{n}" for n in sc.TRIALS if n != sq.base_config("mnist1d").search.trials]
     monkeypatch.setenv("AUTOPRUNE_SC_VARIANTS", f"tpe,share_{round(shares[0] * 100)}")
     assert [name for name, _ in sc.variants("mnist1d")] == ["tpe", f"share_{round(shares[0] * 100)}"]
     monkeypatch.setenv("AUTOPRUNE_SC_VARIANTS", "tpe,jv:rung_all,mnist1d:rung_6")
