@@ -681,13 +681,14 @@ def targets(task: str, a: Dict[str, Any], dense_test: float, seeds: List[int], w
         i = LEVELS.index(lv)
         best, label = best_baseline(acc, i)
         got = 100 * (auto[i] - best)
-        bound = target_mean(a["oracle"]["autoprune"][i])
+        found = [x for x in a["oracle"]["autoprune"][i] if x is not None]
+        bound = target_mean(a["oracle"]["autoprune"][i]) if found else None
         margins[f"{lv:.0%}"] = {"autoprune": auto[i], "best_baseline": best, "baseline": label, "points": got, "needed": need, "met": got >= need - 1e-9,
-                                "oracle": bound, "oracle_points": 100 * (bound - best)}
+                                "oracle": bound, "oracle_points": 100 * (bound - best) if found else None}
+        oracle = (f"The best test accuracy of any of its trials that small, {bound:.4f} ({100 * (bound - best):+.2f} points), bounds what any pick "
+                  "among them could reach (a test-set oracle, not a pick)." if found else "None of its trials is that small.")
         lines.append(f"- at ≤ {lv:.0%}: autoprune {auto[i]:.4f} vs the best baseline, {label}, {best:.4f}: {got:+.2f} points "
-                     f"(needed {'≥ ' + format(need, '+.1f') if need else '≥ 0'}) → {verdict(got >= need - 1e-9)}. The best test accuracy "
-                     f"of any of its trials that small, {bound:.4f} ({100 * (bound - best):+.2f} points), bounds what any pick among them could reach "
-                     "(a test-set oracle, not a pick).")
+                     f"(needed {'≥ ' + format(need, '+.1f') if need else '≥ 0'}) → {verdict(got >= need - 1e-9)}. {oracle}")
     sampled, cells, _ = origin_cells(a, seeds)
     lines.append(f"- picks at ≤ 5 / 2 / 1 % from a sampled (not a warm-start) trial: {sampled} of {cells} cells of this task "
                  f"(the target counts both tasks together: at least half).")

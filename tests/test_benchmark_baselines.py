@@ -163,3 +163,17 @@ def test_oracle_bounds_every_pick_and_is_the_best_test_accuracy_that_small():
     for level in sq.LEVELS:
         pick = sq.at_level(rows, level)
         assert pick is None or pick["test_accuracy"] <= sq.oracle_at(rows, level)
+
+
+def test_target_lines_give_the_oracle_or_say_no_trial_is_that_small():
+    row = lambda size, val, test, **kw: {"size_ratio": size, "val_accuracy": val, "test_accuracy": test, "val_score": val,
+                                         "dense_val_accuracy": 0.97, "dense_test_accuracy": 0.97, **kw}
+    res = {("jv", 0, key): {"rows": [row(0.5, 0.9, 0.9)]} for key, _ in sq.CONTENDERS}
+    res[("jv", 0, "autoprune")] = {"rows": [row(0.04, 0.98, 0.95, origin="sampled", trial=7), row(0.03, 0.96, 0.97, origin="warm_start", trial=2)]}
+    res[("jv", 0, "scratch")] = {"rows": [row(0.009, 0.96, 0.96), row(0.04, 0.96, 0.96)]}
+    targets, lines = sq.targets("jv", sq.analyse("jv", [0], res), 0.97, [0], {"now": 1.0})
+    at = {line.split(":")[0]: line for line in lines if line.startswith("- at ≤")}
+    assert "autoprune 0.9500 vs the best baseline, small dense from scratch, 0.9600: -1.00 points" in at["- at ≤ 5%"]
+    assert "any of its trials that small, 0.9700 (+1.00 points)" in at["- at ≤ 5%"]  # the warm-start trial the pick passed over
+    assert "None of its trials is that small." in at["- at ≤ 1%"] and targets["margins"]["1%"]["oracle"] is None
+    assert targets["margins"]["5%"]["oracle_points"] == pytest.approx(1.0)
