@@ -82,7 +82,7 @@ def collect(ctx: Context, seed: int, contender: str) -> Dict[str, Any]:
 
 def run(ctx: Context) -> None:
     seeds = [0] if ctx.quick else [0, 1, 2]
-    trials = 12 if ctx.quick else 30
+    trials = 8 if ctx.quick else 30  # quick: a smoke run of the code (CI), not a measurement
     t0 = time.time()
     res: Dict[tuple, Dict[str, Any]] = {}
     for i, s in enumerate(seeds):

@@ -178,7 +178,7 @@ def run(ctx: Context) -> None:
         trial_rows.append([key, median(times[key]), spread(times[key]), len(times[key]), median([r["val_accuracy"] for r in rs]), median([r["test_accuracy"] for r in rs]), rs[-1]["size_bytes"], str(rs[-1]["hidden_sizes"])])
 
     # ---- 2. search workers
-    n_trials = 8 if ctx.quick else 16
+    n_trials = 4 if ctx.quick else 16  # quick: a smoke run of the code (CI), not a measurement
     rounds = [1, 2] if ctx.quick else [1, 2, 2, 1]
     fixed = load_study_config("japanese_vowels_lstm", {"search.finetune.epochs": [EPOCHS, EPOCHS]})
     cfg_path = rd / "japanese_vowels_lstm_fixed_epochs.yaml"
