@@ -14,9 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ray_folders_linked_from
-
 CONFTEST = Path(__file__).with_name("conftest.py")
+
+
+def _load_conftest():
+    """tests/conftest.py as a module of its own (``import conftest`` finds whichever conftest pytest imported first)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("autoprune_tests_conftest", CONFTEST)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _session(tmp_path: Path, with_handler: bool) -> subprocess.Popen:
@@ -72,8 +80,9 @@ def test_only_the_ray_folders_the_studies_link_to_are_found(tmp_path):
         (tmp_path / "runs" / "c" / "ray").mkdir(parents=True)  # Ray's files in the study itself: a folder, not a link
         (tmp_path / "runs" / "d").mkdir()
         (tmp_path / "runs" / "d" / "ray").symlink_to(tmp_path / "runs" / "a", target_is_directory=True)  # inside pytest's folder
-        assert ray_folders_linked_from(tmp_path) == [made]
-        assert ray_folders_linked_from(tmp_path / "runs" / "b") == []
+        found = _load_conftest().ray_folders_linked_from
+        assert found(tmp_path) == [made]
+        assert found(tmp_path / "runs" / "b") == []
     finally:
         for path in (made, other):
             os.rmdir(path)
