@@ -30,7 +30,7 @@ from autoprune.errors import ExportError, TrialError
 from autoprune.export.card import model_card, write_readme
 from autoprune.export.formats import FORMATS, ExportFormat, ExportSubject, get_format, int8_unsupported, predict_batched, verify_file
 from autoprune.layout import study_paths
-from autoprune.models.rnn import flat_labels, scored_count
+from autoprune.models.rnn import flat_labels
 from autoprune.pruning.compact import compact
 from autoprune.runtime.kernels import precision_name
 from autoprune.runtime.latency import LatencySettings, latency_ms
@@ -40,7 +40,7 @@ from autoprune.search.recording import find_trial_checkpoint
 from autoprune.search.study import open_study
 from autoprune.tasks import build_datamodule
 from autoprune.tracking.tags import MLFLOW_PARENT_TAG, TRIAL_TAG
-from autoprune.trial.validation import accuracy_noise, noise_text
+from autoprune.trial.validation import accuracy_noise, noise_text, scored_samples
 from autoprune.search.faults import first_line
 from autoprune.tracking.tracker import _client, check_tracking_uri, default_tracking_uri, recorded_tracking_uri, relocate_embedded_store, study_run_ids
 from autoprune.trial.result import load_trial_model
@@ -162,8 +162,7 @@ def export(
 def validation_noise(dm: Any, accuracy: float) -> Dict[str, Any]:
     """How far the validation accuracy the trial was chosen by can be trusted: the samples it is measured on
     (sequences, or a per-frame task's frames) and its binomial standard error (autoprune.trial.validation)."""
-    _, lengths, y = dm.tensors("val")
-    n = scored_count(y, lengths)
+    n = scored_samples(dm)
     return {"samples": n, "standard_error": accuracy_noise(n, accuracy)["standard_error"], "note": noise_text(accuracy, n)}
 
 

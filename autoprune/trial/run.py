@@ -32,7 +32,7 @@ from autoprune.errors import PruningError, TrialStoppedEarly
 from autoprune.layout import study_paths
 from autoprune.models.arch import ArchSpec
 from autoprune.models.fitting import BestValidation, HopelessStop, Recipe, RNNModule, check_finite, fit
-from autoprune.models.rnn import RNNClassifier, evaluate, scored_count
+from autoprune.models.rnn import RNNClassifier, evaluate
 from autoprune.pruning.callback import PruningCallback, sparsity_report
 from autoprune.pruning.compact import compact
 from autoprune.pruning.groups import ModelGroups
@@ -46,7 +46,7 @@ from autoprune.runtime.measure import dense_size_bytes, macs_per_sequence, measu
 from autoprune.runtime.quantize import quantized_result
 from autoprune.tasks import build_datamodule
 from autoprune.trial.result import TrialOptions, TrialResult, load_trial_model, save_trial
-from autoprune.trial.validation import val_score
+from autoprune.trial.validation import scored_samples, val_score
 
 __all__ = ["run_trial", "planned_arch", "dense_numbers", "budget_excess"]
 
@@ -105,7 +105,7 @@ def run_trial(config: StudyConfig, policy: PruningPolicy, options: Optional[Tria
     pl.seed_everything(config.seed, verbose=False)
     dm = build_datamodule(config)
     dm.min_train_batches = policy.finetune.min_epoch_steps or 0  # tasks.budget: epochs do not shrink with the data
-    dense_info["val_score"] = val_score(dense.metrics["val_accuracy"], dense.metrics.get("val_loss"), _n_scored(dm))
+    dense_info["val_score"] = val_score(dense.metrics["val_accuracy"], dense.metrics.get("val_loss"), scored_samples(dm))
     teacher = load_dense_model(dense.checkpoint)[0] if policy.distillation.weight > 0 else None
     pruner = PruningCallback(policy, seed=config.seed)
     if options.resume_from:  # a promotion: the pruned weights exist already; only the retraining runs
@@ -172,12 +172,6 @@ def budget_excess(budgets: Any, latency_ms: Optional[float] = None, size_bytes: 
     if budgets.max_size_bytes is not None:
         out["size_bytes"] = float(size_bytes or 0) - budgets.max_size_bytes
     return out
-
-
-def _n_scored(dm: Any) -> int:
-    """Validation outputs that are scored (sequences, or frames of a per-frame task): one accuracy step is one of them."""
-    _, lengths, y = dm.tensors("val")
-    return scored_count(y, lengths)
 
 
 def finetune_recipe(policy: PruningPolicy) -> Recipe:
@@ -256,7 +250,7 @@ def _measure_and_evaluate(
     groups = ModelGroups(RNNClassifier(dense_arch))
     kept = ModelGroups(small).layers
     units = {name: 1.0 - kept[name].hidden / layer.hidden for name, layer in groups.layers.items()}
-    n_val = _n_scored(dm)
+    n_val = scored_samples(dm)
     return TrialResult(
         "complete",
         val_accuracy=val["accuracy"],

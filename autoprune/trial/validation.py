@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, Mapping, Optional
 
-__all__ = ["SMALL_VALIDATION", "TIE_BREAK_WEIGHT", "val_score", "score_of", "accuracy_noise", "noise_text", "small_validation_message"]
+__all__ = ["SMALL_VALIDATION", "TIE_BREAK_WEIGHT", "val_score", "score_of", "accuracy_noise", "noise_text", "scored_samples", "small_validation_message"]
 
 #: below this many validation sequences the start of a search warns that accuracy is coarse.
 #: At 50, one accuracy step is 2 points and the standard error at 90 % accuracy is 4.2
@@ -64,6 +64,14 @@ def accuracy_noise(n_val: int, accuracy: float = 0.9) -> Dict[str, float]:
     """How coarse validation accuracy is: its step and binomial standard error (in accuracy units)."""
     p = min(max(float(accuracy), 0.05), 0.95)  # at 100 % the binomial error is 0: use a realistic floor
     return {"step": 1.0 / max(n_val, 1), "standard_error": math.sqrt(p * (1 - p) / max(n_val, 1))}
+
+
+def scored_samples(dm: Any, split: str = "val") -> int:
+    """The scored samples of a data module's split (sequences, or a per-frame task's frames): one accuracy step is one of them."""
+    from autoprune.models.rnn import scored_count
+
+    _, lengths, y = dm.tensors(split)
+    return scored_count(y, lengths)
 
 
 def noise_text(accuracy: float, n_val: Optional[int]) -> Optional[str]:
