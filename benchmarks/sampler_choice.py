@@ -76,7 +76,8 @@ def variants(task: str, quick: bool = False) -> List[Tuple[str, Dict[str, Any]]]
         out = [(s, {"sampler": s, "extra": {"search.trials": 6}}) for s in ("tpe", "gp")]
     else:
         out = [(s, {"sampler": s}) for s in SAMPLERS]
-        fidelity = sq.base_config(task).search.fidelity
+        shipped = sq.base_config(task).search
+        fidelity = shipped.fidelity
         if fidelity.enabled:
             out.append((NO_FIDELITY, {"sampler": None, "extra": {"search.fidelity.enabled": False}}))
             out += [(f"share_{round(x * 100)}", {"sampler": None, "extra": {"search.fidelity.share": x}}) for x in SHARES if x != fidelity.share]
@@ -84,8 +85,7 @@ def variants(task: str, quick: bool = False) -> List[Tuple[str, Dict[str, Any]]]
             # every rung, the study's own too: run again here it times the shipped search beside the others (the default sampler's
             # searches are otherwise search_quality's, run in another session)
             out += [(_rung(x), {"sampler": None, "extra": {"search.fidelity.finetune_epochs": x}}) for x in RUNGS]
-        own = sq.base_config(task).search.trials
-        out += [(f"trials_{n}", {"sampler": None, "extra": {"search.trials": n}}) for n in TRIALS if n != own]
+        out += [(f"trials_{n}", {"sampler": None, "extra": {"search.trials": n}}) for n in TRIALS if n != shipped.trials]
     # a name may be given for one task only: "jv:rung_all"
     given = [v.split(":", 1) if ":" in v else [task, v] for v in os.environ.get("AUTOPRUNE_SC_VARIANTS", "").split(",") if v]
     only = [name for t, name in given if t == task]
@@ -143,7 +143,8 @@ def report(ctx: Context, task: str, seeds: List[int], res: Dict[Tuple[str, int, 
     from autoprune.search.pareto import hypervolume
 
     names = [n for n, _ in variants(task, ctx.quick)]
-    default = sq.base_config(task).search.sampler
+    shipped = sq.base_config(task).search
+    default = shipped.sampler
     n = len(seeds)
     rows, summary = [], {}
     for name in names:
@@ -162,7 +163,7 @@ def report(ctx: Context, task: str, seeds: List[int], res: Dict[Tuple[str, int, 
         if name.startswith("rung_"):
             epochs = name.split("_")[1]
             label = f"{default}, cheap rung as sampled" if epochs == "all" else f"{default}, cheap rung of {epochs} fine-tune epochs"
-            if sq.base_config(task).search.fidelity.finetune_epochs == (None if epochs == "all" else int(epochs)):
+            if shipped.fidelity.finetune_epochs == (None if epochs == "all" else int(epochs)):
                 label += " (the shipped default, run again here)"
         if name.startswith("trials_"):
             label = f"{default}, {name.split('_', 1)[1]} trials"
