@@ -48,7 +48,7 @@ from autoprune.tasks import build_datamodule
 from autoprune.trial.result import TrialOptions, TrialResult, load_trial_model, save_trial
 from autoprune.trial.validation import scored_samples, val_score
 
-__all__ = ["run_trial", "planned_arch", "dense_numbers", "budget_excess"]
+__all__ = ["run_trial", "planned_arch", "dense_numbers", "budget_excess", "widths_decide"]
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,8 @@ def run_trial(config: StudyConfig, policy: PruningPolicy, options: Optional[Tria
     pruner = PruningCallback(policy, seed=config.seed)
     if options.resume_from:  # a promotion: the pruned weights exist already; only the retraining runs
         model, history = _resumed(options.resume_from, dense.arch, policy)
+    elif widths_decide(policy):  # the retraining starts afresh from the widths alone: pruning them first is wasted work
+        model, history = RNNClassifier(arch), []
     else:
         try:
             model, module = _prune_while_finetuning(config, policy, options, dense, dm, teacher, pruner)
@@ -124,7 +126,7 @@ def run_trial(config: StudyConfig, policy: PruningPolicy, options: Optional[Tria
                 duration_s=time.perf_counter() - started,
             )
         history = module.history
-    report = sparsity_report(model)
+    report = sparsity_report(model) if not widths_decide(policy) else removed_units_report(dense.arch, model)
     small = compact(model)
     recovery_history: List[Dict[str, Any]] = []
     if policy.recovery != "finetune":  # rewind / scratch: retrain the found network with the dense schedule
@@ -172,6 +174,37 @@ def budget_excess(budgets: Any, latency_ms: Optional[float] = None, size_bytes: 
     if budgets.max_size_bytes is not None:
         out["size_bytes"] = float(size_bytes or 0) - budgets.max_size_bytes
     return out
+
+
+def widths_decide(policy: PruningPolicy) -> bool:
+    """True when the trial's model depends on its widths alone: a hidden-unit policy without weight sparsity that
+    recovers by ``scratch`` (a fresh, seeded initialisation of the compacted widths). Which units the pruning pass
+    would keep is then thrown away with their weights, so the trial builds the widths directly and skips that pass
+    (the fine-tune epochs on the full-size model): the same model, for the cost of the retraining alone. The warm
+    start's uniform hidden-unit trials are such trials wherever a space offers ``scratch``."""
+    ws = policy.weight_sparsity
+    no_weights = ws is None or (ws == 0 if isinstance(ws, (int, float)) else not any(v > 0 for v in ws.values()))
+    return policy.recovery == "scratch" and policy.granularity == "hidden_unit" and no_weights
+
+
+def removed_units_report(dense_arch: ArchSpec, small: RNNClassifier) -> Dict[str, Any]:
+    """:func:`sparsity_report` of the full-size model a hidden-unit pruning pass would have left, from its compacted
+    widths: each matrix's removed entries count as zeros (what the pass's masks would hold)."""
+    full = ModelGroups(RNNClassifier(dense_arch))
+    kept = ModelGroups(small)
+    per_group: Dict[str, float] = {}
+    zeros = total = rnn_zeros = rnn_total = 0
+    for name, ref in full.matrices.items():
+        n = full.params[ref.param].numel()
+        k = kept.matrices.get(name)
+        z = n - (int(torch.count_nonzero(kept.params[k.param])) if k is not None else 0)
+        per_group[name] = z / n
+        zeros += z
+        total += n
+        if name != "head":
+            rnn_zeros += z
+            rnn_total += n
+    return {"overall": zeros / total, "rnn": rnn_zeros / rnn_total, "per_group": per_group}
 
 
 def finetune_recipe(policy: PruningPolicy) -> Recipe:

@@ -80,6 +80,36 @@ def test_scratch_after_hidden_unit_pruning_is_a_small_dense_model(tiny_config, r
     assert r.val_accuracy is not None and 0.0 <= r.test_accuracy <= 1.0
 
 
+@pytest.mark.parametrize("model", [{"cell": "lstm", "hidden_sizes": [16]}, {"cell": "gru", "hidden_sizes": [12, 10], "bidirectional": True}])
+def test_scratch_of_widths_alone_skips_the_pruning_pass_and_trains_the_same_model(tiny_study, runs_dir, tmp_path, monkeypatch, model):
+    """A hidden-unit policy without weight sparsity that recovers by scratch depends on its widths alone: the trial skips
+    the pruning pass and yields the very model, numbers and sparsity report of the full path (which units the pass
+    would keep are thrown away with their weights)."""
+    import autoprune.trial.run as trial_run
+
+    tiny_study["model"] = model
+    config = config_from_dict(tiny_study, source="tiny.yaml")
+    ensure_dense(config, runs_dir)
+    policy = {"method": "taylor", "granularity": "hidden_unit", "sparsity": 0.5, "recovery": "scratch", "schedule": {"kind": "agp"}}
+    assert trial_run.widths_decide(policy_from_dict(policy))
+    assert not trial_run.widths_decide(policy_from_dict({**policy, "weight_sparsity": 0.5}))  # hybrid: the pass picks the zeros
+    assert not trial_run.widths_decide(policy_from_dict({**policy, "recovery": "rewind"}))  # rewind keeps the pass's weights
+    assert not trial_run.widths_decide(policy_from_dict({**policy, "granularity": "unstructured"}))
+    fits = []
+    real_fit = trial_run.fit
+    monkeypatch.setattr(trial_run, "fit", lambda *a, **k: fits.append(1) or real_fit(*a, **k))  # the pruning pass's fit
+    fast, fast_model = _trial(config, runs_dir, tmp_path, "fast", **policy)
+    assert fits == [] and [h["phase"] for h in fast.history] == ["recovery"] * config.train.epochs and fast.pruning_history == []
+    monkeypatch.setattr(trial_run, "widths_decide", lambda policy: False)
+    full, full_model = _trial(config, runs_dir, tmp_path, "full", **policy)
+    assert fits == [1] and fast.state == full.state == "complete"
+    assert fast.hidden_sizes == full.hidden_sizes and fast.size_bytes == full.size_bytes and fast.nonzero_params == full.nonzero_params
+    assert (fast.val_accuracy, fast.test_accuracy) == (full.val_accuracy, full.test_accuracy)
+    assert fast.sparsity == full.sparsity
+    for (name, a), (_, b) in zip(fast_model.state_dict().items(), full_model.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
 def test_warm_start_retrains_uniform_hidden_unit_trials_from_scratch_when_that_is_a_choice(tiny_study, tiny_config, runs_dir):
     arch = ensure_dense(tiny_config, runs_dir).arch
     assert all("recovery" not in p for p in SearchSpace(tiny_config, arch).warm_start_params())  # the default space: unchanged
