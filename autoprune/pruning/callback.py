@@ -178,12 +178,13 @@ class PruningCallback(pl.Callback):
         def level(target: float) -> float:
             return s_i + (target - s_i) * ramp if target > s_i else target * ramp
 
-        if self.policy.granularity == "hidden_unit":
-            self._prune_units(model, groups, level, batches)
-            if self.weight_targets:
-                self._prune_weights(model, groups, self.weight_targets, level, batches, self._unit_alive(groups))
-        else:
-            self._prune_weights(model, groups, self.targets, level, batches, None)
+        with self.method.step():  # a hybrid's units and weights are scored from one pass over the batches
+            if self.policy.granularity == "hidden_unit":
+                self._prune_units(model, groups, level, batches)
+                if self.weight_targets:
+                    self._prune_weights(model, groups, self.weight_targets, level, batches, self._unit_alive(groups))
+            else:
+                self._prune_weights(model, groups, self.targets, level, batches, None)
         self.apply_masks()
 
     def _prune_units(self, model: torch.nn.Module, groups: ModelGroups, level: Any, batches: List) -> None:

@@ -11,7 +11,8 @@ and on the CLI). It provides
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, ClassVar, Dict, Iterable, List, Optional, Tuple, Type
+import contextlib
+from typing import TYPE_CHECKING, Callable, ClassVar, Dict, Iterable, Iterator, List, Optional, Tuple, Type
 
 from autoprune.errors import ConfigError
 
@@ -62,6 +63,17 @@ class PruningMethod:
         import torch
 
         self.generator = torch.Generator().manual_seed(seed)
+        self._step: Optional[Dict[str, "Tensor"]] = None  # data-driven scores of the current pruning step (see step())
+
+    @contextlib.contextmanager
+    def step(self) -> Iterator[None]:
+        """One pruning step: the weights and the batches do not change within it, so a method that scores from data
+        (``needs_data``) runs its passes over the batches once and serves a hybrid policy's units and weights from them."""
+        self._step = {}
+        try:
+            yield
+        finally:
+            self._step = None
 
     def element_scores(self, model: nn.Module, groups: ModelGroups, params: List[str], batches: Iterable[Batch]) -> Dict[str, Tensor]:
         return {p: groups.params[p].detach().abs() for p in params}
@@ -95,6 +107,14 @@ class _Saliency(PruningMethod):
         raise NotImplementedError
 
     def element_scores(self, model, groups, params, batches):
+        if self._step is not None and all(p in self._step for p in params):
+            return {p: self._step[p] for p in params}
+        scores = self._scores(model, groups, params, batches)
+        if self._step is not None:
+            self._step.update(scores)
+        return scores
+
+    def _scores(self, model, groups, params, batches):
         import torch
 
         from autoprune.models.rnn import scored  # torch: this module stays light (the config validates method names with it)

@@ -63,6 +63,33 @@ def test_hybrid_prunes_units_then_the_remaining_weights(datamodule, cell, bidire
     assert int8_size_bytes(small, "torch") < size_bytes(small) / 2
 
 
+@pytest.mark.parametrize("method", ["taylor", "confidence"])
+def test_a_hybrid_step_scores_units_and_weights_from_one_pass(datamodule, method, monkeypatch):
+    """Within a pruning step the weights and batches do not change: a data-driven method scores them once for the units
+    and the weights, and the masks are those of two separate passes."""
+    import contextlib
+
+    from autoprune.pruning.methods import PruningMethod, _Saliency
+
+    def pruned(memo: bool):
+        passes = []
+        real = _Saliency._scores
+        monkeypatch.setattr(_Saliency, "_scores", lambda self, *a: passes.append(1) or real(self, *a))
+        if not memo:
+            monkeypatch.setattr(PruningMethod, "step", lambda self: contextlib.nullcontext())
+        torch.manual_seed(0)
+        model = RNNClassifier(ArchSpec("lstm", 3, [[16, 16], [12, 12]], 3))
+        pruner = PruningCallback(_hybrid({"rnn.0": 0.5, "rnn.1": 0.25}, {"rnn.0.hh": 0.6, "rnn.1.ih": 0.5}, method), seed=0)
+        make_trainer(3, [pruner], limit_train_batches=2, limit_val_batches=1).fit(RNNModule(model, lr=0.003), datamodule=datamodule)
+        monkeypatch.undo()
+        return {k: v.clone() for k, v in model.state_dict().items()}, len(pruner.history), len(passes)
+
+    once, steps, n_once = pruned(memo=True)
+    twice, _, n_twice = pruned(memo=False)
+    assert steps == 3 and n_once == steps and n_twice == 2 * steps
+    assert once.keys() == twice.keys() and all(torch.equal(once[k], twice[k]) for k in once)
+
+
 def test_encoded_bytes_is_the_rule_tensor_size_bytes_applies():
     torch.manual_seed(0)
     for shape, density, elem in [((64, 32), 0.3, 4), ((64, 32), 0.05, 4), ((48, 12), 0.5, 1), ((10,), 0.2, 4), ((8, 8), 1.0, 4)]:
