@@ -74,3 +74,15 @@ def test_ray_scaling_roles_of_processes(monkeypatch):
     roles = {pid: rs._role(pid, 1, driver) for pid in cmds}
     assert roles == {1: "driver", 2: None, 3: "trial processes", 4: "Ray services", 5: "trial processes", 6: "other"}
     assert rs._role(7, 1, driver) == "other"  # gone
+
+
+def test_search_ab_compares_what_the_searches_found_not_their_timings():
+    from benchmarks.search_ab import first_difference
+
+    rows = [{"trial": 0, "val_accuracy": 0.9, "size_ratio": 0.05, "completed_s": 3.0, "checkpoint": "/a/0"},
+            {"trial": 1, "val_accuracy": 0.8, "size_ratio": 0.01, "completed_s": 5.0, "checkpoint": "/a/1"}]
+    timed_else = [{**r, "completed_s": r["completed_s"] * 2, "checkpoint": r["checkpoint"].replace("/a", "/b")} for r in reversed(rows)]
+    assert first_difference(rows, timed_else) is None  # other timings, paths and order: the same trials
+    other = [rows[0], {**rows[1], "val_accuracy": 0.81}]
+    assert first_difference(rows, other) == "trial 1: val_accuracy 0.8 against 0.81"
+    assert first_difference(rows, rows[:1]) == "2 complete trials against 1"
