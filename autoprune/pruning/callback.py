@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import lightning.pytorch as pl
 import torch
@@ -51,18 +51,19 @@ def mask_buffers(model: torch.nn.Module) -> Dict[str, Tensor]:
 def sparsity_report(model: torch.nn.Module) -> Dict[str, Any]:
     """Weight sparsity of every named matrix, of the RNN weights and overall (RNN matrices and head)."""
     groups = ModelGroups(model)
-    per_group: Dict[str, float] = {}
-    zeros = total = rnn_zeros = rnn_total = 0
+    counts = {}
     for name, ref in groups.matrices.items():
         t = groups.params[ref.param].detach()
-        z = int((t == 0).sum())
-        per_group[name] = z / t.numel()
-        zeros += z
-        total += t.numel()
-        if name != "head":
-            rnn_zeros += z
-            rnn_total += t.numel()
-    return {"overall": zeros / total, "rnn": rnn_zeros / rnn_total, "per_group": per_group}
+        counts[name] = (int((t == 0).sum()), t.numel())
+    return report_of_counts(counts)
+
+
+def report_of_counts(counts: Dict[str, Tuple[int, int]]) -> Dict[str, Any]:
+    """:func:`sparsity_report` from ``(zeros, entries)`` per named matrix."""
+    per_group = {name: z / n for name, (z, n) in counts.items()}
+    zeros, total = sum(z for z, _ in counts.values()), sum(n for _, n in counts.values())
+    rnn = [c for name, c in counts.items() if name != "head"]
+    return {"overall": zeros / total, "rnn": sum(z for z, _ in rnn) / sum(n for _, n in rnn), "per_group": per_group}
 
 
 class PruningCallback(pl.Callback):

@@ -33,7 +33,7 @@ from autoprune.layout import study_paths
 from autoprune.models.arch import ArchSpec
 from autoprune.models.fitting import BestValidation, HopelessStop, Recipe, RNNModule, check_finite, fit
 from autoprune.models.rnn import RNNClassifier, evaluate
-from autoprune.pruning.callback import PruningCallback, sparsity_report
+from autoprune.pruning.callback import PruningCallback, report_of_counts, sparsity_report
 from autoprune.pruning.compact import compact
 from autoprune.pruning.groups import ModelGroups
 from autoprune.pruning.policy import PruningPolicy
@@ -192,19 +192,12 @@ def removed_units_report(dense_arch: ArchSpec, small: RNNClassifier) -> Dict[str
     widths: each matrix's removed entries count as zeros (what the pass's masks would hold)."""
     full = ModelGroups(RNNClassifier(dense_arch))
     kept = ModelGroups(small)
-    per_group: Dict[str, float] = {}
-    zeros = total = rnn_zeros = rnn_total = 0
+    counts = {}
     for name, ref in full.matrices.items():
         n = full.params[ref.param].numel()
         k = kept.matrices.get(name)
-        z = n - (int(torch.count_nonzero(kept.params[k.param])) if k is not None else 0)
-        per_group[name] = z / n
-        zeros += z
-        total += n
-        if name != "head":
-            rnn_zeros += z
-            rnn_total += n
-    return {"overall": zeros / total, "rnn": rnn_zeros / rnn_total, "per_group": per_group}
+        counts[name] = (n - (int(torch.count_nonzero(kept.params[k.param])) if k is not None else 0), n)
+    return report_of_counts(counts)
 
 
 def finetune_recipe(policy: PruningPolicy) -> Recipe:
