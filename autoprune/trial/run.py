@@ -108,9 +108,10 @@ def run_trial(config: StudyConfig, policy: PruningPolicy, options: Optional[Tria
     dense_info["val_score"] = val_score(dense.metrics["val_accuracy"], dense.metrics.get("val_loss"), scored_samples(dm))
     teacher = load_dense_model(dense.checkpoint)[0] if policy.distillation.weight > 0 else None
     pruner = PruningCallback(policy, seed=config.seed)
+    widths_only = widths_decide(policy)
     if options.resume_from:  # a promotion: the pruned weights exist already; only the retraining runs
         model, history = _resumed(options.resume_from, dense.arch, policy)
-    elif widths_decide(policy):  # the retraining starts afresh from the widths alone: pruning them first is wasted work
+    elif widths_only:  # the retraining starts afresh from the widths alone: pruning them first is wasted work
         model, history = RNNClassifier(arch), []
     else:
         try:
@@ -126,7 +127,7 @@ def run_trial(config: StudyConfig, policy: PruningPolicy, options: Optional[Tria
                 duration_s=time.perf_counter() - started,
             )
         history = module.history
-    report = sparsity_report(model) if not widths_decide(policy) else removed_units_report(dense.arch, model)
+    report = removed_units_report(dense.arch, model) if widths_only else sparsity_report(model)
     small = compact(model)
     recovery_history: List[Dict[str, Any]] = []
     if policy.recovery != "finetune":  # rewind / scratch: retrain the found network with the dense schedule
