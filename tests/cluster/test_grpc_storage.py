@@ -6,6 +6,8 @@ that does not answer is refused in one line before anything runs."""
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import sys
 import time
@@ -32,8 +34,6 @@ def grpc_proxy(postgres):
         f"run_grpc_proxy_server(RDBStorage({db!r}), host='127.0.0.1', port={port})"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    import socket
-
     deadline = time.time() + 60
     while True:
         try:
@@ -64,7 +64,12 @@ def test_a_search_through_the_grpc_proxy(tmp_path, grpc_proxy):
     study = optuna.load_study(study_name="tiny", storage=db)
     counted = [t for t in study.get_trials(deepcopy=False) if t.state.name in ("COMPLETE", "PRUNED")]
     assert len(counted) == 4 and all("autoprune.policy" in t.user_attrs and "autoprune.result" in t.user_attrs for t in counted)
-    assert len({t.user_attrs["autoprune.driver"] for t in counted}) == 2  # both workers asked and told through the proxy
+    # the worker processes asked and told through the proxy, not this (the driver's) process. Which of the two workers
+    # takes which trial is a race (a tiny trial takes about a second; under load one worker may take all four), so the
+    # test does not ask for both: each driver is a spawned worker on this machine.
+    drivers = {t.user_attrs["autoprune.driver"] for t in counted}
+    assert 1 <= len(drivers) <= 2 and f"{socket.gethostname()}:{os.getpid()}" not in drivers, drivers
+    assert all(d.startswith(f"{socket.gethostname()}:") for d in drivers), drivers
     assert is_shared_storage(optuna.load_study(study_name="tiny", storage=Storage(url).open()))  # resume repairs only its own trials
 
     res = CliRunner().invoke(cli, ["--runs-dir", str(runs), "pareto", "tiny", "--json"], catch_exceptions=False)
@@ -76,7 +81,7 @@ def test_a_proxy_that_does_not_answer_is_refused_in_one_line(tmp_path):
     cfg = write_study(tmp_path / "tiny.yaml", trials=1)
     port = free_port()
     res = subprocess.run([sys.executable, "-m", "autoprune", "--runs-dir", str(tmp_path / "runs"), "search", str(cfg), "--storage", f"grpc://127.0.0.1:{port}"],
-                         capture_output=True, text=True, timeout=120)
+                         check=False, capture_output=True, text=True, timeout=120)
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert res.returncode == 2 and len(lines) == 1, res.stderr[-2000:]
     assert f"grpc://127.0.0.1:{port}: no gRPC storage proxy answers there" in lines[0]
