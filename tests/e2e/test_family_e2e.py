@@ -6,6 +6,7 @@ accuracy on test_set.npz. Before that, a model that cannot take its task's data 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -91,7 +92,7 @@ def test_family_tasks_search_and_export_reproduced_without_autoprune(tmp_path, s
     res = runner.invoke(cli, ["--runs-dir", runs, "export", study["study"], "--json"], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
-    card = json.loads(open(out["model_card"]).read())
+    card = json.loads(Path(out["model_card"]).read_text())
     assert ("token ids" in card["inputs"]) == (study is TOKENS) and ("one per frame" in card["inputs"]) == (study is FRAMES)
     got = _accuracy_of_files(out["files"], out["out_dir"] + "/test_set.npz")
     assert got["torchscript"] == pytest.approx(out["test_accuracy"], abs=1e-9)
