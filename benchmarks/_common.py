@@ -55,6 +55,28 @@ def one_thread() -> None:
     torch.set_num_threads(1)
 
 
+def process_pool(workers: int) -> Any:
+    """A pool of ``workers`` spawned processes that die with this one: stopping a benchmark stops its jobs.
+
+    (A ProcessPoolExecutor's workers otherwise outlive a killed parent and keep the cores busy, which spoils
+    every timing taken after, the next benchmark's included.)
+    """
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    from autoprune.search.faults import die_with_parent
+
+    return ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=die_with_parent)
+
+
+def die_with_this_process() -> None:
+    """``preexec_fn`` of a benchmark's child process (a command it runs): SIGKILL it when this process dies."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG, kept across exec
+
+
 def quiet() -> None:
     """Silence Lightning / Optuna / MLflow chatter (results go to files, progress to stderr)."""
     import logging

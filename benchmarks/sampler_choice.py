@@ -203,10 +203,7 @@ def _plot(task: str, seeds: List[int], names: List[str], res: Dict[Tuple[str, in
 
 
 def run(ctx: Context) -> None:
-    from concurrent.futures import ProcessPoolExecutor
-    import multiprocessing as mp
-
-    from benchmarks._common import one_thread
+    from benchmarks._common import one_thread, process_pool
 
     one_thread()
     ctx.runs(sq.NAME, fresh=False)  # shares search_quality's dense cache and runs folder
@@ -216,7 +213,7 @@ def run(ctx: Context) -> None:
     sq.run_jobs(ctx, [(t, s, "dense") for t in tasks for s in seeds], workers)
     res: Dict[Tuple[str, int, str], Dict[str, Any]] = {} if ctx.quick else reused_default(ctx, tasks, seeds)
     jobs = [(t, s, name, job) for t in reversed(tasks) for name, job in variants(t, ctx.quick) for s in seeds if (t, s, name) not in res]
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+    with process_pool(workers) as pool:
         futures = {(t, s, name): pool.submit(_guarded, ctx, t, s, name, job) for t, s, name, job in jobs}
         for key, fut in futures.items():
             res[key] = fut.result()

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from benchmarks._common import REPO, Context, header, log, table, write_result
+from benchmarks._common import REPO, Context, die_with_this_process, header, log, table, write_result
 
 NAME = "search_ab"
 #: row keys that are timings or paths, not what the search found
@@ -85,7 +85,8 @@ def run(ctx: Context, base: str, task: str, seeds: List[int]) -> List[str]:
         cmd = [sys.executable, "-c", f"import sys, pathlib; sys.path.insert(0, {str(code)!r}); g = {{'__name__': 'search_ab_worker'}}; "
                f"exec(compile(open({here!r}).read(), {here!r}, 'exec'), g); g['_worker']({task!r}, pathlib.Path({str(out)!r}), {seeds!r})"]
         log(f"{NAME}: {task} seeds {seeds} in {name} ({code})")
-        procs[name] = subprocess.Popen(cmd, cwd=code, env=env, stdout=open(out / "log.txt", "w"), stderr=subprocess.STDOUT)
+        procs[name] = subprocess.Popen(cmd, cwd=code, env=env, stdout=open(out / "log.txt", "w"), stderr=subprocess.STDOUT,
+                                       preexec_fn=die_with_this_process)  # a stopped comparison stops both searches
     t0 = time.time()
     codes = {name: p.wait() for name, p in procs.items()}
     if any(codes.values()):

@@ -47,7 +47,6 @@ import os
 import shutil
 import statistics
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -60,6 +59,7 @@ from benchmarks._common import (
     load_study_config,
     log_ticks,
     log,
+    process_pool,
     pyplot,
     save_png,
     search_key_supported,
@@ -557,9 +557,7 @@ def run_jobs(ctx: Context, jobs: List[Tuple[str, int, str]], workers: int) -> Di
         for job in jobs:
             out[job] = _guarded(ctx, job)
         return out
-    import multiprocessing as mp
-
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+    with process_pool(workers) as pool:
         futures = {job: pool.submit(_guarded, ctx, job) for job in jobs}
         for job, fut in futures.items():
             out[job] = fut.result()

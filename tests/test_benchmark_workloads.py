@@ -86,3 +86,67 @@ def test_search_ab_compares_what_the_searches_found_not_their_timings():
     other = [rows[0], {**rows[1], "val_accuracy": 0.81}]
     assert first_difference(rows, other) == "trial 1: val_accuracy 0.8 against 0.81"
     assert first_difference(rows, rows[:1]) == "2 complete trials against 1"
+
+
+def _pid_alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is dead: it waits only for its reaper
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("kind", ["pool", "command"])
+def test_a_killed_benchmark_takes_its_jobs_with_it(kind, tmp_path):
+    """The benchmarks' job processes (process_pool's workers, search_ab's two searches) die with a SIGKILLed
+    benchmark: left running they keep the cores busy and spoil every timing taken after."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    pids = tmp_path / "pids"
+    job = {
+        "pool": ("from benchmarks._common import process_pool\n"
+                 "import os, time\n"
+                 "if __name__ == '__main__':\n"
+                 "    with process_pool(2) as pool:\n"
+                 "        futs = [pool.submit(os.getpid) for _ in range(8)]\n"
+                 f"        open({str(pids)!r}, 'w').write(' '.join(str(f.result()) for f in futs))\n"
+                 "        pool.submit(time.sleep, 600); time.sleep(600)\n"),
+        "command": ("from benchmarks._common import die_with_this_process\n"
+                    "import subprocess, sys, time\n"
+                    "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'], preexec_fn=die_with_this_process)\n"
+                    f"open({str(pids)!r}, 'w').write(str(p.pid)); time.sleep(600)\n"),
+    }[kind]
+    script = tmp_path / "bench.py"
+    script.write_text(job)
+    repo = Path(__file__).resolve().parent.parent
+    parent = subprocess.Popen([sys.executable, str(script)], cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)})
+    try:
+        deadline = time.time() + 120
+        while not (pids.exists() and pids.read_text().strip()) and time.time() < deadline and parent.poll() is None:
+            time.sleep(0.2)
+        children = {int(p) for p in pids.read_text().split()}
+        assert children and all(_pid_alive(p) for p in children)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(30)
+        deadline = time.time() + 30
+        while any(_pid_alive(p) for p in children) and time.time() < deadline:
+            time.sleep(0.2)
+        assert not any(_pid_alive(p) for p in children), f"left running after their benchmark was killed: {children}"
+    finally:
+        parent.kill()
+        for p in {int(p) for p in pids.read_text().split()} if pids.exists() else ():
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
