@@ -69,14 +69,6 @@ def process_pool(workers: int) -> Any:
     return ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=die_with_parent)
 
 
-def die_with_this_process() -> None:
-    """``preexec_fn`` of a benchmark's child process (a command it runs): SIGKILL it when this process dies."""
-    import ctypes
-    import signal
-
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG, kept across exec
-
-
 def quiet() -> None:
     """Silence Lightning / Optuna / MLflow chatter (results go to files, progress to stderr)."""
     import logging

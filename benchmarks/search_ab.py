@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from benchmarks._common import REPO, Context, die_with_this_process, header, log, table, write_result
+from benchmarks._common import REPO, Context, header, log, table, write_result
 
 NAME = "search_ab"
 #: row keys that are timings or paths, not what the search found
@@ -72,6 +72,9 @@ def first_difference(a: List[Dict[str, Any]], b: List[Dict[str, Any]]) -> Option
 
 
 def run(ctx: Context, base: str, task: str, seeds: List[int]) -> List[str]:
+    # imported here, not at the top: _worker runs this file's text against the base tree's autoprune, which may lack it
+    from autoprune.search.faults import kill_with_parent
+
     rd = ctx.runs(f"{NAME}_{task}")
     tree, sha = worktree(base, ctx.runs_root / NAME)
     trees = {"base": tree, "this": REPO}
@@ -86,7 +89,7 @@ def run(ctx: Context, base: str, task: str, seeds: List[int]) -> List[str]:
                f"exec(compile(open({here!r}).read(), {here!r}, 'exec'), g); g['_worker']({task!r}, pathlib.Path({str(out)!r}), {seeds!r})"]
         log(f"{NAME}: {task} seeds {seeds} in {name} ({code})")
         procs[name] = subprocess.Popen(cmd, cwd=code, env=env, stdout=open(out / "log.txt", "w"), stderr=subprocess.STDOUT,
-                                       preexec_fn=die_with_this_process)  # a stopped comparison stops both searches
+                                       preexec_fn=kill_with_parent)  # a stopped comparison stops both searches
     t0 = time.time()
     codes = {name: p.wait() for name, p in procs.items()}
     if any(codes.values()):

@@ -122,9 +122,9 @@ def test_a_killed_benchmark_takes_its_jobs_with_it(kind, tmp_path):
                  "        futs = [pool.submit(os.getpid) for _ in range(8)]\n"
                  f"        open({str(pids)!r}, 'w').write(' '.join(str(f.result()) for f in futs))\n"
                  "        pool.submit(time.sleep, 600); time.sleep(600)\n"),
-        "command": ("from benchmarks._common import die_with_this_process\n"
+        "command": ("from autoprune.search.faults import kill_with_parent\n"
                     "import subprocess, sys, time\n"
-                    "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'], preexec_fn=die_with_this_process)\n"
+                    "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'], preexec_fn=kill_with_parent)\n"
                     f"open({str(pids)!r}, 'w').write(str(p.pid)); time.sleep(600)\n"),
     }[kind]
     script = tmp_path / "bench.py"

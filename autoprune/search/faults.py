@@ -25,7 +25,7 @@ from autoprune.errors import TrialError
 from autoprune.search import attrs
 from autoprune.services.urls import shown
 
-__all__ = ["TooManyFailures", "FailureWatch", "die_with_parent", "first_line", "environment_failure"]
+__all__ = ["TooManyFailures", "FailureWatch", "die_with_parent", "kill_with_parent", "first_line", "environment_failure"]
 
 log = logging.getLogger(__name__)
 
@@ -88,13 +88,23 @@ class FailureWatch:
             )
 
 
-def die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when its parent dies (no orphaned workers); no-op elsewhere."""
+def kill_with_parent() -> bool:
+    """Ask Linux to SIGKILL this process when its parent dies; False where it cannot (not Linux).
+
+    The request survives ``exec``: as ``preexec_fn`` of ``subprocess.Popen`` it binds a command to its starter.
+    """
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         PR_SET_PDEATHSIG = 1
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
+        return False
+    return True
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (no orphaned workers); no-op elsewhere."""
+    if not kill_with_parent():
         return
     parent = multiprocessing.parent_process()
     if parent is not None and os.getppid() != parent.pid:  # the parent died before prctl took effect
